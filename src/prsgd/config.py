@@ -1,0 +1,241 @@
+"""One typed configuration for every run: presets, command-line overrides, validation.
+
+A run is fully described by a `Config`. `config.json` in the run directory holds `asdict(cfg)`
+plus provenance, and `Config.from_dict` reads it back, so a run can be re-created or resumed from
+its own directory. Every field has a command-line flag of the same name (`--batch-size` for
+`batch_size`); `--preset` picks the starting values and flags override them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields
+
+ALGORITHMS = ("prsgd", "kavg", "gradient_allreduce", "hier", "varying", "one_shot", "post_local",
+              "hetero")
+DATASETS = ("synthetic", "cifar10", "imagefolder")
+BACKENDS = ("horovod", "packed")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; the message names the argument and what is allowed."""
+
+
+@dataclass
+class Config:
+    # --- what to run -------------------------------------------------------------------------
+    preset: str = "paper"
+    algorithm: str = "prsgd"        # prsgd (Algorithm 1), kavg (alias of prsgd), ... see ALGORITHMS
+    interval: int = 1               # I: local steps between two averaging rounds
+    workers: int = 0                # N; 0 = the launcher's world size (horovod) / required (packed)
+    backend: str = "horovod"
+    # --- optimisation (paper, Section 5) -----------------------------------------------------
+    batch_size: int = 32            # local mini-batch per worker
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4      # not stated in the paper: our assumption, recorded as such
+    lr_milestones: tuple[int, ...] = (150, 275)   # global epochs at which lr is divided
+    lr_gamma: float = 0.1
+    epochs: int = 300               # global epochs: all workers together pass once over the data
+    average_momentum: bool = False  # also average the momentum buffers in each round
+    max_steps: int = 0              # stop after this many local steps (0 = run all epochs)
+    # --- related algorithms (issue: the whole family) ---------------------------------------
+    group_size: int = 0             # Hier-AVG: S workers per group
+    global_every: int = 1           # Hier-AVG: K2 local (group) rounds per global round
+    epoch_lengths: tuple[int, ...] = ()   # Algorithm 2: K^s local steps per averaging epoch
+    epoch_lrs: tuple[float, ...] = ()     # Algorithm 2: lr gamma^s per averaging epoch
+    local_epochs: int = 0           # post-local SGD: I = 1 for this many global epochs first
+    worker_intervals: tuple[int, ...] = ()  # Algorithm 3: I_i local steps per round for worker i
+    round_budget_s: float = 0.0     # Algorithm 3: wall-clock seconds of local steps per round
+    slowdown: tuple[float, ...] = ()      # simulated slowness per worker (1.0 = normal speed)
+    # --- data ---------------------------------------------------------------------------------
+    dataset: str = "cifar10"
+    data: str = ""                  # path: cifar-10-batches-py dir, ImageFolder dir or zip
+    train_subset: int = 0           # use only the first n training images (0 = all)
+    test_subset: int = 0
+    augment: bool = True
+    seed: int = 0
+    # --- evaluation and logging -------------------------------------------------------------
+    eval_every: int = 1             # evaluate the averaged model every k epochs (0 = never)
+    eval_train_loss: bool = False   # also the full-training-set loss of the averaged model
+    diagnostics: bool = False       # consensus distance and gradient moments (issue: theory)
+    out: str = "runs"               # parent folder of run directories (or the run dir itself)
+    run_id: str = ""                # short id; generated when empty
+    # --- execution ----------------------------------------------------------------------------
+    device: str = "auto"
+    precision: str = "fp32"
+    cuda_graph: bool = False
+    channels_last: bool = False
+    resume: bool = False
+    restart: bool = False
+    checkpoint_every: int = 1       # epochs between checkpoints (0 = never)
+    deterministic: bool = True
+    progress: bool = True
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self, world_size: int | None = None) -> "Config":
+        """Raise ConfigError naming the first bad field. `world_size`: the launcher's, if any."""
+        def bad(name: str, why: str):
+            raise ConfigError(f"--{name.replace('_', '-')}: {why} (got {getattr(self, name)!r})")
+
+        for name, allowed in (("algorithm", ALGORITHMS), ("dataset", DATASETS),
+                              ("backend", BACKENDS), ("precision", PRECISIONS),
+                              ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                bad(name, f"must be one of {', '.join(allowed)}")
+        for name in ("interval", "batch_size", "epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                bad(name, "must be a positive integer")
+        for name in ("max_steps", "train_subset", "test_subset", "eval_every", "workers",
+                     "local_epochs", "group_size", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if self.global_every <= 0:
+            bad("global_every", "must be a positive integer")
+        if self.lr <= 0:
+            bad("lr", "must be > 0")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", "must be in [0, 1)")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            bad("lr_milestones", "must be increasing")
+        if any(k <= 0 for k in self.epoch_lengths):
+            bad("epoch_lengths", "every K^s must be a positive integer")
+        if self.epoch_lrs and len(self.epoch_lrs) != len(self.epoch_lengths):
+            bad("epoch_lrs", "needs one lr per entry of --epoch-lengths")
+        if any(k <= 0 for k in self.worker_intervals):
+            bad("worker_intervals", "every I_i must be a positive integer")
+        if any(s <= 0 for s in self.slowdown):
+            bad("slowdown", "every factor must be > 0")
+        if self.round_budget_s < 0:
+            bad("round_budget_s", "must be >= 0")
+        if self.dataset in ("imagefolder",) and not self.data:
+            bad("data", "--dataset imagefolder needs --data PATH (a folder or a .zip)")
+        if self.resume and self.restart:
+            bad("restart", "--resume and --restart exclude each other")
+        if world_size is not None and self.backend == "horovod":
+            if self.workers and self.workers != world_size:
+                bad("workers", f"does not match the launcher's {world_size} ranks")
+        n = self.num_workers(world_size)
+        if n <= 0:
+            bad("workers", "the packed backend needs --workers N (N >= 1)")
+        for name in ("worker_intervals", "slowdown"):
+            v = getattr(self, name)
+            if v and len(v) != n:
+                bad(name, f"needs one value per worker ({n})")
+        if self.algorithm == "hier":
+            if self.group_size <= 0 or n % self.group_size:
+                bad("group_size", f"Hier-AVG needs a group size S >= 1 that divides N={n}")
+        if self.algorithm == "varying" and not self.epoch_lengths:
+            bad("epoch_lengths", "--algorithm varying needs --epoch-lengths K1,K2,...")
+        if self.algorithm == "gradient_allreduce" and self.backend != "horovod":
+            bad("backend", "gradient_allreduce runs only on the horovod backend")
+        return self
+
+    def num_workers(self, world_size: int | None = None) -> int:
+        if self.backend == "horovod":
+            return world_size if world_size is not None else (self.workers or 1)
+        return self.workers
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kw)
+
+
+# Fields that change the mathematics of a run: a checkpoint made under other values is refused.
+MATH_FIELDS = ("algorithm", "interval", "workers", "backend", "batch_size", "lr", "momentum",
+               "weight_decay", "lr_milestones", "lr_gamma", "epochs", "average_momentum",
+               "group_size", "global_every", "epoch_lengths", "epoch_lrs", "local_epochs",
+               "worker_intervals", "round_budget_s", "dataset", "train_subset", "augment", "seed",
+               "precision")
+
+PRESETS: dict[str, dict] = {
+    # The paper's Section 5: ResNet20 / CIFAR-10, 8 workers, 300 epochs.
+    "paper": dict(),
+    # Scaled down for a 2-core CPU: a subset of CIFAR-10, few epochs, milestones scaled with them.
+    "demo": dict(epochs=6, lr_milestones=(4, 5), train_subset=8192, test_subset=2000,
+                 eval_every=1),
+    # Seconds per epoch on a CPU: for CI and first contact.
+    "smoke": dict(epochs=3, lr_milestones=(2,), train_subset=512, test_subset=256,
+                  dataset="synthetic", eval_every=1, batch_size=16),
+}
+
+
+def preset(name: str, **overrides) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: must be one of {', '.join(PRESETS)} (got {name!r})")
+    return Config(preset=name, **{**PRESETS[name], **overrides})
+
+
+# --- command line ------------------------------------------------------------------------------
+def _parse_tuple(inner: type):
+    def parse(text: str):
+        text = text.strip()
+        if text in ("", "none", "()"):
+            return ()
+        try:
+            return tuple(inner(x) for x in text.replace(" ", "").split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {inner.__name__}")
+    return parse
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError("expected true or false")
+
+
+def _strict_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an integer")
+
+
+def build_parser(prog: str = "python -m prsgd.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(Config)
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        t = hints[f.name]
+        if f.name == "preset":
+            p.add_argument(flag, default="paper", help="starting values: " + ", ".join(PRESETS))
+            continue
+        if t is bool:
+            p.add_argument(flag, nargs="?", const=True, default=None, type=_parse_bool,
+                           metavar="BOOL")
+        elif typing.get_origin(t) is tuple:
+            inner = typing.get_args(t)[0]
+            p.add_argument(flag, default=None, type=_parse_tuple(inner), metavar="A,B,...")
+        else:
+            p.add_argument(flag, default=None, type=_strict_int if t is int else t)
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> Config:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "preset"}
+    return preset(args.preset, **overrides)
+
+
+def dumps(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

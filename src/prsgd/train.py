@@ -1,0 +1,340 @@
+"""Train ResNet20 on CIFAR-10 with local SGD and periodic model averaging (PR-SGD).
+
+    horovodrun -np 8 python -m prsgd.train --preset paper --interval 8 --dataset imagefolder \
+        --data ../shared/data/cifar10-jpeg
+    python -m prsgd.train --preset smoke --backend packed --workers 2   # one process, N replicas
+
+One loop serves both backends. Each worker steps SGD on its own shard; after every local step the
+schedule says which averaging rounds happen now and the communicator averages the flat buffer.
+Metrics are reduced across workers once per epoch. Rank 0 alone writes files.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import config as config_mod
+from . import data as data_mod
+from .comm import FlatModel, HorovodComm, PackedComm
+from .config import Config, ConfigError
+from .models import ResNet20, tile_state
+from .results import MetricsWriter, new_run_id, provenance, write_json_atomic
+from .schedule import lr_at, make_schedule, Varying
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+def init_horovod():
+    """The one place Horovod is initialised."""
+    import horovod.torch as hvd
+    hvd.init()
+    return hvd
+
+
+def resolve_device(cfg: Config, local_rank: int) -> torch.device:
+    want = cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device: cuda requested but no CUDA device is available")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _local_size() -> int:
+    return int(os.environ.get("HOROVOD_LOCAL_SIZE", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", 1)))
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("HOROVOD_LOCAL_RANK", os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)))
+
+
+@torch.no_grad()
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, device, batch: int = 1000):
+    """Sum of losses, number correct, count, for a replicas=1 model in eval mode."""
+    model.eval()
+    loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for i in range(0, len(labels), batch):
+        x = data_mod.normalize(images[i:i + batch].to(device))
+        y = labels[i:i + batch].to(device)
+        out = model(x)[:, 0]
+        loss += F.cross_entropy(out.float(), y, reduction="sum").double()
+        correct += (out.argmax(-1) == y).sum()
+    return loss, correct, len(labels)
+
+
+class Trainer:
+    """State of one run on this process. `hooks.after_step(trainer, step, events)` is called after
+    each local step and its averaging rounds (tests use it to look at the weights)."""
+
+    def __init__(self, cfg: Config, hooks=None):
+        self.hooks = hooks
+        self.hvd = init_horovod() if cfg.backend == "horovod" else None
+        world = self.hvd.size() if self.hvd else None
+        cfg.validate(world)
+        self.cfg = cfg
+        self.N = cfg.num_workers(world)
+        self.rank = self.hvd.rank() if self.hvd else 0
+        self.is_writer = self.rank == 0
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // _local_size()))
+        if cfg.deterministic:
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        self.device = resolve_device(cfg, _local_rank())
+
+        # Data: rank 0 decodes and fills the cache first, the others then read the cache.
+        load = lambda: data_mod.load(cfg.dataset, cfg.data, cfg.train_subset, cfg.test_subset,
+                                     cfg.seed)
+        if self.hvd and self.rank != 0:
+            self._barrier()
+            self.dataset = load()
+        else:
+            self.dataset = self._load_or_fail(load)
+            if self.hvd:
+                self._barrier()
+        M = len(self.dataset.train_y)
+        if data_mod.shard_size(M, self.N) < cfg.batch_size:
+            raise ConfigError(f"--batch-size: {cfg.batch_size} is larger than a worker's shard "
+                              f"({data_mod.shard_size(M, self.N)} = {M} images / {self.N} workers)")
+        self.steps_per_epoch = data_mod.steps_per_epoch(M, self.N, cfg.batch_size)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.schedule = make_schedule(
+            cfg.algorithm, workers=self.N, interval=cfg.interval, group_size=cfg.group_size,
+            global_every=cfg.global_every, epoch_lengths=cfg.epoch_lengths,
+            worker_intervals=cfg.worker_intervals, local_epochs=cfg.local_epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps)
+
+        # Model: every worker starts from the same weights (seeded, then broadcast from rank 0).
+        torch.manual_seed(cfg.seed)
+        single = ResNet20(replicas=1)
+        self.replicas = 1 if self.hvd else self.N
+        self.model = single if self.hvd else ResNet20(replicas=self.N)
+        if not self.hvd:
+            self.model.load_state_dict(tile_state(single.state_dict(), self.N))
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.fm = FlatModel(self.model, self.replicas)
+        if self.hvd:
+            self.comm = HorovodComm(self.hvd, timed=not cfg.cuda_graph)
+            self.comm.broadcast_(self.fm.flat)
+            self.comm.register_groups({g for t in range(1, self.total_steps + 1)
+                                       for e in self.schedule.events(t, self.rank)
+                                       for g in e.groups} if cfg.algorithm == "hier" else ())
+        else:
+            self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph)
+        self.workers = self.comm.workers
+        self.eval_model = ResNet20(replicas=1).to(self.device)
+        self.eval_fm = FlatModel(self.eval_model, 1)
+        self.images = data_mod.DeviceData(self.dataset.train_x, self.dataset.train_y, self.device)
+        self.optimizer = self._gradient_allreduce_optimizer() \
+            if cfg.algorithm == "gradient_allreduce" else None
+
+        self.step = 0
+        self.epoch = 0
+        self.train_seconds = 0.0
+        self.run_dir = self._make_run_dir()
+        self.writer = MetricsWriter(self.run_dir / "metrics.csv") if self.is_writer else None
+
+    # --- setup helpers -------------------------------------------------------------------------
+    def _barrier(self):
+        if self.hvd:
+            self.hvd.barrier()
+
+    def _load_or_fail(self, load):
+        try:
+            return load()
+        except data_mod.DataError:
+            if self.hvd:  # release the waiting ranks so the launcher ends instead of hanging
+                self.hvd.barrier()
+            raise
+
+    def _gradient_allreduce_optimizer(self):
+        """The classical baseline: Horovod's DistributedOptimizer averages gradients each step."""
+        cfg, hvd = self.cfg, self.hvd
+        opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+        return hvd.DistributedOptimizer(opt, named_parameters=self.model.named_parameters())
+
+    def _make_run_dir(self) -> Path:
+        cfg = self.cfg
+        run_id = cfg.run_id or (new_run_id() if self.is_writer else None)
+        run_id = self.comm.broadcast_object(run_id)
+        cfg.run_id = run_id
+        run_dir = Path(cfg.out) / run_id
+        if self.is_writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if cfg.resume:
+                raise ConfigError("--resume: not supported yet (see the reliability issue)")
+            if (run_dir / "metrics.csv").exists() and (run_dir / "metrics.csv").stat().st_size:
+                raise ConfigError(f"--out/--run-id: {run_dir} already holds a run; choose another "
+                                  "--run-id or remove it")
+            devices = [torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                       else f"cpu ({os.cpu_count()} cores)"]
+            meta = {
+                "config": cfg.to_dict(),
+                "derived": {"workers": self.N, "steps_per_epoch": self.steps_per_epoch,
+                            "total_steps": self.total_steps,
+                            "global_batch": self.N * cfg.batch_size,
+                            "averaged_floats": self.fm.region(cfg.average_momentum).numel()
+                            // self.replicas},
+                "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
+                                         devices=devices, dataset=self.dataset),
+            }
+            write_json_atomic(run_dir / "config.json", meta)
+        return run_dir
+
+    # --- the loop ------------------------------------------------------------------------------
+    def lr(self, step: int) -> float:
+        cfg = self.cfg
+        varying = self.schedule if isinstance(self.schedule, Varying) else None
+        return lr_at(step, base_lr=cfg.lr, steps_per_epoch=self.steps_per_epoch,
+                     milestones=cfg.lr_milestones, gamma=cfg.lr_gamma, varying=varying,
+                     epoch_lrs=cfg.epoch_lrs)
+
+    def local_step(self, x, y, lr: float):
+        cfg, fm, n = self.cfg, self.fm, self.replicas
+        self.model.train()
+        fm.zero_grad()
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = self.model(x)                                        # (B, n, 10)
+        per = F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1),
+                              reduction="none").view(-1, n).mean(0)    # (n,) each replica's loss
+        per.sum().backward()
+        if self.optimizer is not None:
+            t0 = time.perf_counter()
+            self.optimizer.synchronize()
+            self.comm.counters.add("global", fm.grad.numel() * fm.grad.element_size(),
+                                   time.perf_counter() - t0)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            with self.optimizer.skip_synchronize():
+                self.optimizer.step()
+        else:
+            fm.sgd_step(lr, cfg.momentum, cfg.weight_decay)
+        return per.detach(), (out.detach().argmax(-1) == y).sum(0)
+
+    def run_epoch(self):
+        cfg = self.cfg
+        plan = data_mod.epoch_plan(len(self.dataset.train_y), self.workers, self.N,
+                                   cfg.batch_size, cfg.seed, self.epoch, cfg.augment)
+        plan = plan.to(self.device)
+        n = self.replicas
+        loss_sum = torch.zeros(n, device=self.device, dtype=torch.float64)
+        correct = torch.zeros(n, device=self.device, dtype=torch.int64)
+        steps = 0
+        region = self.fm.region(cfg.average_momentum)
+        t0 = time.perf_counter()
+        for s in range(self.steps_per_epoch):
+            if self.step >= self.total_steps:
+                break
+            self.step += 1
+            lr = self.lr(self.step)
+            x, y = self.images.batch(plan.index[:, s], plan.oy[:, s], plan.ox[:, s],
+                                     plan.flip[:, s])
+            loss, corr = self.local_step(x, y, lr)
+            loss_sum += loss
+            correct += corr
+            steps += 1
+            events = [] if self.optimizer is not None else self.schedule.events(self.step,
+                                                                                self.workers[0])
+            for ev in events:
+                self.comm.average_(region, ev)
+            if self.hooks is not None:
+                self.hooks.after_step(self, self.step, events)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.train_seconds += time.perf_counter() - t0
+        # One metric reduction per epoch: [loss sum, correct, samples].
+        # loss_sum holds per-batch mean losses, so it is divided by batches, correct by samples.
+        counts = torch.tensor([steps * n, steps * n * cfg.batch_size], dtype=torch.float64)
+        local = torch.cat([torch.stack([loss_sum.sum(), correct.sum().double()]).cpu(), counts])
+        tot = self.comm.sum_metrics(local)
+        return float(tot[0] / tot[2]), float(tot[1] / tot[3]), lr
+
+    def averaged_eval(self):
+        """Loss/accuracy of the averaged model, on a copy; local models are untouched."""
+        cfg = self.cfg
+        avg = self.comm.average_copy(self.fm.state) if self.hvd else self.fm.replica_mean()
+        self.eval_fm.state.copy_(avg)
+        ds = self.dataset
+        shard = slice(self.rank, None, self.hvd.size()) if self.hvd else slice(None)
+        parts = [evaluate(self.eval_model, ds.test_x[shard], ds.test_y[shard], self.device)]
+        if cfg.eval_train_loss:
+            parts.append(evaluate(self.eval_model, ds.train_x[shard], ds.train_y[shard],
+                                  self.device))
+        local = torch.tensor([[float(l), float(c), n] for l, c, n in parts], dtype=torch.float64)
+        tot = self.comm.sum_metrics(local)
+        out = {"test_loss": float(tot[0, 0] / tot[0, 2]), "test_acc": float(tot[0, 1] / tot[0, 2])}
+        if cfg.eval_train_loss:
+            out["full_train_loss"] = float(tot[1, 0] / tot[1, 2])
+        return out
+
+    def train(self):
+        cfg = self.cfg
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        while self.epoch < epochs:
+            loss, acc, lr = self.run_epoch()
+            self.epoch += 1
+            if not math.isfinite(loss):
+                raise Diverged(f"training loss is {loss} in epoch {self.epoch} "
+                               f"(by step {self.step})")
+            c = self.comm.counters
+            row = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
+                   "train_loss": loss, "train_acc": acc, "lr": lr,
+                   "rounds": c.rounds["global"], "rounds_local": c.rounds["local"],
+                   "bytes": c.total("bytes"), "comm_seconds": c.total("seconds"),
+                   "compute_seconds": self.train_seconds - c.total("seconds")}
+            if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == epochs):
+                row.update(self.averaged_eval())
+            if self.writer:
+                self.writer.write(row)
+                if cfg.progress:
+                    test = f" test_acc {row['test_acc']:.4f}" if "test_acc" in row else ""
+                    print(f"[{cfg.run_id}] epoch {self.epoch}/{epochs} step {self.step} "
+                          f"loss {loss:.4f} acc {acc:.4f}{test} lr {lr:g} "
+                          f"rounds {c.total('rounds')} {self.train_seconds:.1f}s", flush=True)
+        if self.writer:
+            self.writer.close()
+        return self.run_dir
+
+
+def run(cfg: Config, hooks=None) -> Path | None:
+    """Train; returns the run directory on the writing rank, None on the others."""
+    trainer = Trainer(cfg, hooks)
+    run_dir = trainer.train()
+    return run_dir if trainer.is_writer else None
+
+
+def main(argv=None) -> int:
+    try:
+        cfg = config_mod.from_args(argv)
+        run_dir = run(cfg)
+    except (ConfigError, data_mod.DataError) as e:
+        print(f"prsgd.train: error: {e}", file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print(f"prsgd.train: diverged: {e}", file=sys.stderr)
+        return 3
+    if run_dir is not None:
+        print(f"run directory: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
