@@ -3,13 +3,14 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+VENV_ABS := $(abspath $(VENV))
+PY := $(VENV_ABS)/bin/python
 STAMP := $(VENV)/.prsgd-installed
 NP ?= 2
 DATA ?=
 SHARED_DATA := ../shared/data/cifar10-jpeg
 export PYTHONPATH := $(CURDIR)/src
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test smoke train clean
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml scripts/install_horovod.sh scripts/patches/horovod-0.28
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[test]"
 	bash scripts/install_horovod.sh $(PY)
-	$(VENV)/bin/horovodrun --check-build | grep -q "\[X\] PyTorch"
+	$(VENV_ABS)/bin/horovodrun --check-build | grep -q "\[X\] PyTorch"
 	touch $@
 
 install: $(STAMP)  ## create .venv: torch, prsgd, Horovod (cached build)

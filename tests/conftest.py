@@ -1,0 +1,56 @@
+"""Shared test helpers: paths, a real `horovodrun` launcher, small configs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+
+def subprocess_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def horovodrun(np_: int, args: list[str], timeout: float = 300, check: bool = True,
+               env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run `horovodrun -np N --gloo python ARGS...` for real; returns the finished process."""
+    exe = shutil.which("horovodrun", path=subprocess_env()["PATH"])
+    if exe is None:
+        pytest.fail("horovodrun not found: run the tests through `make test`")
+    cmd = [exe, "-np", str(np_), "--gloo", sys.executable, *args]
+    proc = subprocess.run(cmd, env=subprocess_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n"
+                             f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def run_python(args: list[str], timeout: float = 300, check: bool = True, env=None):
+    proc = subprocess.run([sys.executable, *args], env=subprocess_env(**(env or {})),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"python {' '.join(args)} exited {proc.returncode}\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "train.zip").exists():
+        pytest.skip("shared JPEG CIFAR-10 copy not present")
+    return SHARED_DATA
