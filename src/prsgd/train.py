@@ -245,6 +245,7 @@ class Trainer:
                 break
             self.step += 1
             lr = self.lr(self.step)
+            self.batch_index = plan.index[:, s]  # which samples each worker used (for tests)
             x, y = self.images.batch(plan.index[:, s], plan.oy[:, s], plan.ox[:, s],
                                      plan.flip[:, s])
             loss, corr = self.local_step(x, y, lr)
