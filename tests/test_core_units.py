@@ -168,3 +168,24 @@ def test_environment_yml_names_the_pyproject_dependencies():
     assert listed == want
     for extra in ("torchvision", "horovod"):   # named for GPU users / the build script
         assert extra in yml
+
+
+def test_official_cifar_folder_with_wrong_files_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in data.CIFAR_BATCH_MD5:
+        (folder / name).write_bytes(b"not the official file")
+    with pytest.raises(data.DataError, match="md5 mismatch"):
+        data.load("cifar10", str(folder))
+    (folder / "test_batch").unlink()
+    with pytest.raises(data.DataError, match="missing test_batch"):
+        data.load("cifar10", str(tmp_path))
+
+
+def test_horovod_build_has_pytorch_and_gloo():
+    import shutil
+    from conftest import subprocess_env
+    exe = shutil.which("horovodrun", path=subprocess_env()["PATH"])
+    out = subprocess.run([exe, "--check-build"], capture_output=True, text=True, timeout=120,
+                         env=subprocess_env()).stdout
+    assert "[X] PyTorch" in out and "[X] Gloo" in out, out
