@@ -235,3 +235,24 @@ def test_checkpoint_loads_with_weights_only_and_write_is_atomic(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(checkpoint.ConfigError, match="unreadable.*--restart"):
         checkpoint.load_checkpoint(path)
+
+
+def test_sigterm_stops_as_interrupted_and_keeps_the_checkpoint(tmp_path):
+    run_dir = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, *PACKED, "--epochs", "50", "--out", str(tmp_path),
+                             "--run-id", "term"], env=subprocess_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (status(run_dir).get("checkpoint_epoch") or 0) >= 1, 240, "epoch 1",
+                 proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err
+    st = status(run_dir)
+    assert st["status"] == "interrupted" and st["epoch"] < 50
+    assert f"checkpoint of epoch {st['checkpoint_epoch']}" in st["message"]
+    assert load_ckpt(run_dir)["epoch"] == st["checkpoint_epoch"]

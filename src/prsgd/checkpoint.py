@@ -39,8 +39,8 @@ CHECKPOINT = "checkpoint.pt"
 STATUS = "status.json"
 FORMAT = 1
 # Files a run writes into its directory; `--restart` removes exactly these.
-RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT, CHECKPOINT + ".tmp", STATUS,
-             STATUS + ".tmp", "config.json.tmp")
+RUN_FILES = ("config.json", "metrics.csv", "metrics.csv.tmp", CHECKPOINT, CHECKPOINT + ".tmp",
+             STATUS, STATUS + ".tmp", "config.json.tmp")
 STATUSES = ("running", "done", "diverged", "interrupted", "failed")
 
 

@@ -196,7 +196,8 @@ class Trainer:
                 "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
                                          devices=devices, dataset=self.dataset),
             }
-            if resumed is not None:  # keep the original provenance; log every resumption
+            if resumed is not None and (run_dir / "config.json").exists():
+                # Keep the original provenance; log every resumption.
                 old = json.loads((run_dir / "config.json").read_text())
                 old.setdefault("resumes", []).append(
                     {"from_epoch": resumed["epoch"], "provenance": meta["provenance"]})
