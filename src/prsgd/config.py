@@ -207,7 +207,7 @@ def _strict_int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("expected an integer")
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
 
 
 def build_parser(prog: str = "python -m prsgd.train") -> argparse.ArgumentParser:

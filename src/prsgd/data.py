@@ -20,6 +20,7 @@ import pickle
 import tarfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def _verify_zip(zpath: Path) -> None:
     try:
         with zipfile.ZipFile(zpath) as z:
             bad = z.testzip()  # CRC of every member: catches a changed byte anywhere
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:  # deflate errors too
         raise DataError(f"{zpath}: not a readable zip ({e}); the copy is truncated or corrupted")
     if bad is not None:
         raise DataError(f"{zpath}: member {bad} fails its CRC check; the copy is corrupted")

@@ -10,6 +10,7 @@ Metrics are reduced across workers once per epoch. Rank 0 alone writes files.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config as config_mod
+from . import checkpoint as checkpoint_mod
 from . import data as data_mod
 from .comm import FlatModel, HorovodComm, PackedComm
 from .config import Config, ConfigError
@@ -178,13 +180,11 @@ class Trainer:
         run_id = self.comm.broadcast_object(run_id)
         cfg.run_id = run_id
         run_dir = Path(cfg.out) / run_id
+        # Refuses a directory holding another run; --restart clears it; --resume restores state.
+        self.checkpoint = checkpoint_mod.Checkpointer(self, run_dir)
+        resumed = self.checkpoint.prepare()
         if self.is_writer:
             run_dir.mkdir(parents=True, exist_ok=True)
-            if cfg.resume:
-                raise ConfigError("--resume: not supported yet (see the reliability issue)")
-            if (run_dir / "metrics.csv").exists() and (run_dir / "metrics.csv").stat().st_size:
-                raise ConfigError(f"--out/--run-id: {run_dir} already holds a run; choose another "
-                                  "--run-id or remove it")
             devices = [torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
                        else f"cpu ({os.cpu_count()} cores)"]
             meta = {
@@ -197,6 +197,12 @@ class Trainer:
                 "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
                                          devices=devices, dataset=self.dataset),
             }
+            if resumed is not None and (run_dir / "config.json").exists():
+                # Keep the original provenance; log every resumption.
+                old = json.loads((run_dir / "config.json").read_text())
+                old.setdefault("resumes", []).append(
+                    {"from_epoch": resumed["epoch"], "provenance": meta["provenance"]})
+                meta = old
             write_json_atomic(run_dir / "config.json", meta)
         return run_dir
 
@@ -239,6 +245,9 @@ class Trainer:
         n = self.replicas
         loss_sum = torch.zeros(n, device=self.device, dtype=torch.float64)
         correct = torch.zeros(n, device=self.device, dtype=torch.int64)
+        # First step with a non-finite loss, per replica (0 = none): kept on the device, so
+        # finding where a run diverged costs no host synchronisation per step.
+        first_bad = torch.zeros(n, device=self.device, dtype=torch.int64)
         steps = 0
         region = self.fm.region(cfg.average_momentum)
         t0 = time.perf_counter()
@@ -252,6 +261,7 @@ class Trainer:
                                      plan.flip[:, s])
             loss, corr = self.local_step(x.to(self.dtype), y, lr)
             loss_sum += loss
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), self.step, first_bad)
             correct += corr
             steps += 1
             events = [] if self.optimizer is not None else self.schedule.events(self.step,
@@ -266,8 +276,12 @@ class Trainer:
         # One metric reduction per epoch: [loss sum, correct, samples].
         # loss_sum holds per-batch mean losses, so it is divided by batches, correct by samples.
         counts = torch.tensor([steps * n, steps * n * cfg.batch_size], dtype=torch.float64)
-        local = torch.cat([torch.stack([loss_sum.sum(), correct.sum().double()]).cpu(), counts])
+        bad = torch.zeros(self.N, dtype=torch.float64)   # worker w's first bad step at [w]
+        bad[self.workers] = first_bad.cpu().double()
+        local = torch.cat([torch.stack([loss_sum.sum(), correct.sum().double()]).cpu(), counts,
+                           bad])
         tot = self.comm.sum_metrics(local)
+        self.first_bad_steps = [int(v) for v in tot[4:]]
         return float(tot[0] / tot[2]), float(tot[1] / tot[3]), lr
 
     def averaged_eval(self):
@@ -295,8 +309,11 @@ class Trainer:
             loss, acc, lr = self.run_epoch()
             self.epoch += 1
             if not math.isfinite(loss):
-                raise Diverged(f"training loss is {loss} in epoch {self.epoch} "
-                               f"(by step {self.step})")
+                first = min((s, w) for w, s in enumerate(self.first_bad_steps) if s) \
+                    if any(self.first_bad_steps) else (self.step, None)
+                raise Diverged(f"training loss is {loss} in epoch {self.epoch}: first non-finite "
+                               f"loss at step {first[0]} (worker {first[1]}); the run stopped "
+                               f"at step {self.step}")
             c = self.comm.counters
             row = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
                    "train_loss": loss, "train_acc": acc, "lr": lr,
@@ -312,6 +329,7 @@ class Trainer:
                     print(f"[{cfg.run_id}] epoch {self.epoch}/{epochs} step {self.step} "
                           f"loss {loss:.4f} acc {acc:.4f}{test} lr {lr:g} "
                           f"rounds {c.total('rounds')} {self.train_seconds:.1f}s", flush=True)
+            self.checkpoint.end_of_epoch(row, last=self.epoch == epochs)
         if self.writer:
             self.writer.close()
         return self.run_dir
@@ -320,7 +338,11 @@ class Trainer:
 def run(cfg: Config, hooks=None) -> Path | None:
     """Train; returns the run directory on the writing rank, None on the others."""
     trainer = Trainer(cfg, hooks)
-    run_dir = trainer.train()
+    if trainer.checkpoint.resumed_from is not None and trainer.is_writer and cfg.progress:
+        print(f"[{cfg.run_id}] resumed from the checkpoint of epoch "
+              f"{trainer.checkpoint.resumed_from} (step {trainer.step})", flush=True)
+    with trainer.checkpoint.guard(Diverged):  # status.json: done/diverged/interrupted/failed
+        run_dir = trainer.train()
     return run_dir if trainer.is_writer else None
 
 
@@ -334,6 +356,9 @@ def main(argv=None) -> int:
     except Diverged as e:
         print(f"prsgd.train: diverged: {e}", file=sys.stderr)
         return 3
+    except checkpoint_mod.Interrupted as e:
+        print(f"prsgd.train: {e}", file=sys.stderr)
+        return e.exit_code
     if run_dir is not None:
         print(f"run directory: {run_dir}")
     return 0

@@ -1,0 +1,293 @@
+"""Runs that survive: checkpoints, exact resume, run status, refusal of a different run.
+
+A run directory holds, besides `config.json` and `metrics.csv`:
+
+- `checkpoint.pt`: the state after the last completed checkpointed epoch: every worker's flat
+  buffer (parameters, BN statistics, momentum: local models differ between averagings, so all N
+  are kept), the optimizer state of the gradient-allreduce baseline, RNG states, step, epoch,
+  train_seconds, the communication counters of every worker and the metric rows so far. Only
+  tensors, numbers, strings, lists and dicts: it loads with `torch.load(weights_only=True)`.
+  Written to `checkpoint.pt.tmp`, fsynced, then `os.replace`d: the previous one stays until the
+  new one is complete, so a kill at any moment leaves a valid checkpoint (or none).
+- `status.json`: `running`, `done`, `diverged`, `interrupted` (SIGTERM/SIGINT) or `failed`, with
+  epoch, step and a message. A run whose status is still `running` after its launcher exited was
+  killed (SIGKILL, a dead rank, a lost machine): it is resumable like `failed`/`interrupted`.
+
+The data position needs no saving: an epoch's batches are a pure function of (seed, epoch,
+worker), so resuming at epoch e replays exactly the batches an uninterrupted run would see. A
+run killed mid-epoch resumes from its last checkpoint and redoes that epoch; metric rows after
+the checkpoint's epoch are dropped (metrics.csv is rewritten from the checkpoint's rows).
+
+Under Horovod rank 0 owns the run directory: it gathers every rank's state to write one file and
+scatters it back on resume, so a shared file system is not needed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from .config import MATH_FIELDS, ConfigError
+from .results import MetricsWriter, write_json_atomic
+
+CHECKPOINT = "checkpoint.pt"
+STATUS = "status.json"
+FORMAT = 1
+# Files a run writes into its directory; `--restart` removes exactly these.
+RUN_FILES = ("config.json", "metrics.csv", "metrics.csv.tmp", CHECKPOINT, CHECKPOINT + ".tmp",
+             STATUS, STATUS + ".tmp", "config.json.tmp")
+STATUSES = ("running", "done", "diverged", "interrupted", "failed")
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived. A BaseException, so that no `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+def effective_config(cfg, workers: int) -> dict:
+    """The config as it acts: `workers` resolved to the real N (0 means 'the launcher's')."""
+    d = cfg.to_dict()
+    d["workers"] = workers
+    return d
+
+
+def math_differences(old: dict, new: dict) -> list[str]:
+    """'--flag: OLD in the run, NEW now' for every MATH_FIELDS field that differs."""
+    out = []
+    for k in MATH_FIELDS:
+        a, b = old.get(k), new.get(k)
+        a = list(a) if isinstance(a, (list, tuple)) else a
+        b = list(b) if isinstance(b, (list, tuple)) else b
+        if a != b:
+            out.append(f"--{k.replace('_', '-')}: {a!r} in the run, {b!r} now")
+    return out
+
+
+def read_status(run_dir) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((run_dir / f).exists() for f in ("config.json", CHECKPOINT, STATUS)) or (
+        (run_dir / "metrics.csv").exists() and (run_dir / "metrics.csv").stat().st_size > 0)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: refuse, never half-trust it
+        why = (str(e).splitlines() or [""])[0].split(". ")[0]
+        raise ConfigError(f"--resume: {path} is unreadable ({e.__class__.__name__}: {why}); "
+                          "pass --restart to start the run over") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise ConfigError(f"--resume: {path} is not a prsgd checkpoint of format {FORMAT}; "
+                          "pass --restart to start the run over")
+    return ck
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class Checkpointer:
+    """Checkpoint, resume and status of one Trainer's run directory. Collective methods
+    (`prepare`, `save`, `end_of_epoch`) must be called by every rank in the same order."""
+
+    def __init__(self, trainer, run_dir: Path):
+        self.t, self.run_dir = trainer, Path(run_dir)
+        self.rows: list[dict] = []          # metric rows so far (identical on every rank)
+        self.resumed_from: int | None = None
+        self.saved_epoch: int | None = None   # epoch of the checkpoint on disk
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    # --- opening a run directory ------------------------------------------------------------
+    def prepare(self) -> dict | None:
+        """Refuse a directory holding another run, clear it on --restart, load it on --resume.
+        Rank 0 decides and every rank gets the same answer, so an error stops all ranks alike.
+        Returns the checkpoint (restored into the trainer already) or None for a fresh start."""
+        t = self.t
+        answer = None
+        if t.is_writer:
+            try:
+                answer = ("ok", self._decide())
+            except ConfigError as e:
+                answer = ("error", str(e))
+        answer = t.comm.broadcast_object(answer)
+        if answer[0] == "error":
+            raise ConfigError(answer[1])
+        ck = answer[1]
+        if ck is not None:
+            self._restore(ck)
+        return ck
+
+    def _decide(self) -> dict | None:
+        t, cfg, d = self.t, self.t.cfg, self.run_dir
+        if cfg.restart:
+            for f in RUN_FILES:
+                (d / f).unlink(missing_ok=True)
+            return None
+        if not holds_run(d):
+            return None  # also with --resume: nothing to resume, a fresh start
+        status = (read_status(d) or {}).get("status", "unknown")
+        if not cfg.resume:
+            raise ConfigError(f"--out/--run-id: {d} already holds a run (status {status}); pass "
+                              "--resume to continue it, --restart to replace it, or choose "
+                              "another --run-id")
+        now = effective_config(cfg, t.N)
+        if self.path.exists():
+            ck = load_checkpoint(self.path)
+            old, sha = json.loads(ck["config"]), ck["dataset_sha256"]
+        else:  # killed before its first checkpoint: compare with config.json, start over
+            ck = None
+            try:
+                meta = json.loads((d / "config.json").read_text())
+                old = dict(meta["config"], workers=meta["derived"]["workers"])
+                sha = meta["provenance"]["dataset"]["sha256"]
+            except (OSError, ValueError, KeyError):
+                raise ConfigError(f"--resume: {d} holds files of a run but no readable "
+                                  "config.json or checkpoint; pass --restart to replace it")
+        diffs = math_differences(old, now)
+        if sha != t.dataset.checksum:
+            diffs.append(f"dataset: sha256 {sha[:12]}... in the run, "
+                         f"{t.dataset.checksum[:12]}... now")
+        if diffs:
+            raise ConfigError(f"--resume: {d} was made with a different configuration: "
+                              + "; ".join(diffs) + ". Pass --restart to start it over with the "
+                              "new values, or choose another --run-id")
+        if ck is None:
+            for f in ("metrics.csv", STATUS):
+                (d / f).unlink(missing_ok=True)
+            return None
+        # Metrics: exactly the checkpoint's rows; rows of a lost partial epoch are dropped.
+        tmp = d / "metrics.csv.tmp"
+        tmp.unlink(missing_ok=True)
+        w = MetricsWriter(tmp)
+        for row in ck["rows"]:
+            w.write(row)
+        w.close()
+        os.replace(tmp, d / "metrics.csv")
+        return ck
+
+    def _restore(self, ck: dict) -> None:
+        t = self.t
+        mine = ck["ranks"][t.rank]
+        with torch.no_grad():
+            t.fm.flat.copy_(mine["flat"].to(t.fm.flat.device))
+        if t.optimizer is not None:
+            t.optimizer.load_state_dict(mine["optimizer"])
+        t.comm.counters.load(mine["counters"])
+        torch.set_rng_state(mine["rng_cpu"])
+        if mine.get("rng_cuda") is not None and t.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["rng_cuda"], t.device)
+        t.step, t.epoch, t.train_seconds = ck["step"], ck["epoch"], ck["train_seconds"]
+        self.rows = [dict(r) for r in ck["rows"]]
+        self.resumed_from = self.saved_epoch = ck["epoch"]
+
+    # --- during the run -----------------------------------------------------------------------
+    def _local_state(self) -> dict:
+        t = self.t
+        return {"flat": t.fm.flat.detach().cpu().clone(),
+                "optimizer": t.optimizer.state_dict() if t.optimizer is not None else None,
+                "counters": t.comm.counters.to_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda"
+                else None}
+
+    def save(self) -> None:
+        """Collective: gather every worker's state to rank 0, which writes the file."""
+        t = self.t
+        local = self._local_state()
+        ranks = t.hvd.allgather_object(local, name="ckpt.gather") if t.hvd else [local]
+        if not t.is_writer:
+            return
+        ck = {"format": FORMAT, "config": json.dumps(effective_config(t.cfg, t.N)),
+              "dataset_sha256": t.dataset.checksum, "epoch": t.epoch, "step": t.step,
+              "train_seconds": t.train_seconds, "rows": self.rows, "ranks": ranks,
+              "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        save_atomic(ck, self.path)
+        self.saved_epoch = t.epoch
+
+    def end_of_epoch(self, row: dict, last: bool) -> None:
+        """Called by every rank after the epoch's row is written."""
+        self.rows.append(dict(row))
+        every = self.t.cfg.checkpoint_every
+        if every and (self.t.epoch % every == 0 or last):
+            self.save()
+            self.status("running")
+
+    def status(self, status: str, message: str = "") -> None:
+        t = self.t
+        if not t.is_writer:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_dir / STATUS, {
+            "status": status, "message": message, "run_id": t.cfg.run_id,
+            "epoch": t.epoch, "step": t.step,
+            "epochs": -(-t.total_steps // t.steps_per_epoch),
+            "checkpoint_epoch": self.saved_epoch,
+            "resumed_from_epoch": self.resumed_from, "pid": os.getpid(),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    @contextmanager
+    def guard(self, diverged_type):
+        """Around the training loop: SIGTERM/SIGINT raise `Interrupted`; the outcome is recorded
+        in status.json (done, diverged, interrupted, failed) and the exception goes on."""
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def on_signal(signum, frame):
+            raise Interrupted(signum)
+
+        for s in previous:
+            signal.signal(s, on_signal)
+        self.status("running")
+        try:
+            yield
+        except diverged_type as e:
+            self.status("diverged", str(e))
+            raise
+        except Interrupted as e:
+            where = ("no checkpoint yet: --resume starts it over" if self.saved_epoch is None
+                     else f"--resume continues from the checkpoint of epoch {self.saved_epoch}")
+            self.status("interrupted", f"{e}; {where}")
+            raise
+        except BaseException as e:
+            self.status("failed", f"{e.__class__.__name__}: {e}")
+            raise
+        else:
+            self.status("done")
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)

@@ -1,0 +1,49 @@
+"""Bad input: a message naming the argument and what is allowed, a non-zero exit, no run files;
+and the README table of every case, regenerated from the real messages."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import bad_inputs
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    cwd = tmp / "cwd"   # a run that got as far as a default --out would show up here
+    cwd.mkdir()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        yield bad_inputs.collect(tmp), tmp
+    finally:
+        os.chdir(old)
+
+
+@pytest.mark.horovod
+def test_every_bad_input_is_refused_with_its_message(results):
+    res, tmp = results
+    assert len(res) == len(bad_inputs.CASES)
+    for case, code, text in res:
+        assert code != 0, (case.shown, text)
+        assert case.expect in text, (case.shown, text)
+    # Nothing was started: no run directory besides the two the setup made on purpose.
+    assert list((tmp / "cwd").iterdir()) == []
+    assert sorted(p.name for p in (tmp / "runs").iterdir()) == ["broken", "done"]
+    # The refused resumes left the finished run as it was.
+    done = json.loads((tmp / "runs" / "done" / "status.json").read_text())
+    assert (done["status"], done["epoch"]) == ("done", 1)
+
+
+@pytest.mark.horovod
+def test_readme_table_lists_every_case_with_its_current_message(results):
+    res, _ = results
+    assert bad_inputs.table(res) in README.read_text(), (
+        "README's bad-input table is out of date; regenerate it with "
+        "`PYTHONPATH=src python tests/bad_inputs.py`:\n" + bad_inputs.table(res))
