@@ -8,8 +8,11 @@ import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+
+from prsgd import plot_family
 
 from conftest import ROOT, horovodrun
 
@@ -209,3 +212,9 @@ def test_hetero_budget_beats_waiting_for_a_slow_worker(tmp_path):
     rate1 = int(alg1["worker_steps"]) / float(alg1["train_seconds"])
     rate3 = int(alg3["worker_steps"]) / float(alg3["train_seconds"])
     assert rate3 > 1.1 * rate1, (alg1, alg3, rounds)
+    # the family plot reads both real runs: panel (c) and the summary table
+    assert plot_family.main([str(tmp_path)]) == 0
+    assert (tmp_path / "family.png").stat().st_size > 10_000
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert sorted(table.label) == ["Alg 3 budget " + f"{budget:.3f}".rstrip("0").rstrip(".")
+                                   + "s/round", "PR-SGD (Alg 1) I=4"]

@@ -136,3 +136,20 @@ def test_every_family_config_is_valid_and_round_trips():
                  ["--algorithm", "gradient_allreduce"]):
         cfg = from_args(["--preset", "smoke", *argv]).validate(2)
         assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_plot_labels_name_each_algorithm():
+    from prsgd.plot_family import label
+    names = []
+    for argv in (["--algorithm", "prsgd", "--interval", "4"],
+                 ["--algorithm", "kavg", "--interval", "4"],
+                 ["--algorithm", "gradient_allreduce"],
+                 ["--algorithm", "hier", "--group-size", "2", "--global-every", "3"],
+                 ["--algorithm", "varying", "--epoch-lengths", "2,4", "--epoch-growth", "2"],
+                 ["--algorithm", "one_shot"], ["--algorithm", "post_local", "--local-epochs", "1"],
+                 ["--algorithm", "hetero", "--worker-intervals", "1,2"],
+                 ["--algorithm", "hetero", "--round-budget-s", "0.5"]):
+        names.append(label(from_args(["--preset", "smoke", *argv]).to_dict()))
+    assert names == ["PR-SGD (Alg 1) I=4", "K-AVG K=4", "gradient allreduce",
+                     "Hier-AVG S=2 K1=1 K2=3", "Alg 2 K=2,4 x2", "one-shot", "post-local E=1 I=1",
+                     "Alg 3 I_i=1,2", "Alg 3 budget 0.5s/round"]
