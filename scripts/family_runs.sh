@@ -9,7 +9,7 @@ DATA=${2:-../shared/data/cifar10-jpeg}
 RUNS=$OUT/runs
 mkdir -p "$RUNS"
 COMMON=(--preset demo --dataset imagefolder --data "$DATA" --train-subset 1024 --test-subset 500
-        --epochs 3 --lr-milestones 2 --seed 0 --out "$RUNS" --progress false)
+        --epochs 6 --lr-milestones 4 --seed 0 --out "$RUNS" --progress false)
 
 run() {  # run NP NAME ARGS...: one run into $RUNS/NAME, skipped when it already finished
     local np=$1 name=$2; shift 2
@@ -19,8 +19,8 @@ run() {  # run NP NAME ARGS...: one run into $RUNS/NAME, skipped when it already
     timeout 1800 horovodrun -np "$np" --gloo python -m prsgd.train "${COMMON[@]}" --run-id "$name" "$@"
 }
 
-# (a) the family on 4 workers, the same data, seed and budget of 24 local steps each
-# (8 per epoch; Alg 3 here: 3 rounds, worker i makes 3 * I_i steps)
+# (a) the family on 4 workers, the same data, seed and budget of 48 local steps each
+# (8 per epoch; Alg 3 here: 6 rounds, worker i makes 6 * I_i steps)
 run 4 gradient_allreduce --algorithm gradient_allreduce
 run 4 prsgd_I1          --algorithm prsgd --interval 1
 run 4 prsgd_I4          --algorithm prsgd --interval 4
