@@ -67,7 +67,7 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, device, batch: i
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for i in range(0, len(labels), batch):
-        x = data_mod.normalize(images[i:i + batch].to(device))
+        x = data_mod.normalize(images[i:i + batch].to(device)).to(next(model.parameters()).dtype)
         y = labels[i:i + batch].to(device)
         out = model(x)[:, 0]
         loss += F.cross_entropy(out.float(), y, reduction="sum").double()
@@ -136,7 +136,8 @@ class Trainer:
         self.model = single if self.hvd else ResNet20(replicas=self.N)
         if not self.hvd:
             self.model.load_state_dict(tile_state(single.state_dict(), self.N))
-        self.model.to(self.device)
+        self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
+        self.model.to(self.device, self.dtype)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.fm = FlatModel(self.model, self.replicas)
@@ -147,7 +148,7 @@ class Trainer:
         else:
             self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph)
         self.workers = self.comm.workers
-        self.eval_model = ResNet20(replicas=1).to(self.device)
+        self.eval_model = ResNet20(replicas=1).to(self.device, self.dtype)
         self.eval_fm = FlatModel(self.eval_model, 1)
         self.images = data_mod.DeviceData(self.dataset.train_x, self.dataset.train_y, self.device)
         self.optimizer = self._gradient_allreduce_optimizer() \
@@ -228,7 +229,8 @@ class Trainer:
         fm.zero_grad()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = self.model(x)                                        # (B, n, 10)
-        per = F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1),
+        logits = out if out.dtype == torch.float64 else out.float()   # bf16 logits -> fp32 loss
+        per = F.cross_entropy(logits.reshape(-1, out.shape[-1]), y.reshape(-1),
                               reduction="none").view(-1, n).mean(0)    # (n,) each replica's loss
         per.sum().backward()
         if self.optimizer is not None:
@@ -256,6 +258,7 @@ class Trainer:
                                              cfg.augment).to(self.device)
             self._plan_epoch = data_epoch
         p = self._plan
+        self.batch_index = p.index[:, col]  # which samples each worker used (for tests)
         return self.images.batch(p.index[:, col], p.oy[:, col], p.ox[:, col], p.flip[:, col])
 
     def _period_done(self, end: int) -> bool:
@@ -288,7 +291,7 @@ class Trainer:
             lr = self.lr(self.step)
             x, y = self._batch(self.step)
             t_step, comm0 = time.perf_counter(), counters.total("seconds")
-            loss, corr = self.local_step(x, y, lr)
+            loss, corr = self.local_step(x.to(self.dtype), y, lr)
             if self.slowdown > 1.0:
                 self._simulate_slowness(t_step, comm0)
             loss_sum += loss
