@@ -125,6 +125,10 @@ def _sync(t: torch.Tensor):
         torch.cuda.synchronize(t.device)
 
 
+# Horovod process sets by their ranks; one Horovod (and so one set of process sets) per process.
+_PROCESS_SETS: dict[tuple[int, ...], object] = {}
+
+
 class HorovodComm:
     """Averaging across Horovod ranks. This process is one worker: `workers == [rank]`."""
 
@@ -134,19 +138,20 @@ class HorovodComm:
         self.workers = [self.rank]
         self.counters = Counters()
         self.timed = timed
-        self._sets: dict[tuple[int, ...], object] = {}
 
     def process_set(self, group: tuple[int, ...]):
         if len(group) == self.size:
             return self.hvd.global_process_set
-        return self._sets[group]
+        return _PROCESS_SETS[group]
 
     def register_groups(self, groups):
-        """Create the process sets a schedule will use. Collective: every rank, same order."""
-        for g in groups:
-            g = tuple(g)
-            if len(g) < self.size and g not in self._sets:
-                self._sets[g] = self.hvd.add_process_set(list(g))
+        """Create the process sets a schedule will use (Hier-AVG's groups). Collective: every
+        rank, in the same order. Needs Horovod initialised with dynamic process sets
+        (`train.init_horovod(dynamic_process_sets=True)`). Process sets live as long as Horovod,
+        so they are kept per process: a second run in the same process reuses them."""
+        for g in sorted(tuple(g) for g in groups):
+            if 1 < len(g) < self.size and g not in _PROCESS_SETS:
+                _PROCESS_SETS[g] = self.hvd.add_process_set(list(g))
 
     def average_(self, region: torch.Tensor, event: Event, worker_segments=None):
         group = event.group_of(self.rank)
@@ -166,6 +171,10 @@ class HorovodComm:
 
     def average_copy(self, t: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(t.clone(), op=self.hvd.Average, name="eval.avg")
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's 1-d `t` (same length on all) as the rows of a (size, len) tensor."""
+        return self.hvd.allgather(t.reshape(1, -1), name="gather.rows")
 
     def broadcast_(self, t: torch.Tensor, root: int = 0):
         self.hvd.broadcast_(t, root_rank=root, name="init.bcast")

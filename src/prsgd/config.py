@@ -48,6 +48,7 @@ class Config:
     global_every: int = 1           # Hier-AVG: K2 local (group) rounds per global round
     epoch_lengths: tuple[int, ...] = ()   # Algorithm 2: K^s local steps per averaging epoch
     epoch_lrs: tuple[float, ...] = ()     # Algorithm 2: lr gamma^s per averaging epoch
+    epoch_growth: float = 1.0       # Algorithm 2: after the list, each K^s = previous * growth
     local_epochs: int = 0           # post-local SGD: I = 1 for this many global epochs first
     worker_intervals: tuple[int, ...] = ()  # Algorithm 3: I_i local steps per round for worker i
     round_budget_s: float = 0.0     # Algorithm 3: wall-clock seconds of local steps per round
@@ -111,8 +112,10 @@ class Config:
             bad("epoch_lrs", "needs one lr per entry of --epoch-lengths")
         if any(k <= 0 for k in self.worker_intervals):
             bad("worker_intervals", "every I_i must be a positive integer")
-        if any(s <= 0 for s in self.slowdown):
-            bad("slowdown", "every factor must be > 0")
+        if any(s < 1 for s in self.slowdown):
+            bad("slowdown", "every factor must be >= 1 (1 = full speed, 2 = half speed)")
+        if self.epoch_growth < 1:
+            bad("epoch_growth", "must be >= 1 (1 repeats the last epoch length)")
         if self.round_budget_s < 0:
             bad("round_budget_s", "must be >= 0")
         if self.dataset in ("imagefolder",) and not self.data:
@@ -136,7 +139,33 @@ class Config:
             bad("epoch_lengths", "--algorithm varying needs --epoch-lengths K1,K2,...")
         if self.algorithm == "gradient_allreduce" and self.backend != "horovod":
             bad("backend", "gradient_allreduce runs only on the horovod backend")
+        self._validate_family()
         return self
+
+    # Which options belong to which algorithm: a flag that the chosen algorithm would ignore is
+    # refused, so that a sweep cannot silently run something other than what it names.
+    _FAMILY_OPTIONS = (("group_size", 0, ("hier",)), ("global_every", 1, ("hier",)),
+                       ("epoch_lengths", (), ("varying",)), ("epoch_lrs", (), ("varying",)),
+                       ("epoch_growth", 1.0, ("varying",)), ("local_epochs", 0, ("post_local",)),
+                       ("worker_intervals", (), ("hetero",)), ("round_budget_s", 0.0, ("hetero",)))
+
+    def _validate_family(self):
+        for name, default, algorithms in self._FAMILY_OPTIONS:
+            if getattr(self, name) != default and self.algorithm not in algorithms:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}: applies only to --algorithm "
+                    f"{' or '.join(algorithms)} (got --algorithm {self.algorithm})")
+        if self.algorithm == "hetero" and self.worker_intervals and self.round_budget_s:
+            raise ConfigError("--round-budget-s: give either --worker-intervals or "
+                              "--round-budget-s for --algorithm hetero, not both")
+        if self.backend == "packed":
+            # Packed replicas step in lockstep inside one process: no per-worker speeds or counts.
+            if self.algorithm == "hetero":
+                raise ConfigError("--algorithm: hetero needs the horovod backend (packed "
+                                  "replicas cannot make different numbers of steps)")
+            if self.slowdown:
+                raise ConfigError("--slowdown: needs the horovod backend (packed replicas "
+                                  "share one process)")
 
     def num_workers(self, world_size: int | None = None) -> int:
         if self.backend == "horovod":
@@ -161,7 +190,7 @@ MATH_FIELDS = ("algorithm", "interval", "workers", "backend", "batch_size", "lr"
                "weight_decay", "lr_milestones", "lr_gamma", "epochs", "average_momentum",
                "group_size", "global_every", "epoch_lengths", "epoch_lrs", "local_epochs",
                "worker_intervals", "round_budget_s", "dataset", "train_subset", "augment", "seed",
-               "precision")
+               "precision", "epoch_growth", "slowdown")
 
 PRESETS: dict[str, dict] = {
     # The paper's Section 5: ResNet20 / CIFAR-10, 8 workers, 300 epochs.

@@ -18,6 +18,8 @@ METRIC_COLUMNS = (
     "epoch", "step", "train_seconds", "train_loss", "train_acc", "lr",
     "rounds", "rounds_local", "bytes", "compute_seconds", "comm_seconds",
     "test_loss", "test_acc", "full_train_loss",
+    # the family issue: counters of the local level (Hier-AVG) and all workers' local steps
+    "bytes_local", "comm_seconds_local", "worker_steps",
 )
 
 

@@ -1,22 +1,29 @@
 """When, and over whom, to average: pure functions of the local step count. No I/O, no state.
 
-`schedule.events(step, worker)` answers, right after a worker's `step`-th local step (1-based),
-which averaging rounds it takes part in now, as `Event(level, groups)`: `groups` partitions the
-workers, and each group averages among itself. Every algorithm of the family is a schedule:
+`schedule.events(step, worker, round_s)` answers, right after a worker's `step`-th local step
+(1-based), which averaging rounds it takes part in now, as `Event(level, groups)`: `groups`
+partitions the workers, and each group averages among itself. `round_s` is how long the worker's
+current round would last if it made one more step (seconds so far + its last step's duration);
+only the time-budget variant of Algorithm 3 looks at it.
+Every algorithm of the family is a schedule:
 
 - Algorithm 1 (PR-SGD) / K-AVG: every I steps, all workers (`Periodic`).
 - Hier-AVG: every K1 steps within groups of S, every K1*K2 steps across all (`Hierarchical`).
-- Algorithm 2: averaging epochs of lengths K^1, K^2, ... (`Varying`); the last length repeats.
+- Algorithm 2: averaging epochs of lengths K^1, K^2, ... (`Varying`); after the list, the last
+  length repeats, or grows by a factor per epoch (`growth`).
 - One-shot averaging: only after the last step (`OneShot`).
 - Post-local SGD: every step for the first E epochs, then every I (`PostLocal`).
-- Algorithm 3 with step counts: worker i averages after each I_i of its own steps
-  (`Heterogeneous`); the collective pairs the r-th round of every worker.
+- Algorithm 3 (`Heterogeneous`): worker i averages after each I_i of its own steps, or after
+  each `budget_s` seconds of its own steps; the collective pairs the r-th round of every worker,
+  so every worker must take part in the same number of rounds (`total_rounds`).
+- Gradient allreduce (`gradient_allreduce`) is `Periodic(1)` for counting; the optimizer averages
+  the gradients instead of the loop averaging the model.
 """
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, count
 
 GLOBAL, LOCAL = "global", "local"
 
@@ -46,7 +53,7 @@ class Periodic:
     interval: int
     workers: int
 
-    def events(self, step: int, worker: int = 0) -> list[Event]:
+    def events(self, step: int, worker: int = 0, round_s: float = 0.0) -> list[Event]:
         return [Event(GLOBAL, all_workers(self.workers))] if step % self.interval == 0 else []
 
 
@@ -57,34 +64,54 @@ class Hierarchical:
     group_size: int       # S
     workers: int
 
-    def events(self, step: int, worker: int = 0) -> list[Event]:
+    def events(self, step: int, worker: int = 0, round_s: float = 0.0) -> list[Event]:
         if step % (self.local_interval * self.global_every) == 0:
             return [Event(GLOBAL, all_workers(self.workers))]
         if step % self.local_interval == 0:
-            return [Event(LOCAL, blocks(self.workers, self.group_size))]
+            return [Event(LOCAL, self.subgroups)]
         return []
+
+    @property
+    def subgroups(self) -> tuple[tuple[int, ...], ...]:
+        """The groups of the local level (Horovod process sets are made for these)."""
+        return blocks(self.workers, self.group_size)
 
 
 @dataclass(frozen=True)
 class Varying:
     lengths: tuple[int, ...]
     workers: int
+    growth: float = 1.0   # after the list: K^{s+1} = max(1, round(K^s * growth))
+
+    def length(self, s: int) -> int:
+        """K^s, the local steps of averaging epoch s (0-based)."""
+        if s < len(self.lengths):
+            return self.lengths[s]
+        return max(1, round(self.lengths[-1] * self.growth ** (s - len(self.lengths) + 1)))
 
     def boundary(self, s: int) -> int:
         """Local step count at the end of averaging epoch s (0-based)."""
         ends = list(accumulate(self.lengths))
         if s < len(ends):
             return ends[s]
-        return ends[-1] + (s - len(ends) + 1) * self.lengths[-1]
+        if self.growth == 1.0:
+            return ends[-1] + (s - len(ends) + 1) * self.lengths[-1]
+        return ends[-1] + sum(self.length(k) for k in range(len(ends), s + 1))
 
     def epoch_of(self, step: int) -> int:
         """The averaging epoch (0-based) that local step `step` (1-based) belongs to."""
         ends = list(accumulate(self.lengths))
         if step <= ends[-1]:
             return bisect.bisect_left(ends, step)
-        return len(ends) + (step - ends[-1] - 1) // self.lengths[-1]
+        if self.growth == 1.0:
+            return len(ends) + (step - ends[-1] - 1) // self.lengths[-1]
+        end = ends[-1]
+        for s in count(len(ends)):   # growing lengths: few epochs, walk them
+            end += self.length(s)
+            if step <= end:
+                return s
 
-    def events(self, step: int, worker: int = 0) -> list[Event]:
+    def events(self, step: int, worker: int = 0, round_s: float = 0.0) -> list[Event]:
         return ([Event(GLOBAL, all_workers(self.workers))]
                 if self.boundary(self.epoch_of(step)) == step else [])
 
@@ -94,7 +121,7 @@ class OneShot:
     total_steps: int
     workers: int
 
-    def events(self, step: int, worker: int = 0) -> list[Event]:
+    def events(self, step: int, worker: int = 0, round_s: float = 0.0) -> list[Event]:
         return [Event(GLOBAL, all_workers(self.workers))] if step == self.total_steps else []
 
 
@@ -104,7 +131,7 @@ class PostLocal:
     interval: int
     workers: int
 
-    def events(self, step: int, worker: int = 0) -> list[Event]:
+    def events(self, step: int, worker: int = 0, round_s: float = 0.0) -> list[Event]:
         if step <= self.switch_step or (step - self.switch_step) % self.interval == 0:
             return [Event(GLOBAL, all_workers(self.workers))]
         return []
@@ -112,15 +139,29 @@ class PostLocal:
 
 @dataclass(frozen=True)
 class Heterogeneous:
-    intervals: tuple[int, ...]   # I_i per worker
+    """Algorithm 3: rounds of unequal length. Worker i ends a round after I_i of its own steps
+    (`intervals`), or, when `budget_s` > 0, when one more step would not fit in `budget_s`
+    seconds (as many steps as fit, judged by the last step's duration; at least one step). A run has `total_rounds`
+    rounds for every worker, whatever their step counts: that is what keeps the collectives
+    paired. `reference` is the round length that step-based quantities (the number of rounds,
+    the learning rate) are measured in: max(I_i), or the config's I in budget mode."""
+    intervals: tuple[int, ...]   # I_i per worker (ignored in budget mode)
+    workers: int
+    budget_s: float = 0.0
+    reference: int = 1
 
-    def events(self, step: int, worker: int = 0) -> list[Event]:
-        if step % self.intervals[worker] == 0:
-            return [Event(GLOBAL, all_workers(len(self.intervals)))]
-        return []
+    def events(self, step: int, worker: int = 0, round_s: float = 0.0) -> list[Event]:
+        done = round_s > self.budget_s if self.budget_s > 0 else step % self.intervals[worker] == 0
+        return [Event(GLOBAL, all_workers(self.workers))] if done else []
 
-    def rounds_after(self, step: int, worker: int) -> int:
-        return step // self.intervals[worker]
+    def total_rounds(self, total_steps: int) -> int:
+        """Rounds in a run of `total_steps` reference steps (at least one)."""
+        return max(1, total_steps // self.reference)
+
+    def reference_step(self, rounds_done: int, step_in_round: int) -> int:
+        """The step of Algorithm 1 (I = reference) that a worker's step stands for, 1-based:
+        equal to the worker's own step when all I_i equal the reference."""
+        return rounds_done * self.reference + min(step_in_round, self.reference)
 
 
 def rounds_through(schedule, steps: int, worker: int = 0) -> dict[str, int]:
@@ -133,22 +174,27 @@ def rounds_through(schedule, steps: int, worker: int = 0) -> dict[str, int]:
 
 
 def make_schedule(algorithm: str, *, workers: int, interval: int = 1, group_size: int = 0,
-                  global_every: int = 1, epoch_lengths=(), worker_intervals=(),
-                  local_epochs: int = 0, steps_per_epoch: int = 1, total_steps: int = 0):
+                  global_every: int = 1, epoch_lengths=(), epoch_growth: float = 1.0,
+                  worker_intervals=(), round_budget_s: float = 0.0, local_epochs: int = 0,
+                  steps_per_epoch: int = 1, total_steps: int = 0):
     if algorithm in ("prsgd", "kavg", "gradient_allreduce"):
+        # K-AVG (Zhou & Cong 2018) averages all workers every K local steps: that IS Algorithm 1
+        # with I = K, so it is the same schedule under its own name.
         # gradient_allreduce averages gradients every step instead; its model never diverges,
         # so the schedule is the trivial I = 1 one (used for counting only).
         return Periodic(1 if algorithm == "gradient_allreduce" else interval, workers)
     if algorithm == "hier":
         return Hierarchical(interval, global_every, group_size, workers)
     if algorithm == "varying":
-        return Varying(tuple(epoch_lengths), workers)
+        return Varying(tuple(epoch_lengths), workers, float(epoch_growth))
     if algorithm == "one_shot":
         return OneShot(total_steps, workers)
     if algorithm == "post_local":
         return PostLocal(local_epochs * steps_per_epoch, interval, workers)
     if algorithm == "hetero":
-        return Heterogeneous(tuple(worker_intervals) or (interval,) * workers)
+        intervals = tuple(worker_intervals) or (interval,) * workers
+        reference = interval if round_budget_s > 0 else max(intervals)
+        return Heterogeneous(intervals, workers, float(round_budget_s), reference)
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 

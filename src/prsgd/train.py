@@ -27,17 +27,18 @@ from .comm import FlatModel, HorovodComm, PackedComm
 from .config import Config, ConfigError
 from .models import ResNet20, tile_state
 from .results import MetricsWriter, new_run_id, provenance, write_json_atomic
-from .schedule import lr_at, make_schedule, Varying
+from .schedule import GLOBAL, Heterogeneous, lr_at, make_schedule, Varying
 
 
 class Diverged(RuntimeError):
     pass
 
 
-def init_horovod():
-    """The one place Horovod is initialised."""
+def init_horovod(dynamic_process_sets: bool = False):
+    """The one place Horovod is initialised. `dynamic_process_sets`: allow `hvd.add_process_set`
+    after init (Hier-AVG's groups; it sets HOROVOD_DYNAMIC_PROCESS_SETS=1 for this process)."""
     import horovod.torch as hvd
-    hvd.init()
+    hvd.init(process_sets="dynamic" if dynamic_process_sets else None)
     return hvd
 
 
@@ -81,7 +82,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, hooks=None):
         self.hooks = hooks
-        self.hvd = init_horovod() if cfg.backend == "horovod" else None
+        self.hvd = init_horovod(cfg.algorithm == "hier") if cfg.backend == "horovod" else None
         world = self.hvd.size() if self.hvd else None
         cfg.validate(world)
         self.cfg = cfg
@@ -117,9 +118,17 @@ class Trainer:
         self.schedule = make_schedule(
             cfg.algorithm, workers=self.N, interval=cfg.interval, group_size=cfg.group_size,
             global_every=cfg.global_every, epoch_lengths=cfg.epoch_lengths,
-            worker_intervals=cfg.worker_intervals, local_epochs=cfg.local_epochs,
+            epoch_growth=cfg.epoch_growth, worker_intervals=cfg.worker_intervals,
+            round_budget_s=cfg.round_budget_s, local_epochs=cfg.local_epochs,
             steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps)
+        # Algorithm 3: workers make different numbers of steps, so the run and its reported
+        # epochs are counted in rounds, which every worker shares (see _period_done).
+        self.hetero = isinstance(self.schedule, Heterogeneous)
+        if self.hetero:
+            self.total_rounds = self.schedule.total_rounds(self.total_steps)
+            self.rounds_per_epoch = max(1, self.steps_per_epoch // self.schedule.reference)
+        self.slowdown = cfg.slowdown[self.rank] if cfg.slowdown else 1.0
 
         # Model: every worker starts from the same weights (seeded, then broadcast from rank 0).
         torch.manual_seed(cfg.seed)
@@ -136,9 +145,7 @@ class Trainer:
         if self.hvd:
             self.comm = HorovodComm(self.hvd, timed=not cfg.cuda_graph)
             self.comm.broadcast_(self.fm.flat)
-            self.comm.register_groups({g for t in range(1, self.total_steps + 1)
-                                       for e in self.schedule.events(t, self.rank)
-                                       for g in e.groups} if cfg.algorithm == "hier" else ())
+            self.comm.register_groups(getattr(self.schedule, "subgroups", ()))
         else:
             self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph)
         self.workers = self.comm.workers
@@ -151,6 +158,11 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.train_seconds = 0.0
+        self.rounds_done = 0        # global rounds this worker took part in
+        self.step_in_round = 0      # local steps since this worker's last global round
+        self.worker_steps = 0       # local steps of all workers together (reduced per epoch)
+        self._round_steps: list[int] = []   # Algorithm 3: this epoch's steps per round
+        self._plan, self._plan_epoch = None, -1
         self.run_dir = self._make_run_dir()
         self.writer = MetricsWriter(self.run_dir / "metrics.csv") if self.is_writer else None
 
@@ -210,6 +222,8 @@ class Trainer:
     def lr(self, step: int) -> float:
         cfg = self.cfg
         varying = self.schedule if isinstance(self.schedule, Varying) else None
+        if self.hetero:  # the lr follows the shared rounds, not the worker's own step count
+            step = self.schedule.reference_step(self.rounds_done, self.step_in_round)
         return lr_at(step, base_lr=cfg.lr, steps_per_epoch=self.steps_per_epoch,
                      milestones=cfg.lr_milestones, gamma=cfg.lr_gamma, varying=varying,
                      epoch_lrs=cfg.epoch_lrs)
@@ -237,11 +251,37 @@ class Trainer:
             fm.sgd_step(lr, cfg.momentum, cfg.weight_decay)
         return per.detach(), (out.detach().argmax(-1) == y).sum(0)
 
+    def _batch(self, step: int):
+        """This process's batch for local step `step` (1-based): column (step-1) % spe of the
+        plan of data epoch (step-1) // spe. Workers that make more steps (Algorithm 3) just move
+        through their shards of later data epochs sooner."""
+        cfg = self.cfg
+        data_epoch, col = divmod(step - 1, self.steps_per_epoch)
+        if data_epoch != self._plan_epoch:
+            self._plan = data_mod.epoch_plan(len(self.dataset.train_y), self.workers, self.N,
+                                             cfg.batch_size, cfg.seed, data_epoch,
+                                             cfg.augment).to(self.device)
+            self._plan_epoch = data_epoch
+        p = self._plan
+        self.batch_index = p.index[:, col]  # which samples each worker used (for tests)
+        return self.images.batch(p.index[:, col], p.oy[:, col], p.ox[:, col], p.flip[:, col])
+
+    def _period_done(self, end: int) -> bool:
+        """A reported epoch ends after `end` local steps, or for Algorithm 3 after `end` rounds:
+        every worker then reaches the epoch's collectives (metrics, evaluation) together."""
+        return self.rounds_done >= end if self.hetero else self.step >= end
+
+    def _simulate_slowness(self, t0: float, comm0: float):
+        """A worker `slowdown` times slower: sleep (factor - 1) x this step's compute time."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        compute = time.perf_counter() - t0 - (self.comm.counters.total("seconds") - comm0)
+        time.sleep((self.slowdown - 1.0) * max(compute, 0.0))
+
     def run_epoch(self):
         cfg = self.cfg
-        plan = data_mod.epoch_plan(len(self.dataset.train_y), self.workers, self.N,
-                                   cfg.batch_size, cfg.seed, self.epoch, cfg.augment)
-        plan = plan.to(self.device)
+        end = (min(self.rounds_done + self.rounds_per_epoch, self.total_rounds) if self.hetero
+               else min((self.epoch + 1) * self.steps_per_epoch, self.total_steps))
         n = self.replicas
         loss_sum = torch.zeros(n, device=self.device, dtype=torch.float64)
         correct = torch.zeros(n, device=self.device, dtype=torch.int64)
@@ -250,31 +290,41 @@ class Trainer:
         first_bad = torch.zeros(n, device=self.device, dtype=torch.int64)
         steps = 0
         region = self.fm.region(cfg.average_momentum)
-        t0 = time.perf_counter()
-        for s in range(self.steps_per_epoch):
-            if self.step >= self.total_steps:
-                break
+        counters = self.comm.counters
+        t0 = round_start = time.perf_counter()
+        lr = self.lr(self.step + 1)
+        while not self._period_done(end):
             self.step += 1
+            self.step_in_round += 1
             lr = self.lr(self.step)
-            self.batch_index = plan.index[:, s]  # which samples each worker used (for tests)
-            x, y = self.images.batch(plan.index[:, s], plan.oy[:, s], plan.ox[:, s],
-                                     plan.flip[:, s])
+            x, y = self._batch(self.step)
+            t_step, comm0 = time.perf_counter(), counters.total("seconds")
             loss, corr = self.local_step(x.to(self.dtype), y, lr)
+            if self.slowdown > 1.0:
+                self._simulate_slowness(t_step, comm0)
             loss_sum += loss
             first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), self.step, first_bad)
             correct += corr
             steps += 1
-            events = [] if self.optimizer is not None else self.schedule.events(self.step,
-                                                                                self.workers[0])
-            for ev in events:
-                self.comm.average_(region, ev)
+            now = time.perf_counter()   # this round's length if one more such step were made
+            round_s = (now - round_start) + (now - t_step)
+            events = self.schedule.events(self.step, self.workers[0], round_s)
+            if self.optimizer is None:  # gradient_allreduce averaged the gradients already
+                for ev in events:
+                    self.comm.average_(region, ev)
+            if any(ev.level == GLOBAL for ev in events):
+                if self.hetero:
+                    self._round_steps.append(self.step_in_round)
+                self.rounds_done += 1
+                self.step_in_round = 0
+                round_start = time.perf_counter()
             if self.hooks is not None:
                 self.hooks.after_step(self, self.step, events)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - t0
-        # One metric reduction per epoch: [loss sum, correct, samples].
-        # loss_sum holds per-batch mean losses, so it is divided by batches, correct by samples.
+        # One metric reduction per epoch: [loss sum, correct, batches, samples]. Workers may have
+        # made different numbers of steps (Algorithm 3), so each sends its own counts.
         counts = torch.tensor([steps * n, steps * n * cfg.batch_size], dtype=torch.float64)
         bad = torch.zeros(self.N, dtype=torch.float64)   # worker w's first bad step at [w]
         bad[self.workers] = first_bad.cpu().double()
@@ -282,7 +332,23 @@ class Trainer:
                            bad])
         tot = self.comm.sum_metrics(local)
         self.first_bad_steps = [int(v) for v in tot[4:]]
+        self.worker_steps += int(tot[2])
+        if self.hetero:
+            self._log_rounds()
         return float(tot[0] / tot[2]), float(tot[1] / tot[3]), lr
+
+    def _log_rounds(self):
+        """Algorithm 3: rank 0 appends the steps every worker made in each round of this epoch to
+        rounds.jsonl. One gather per epoch; every worker had the same number of rounds."""
+        mine = torch.tensor(self._round_steps, dtype=torch.int64)
+        table = self.comm.gather_rows(mine).tolist()     # (workers, rounds)
+        first = self.rounds_done - len(self._round_steps)
+        if self.is_writer:
+            with open(self.run_dir / "rounds.jsonl", "a") as f:
+                for r in range(len(self._round_steps)):
+                    f.write(json.dumps({"round": first + r + 1, "epoch": self.epoch + 1,
+                                        "steps": [row[r] for row in table]}) + "\n")
+        self._round_steps = []
 
     def averaged_eval(self):
         """Loss/accuracy of the averaged model, on a copy; local models are untouched."""
@@ -304,7 +370,8 @@ class Trainer:
 
     def train(self):
         cfg = self.cfg
-        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        epochs = (math.ceil(self.total_rounds / self.rounds_per_epoch) if self.hetero
+                  else math.ceil(self.total_steps / self.steps_per_epoch))
         while self.epoch < epochs:
             loss, acc, lr = self.run_epoch()
             self.epoch += 1
@@ -319,6 +386,8 @@ class Trainer:
                    "train_loss": loss, "train_acc": acc, "lr": lr,
                    "rounds": c.rounds["global"], "rounds_local": c.rounds["local"],
                    "bytes": c.total("bytes"), "comm_seconds": c.total("seconds"),
+                   "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
+                   "worker_steps": self.worker_steps,
                    "compute_seconds": self.train_seconds - c.total("seconds")}
             if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == epochs):
                 row.update(self.averaged_eval())
