@@ -23,7 +23,9 @@ from . import config as config_mod
 from . import data as data_mod
 from .comm import FlatModel, HorovodComm, PackedComm
 from .config import Config, ConfigError
-from .models import ResNet20, tile_state
+from .models import LogReg, ResNet20, tile_state
+from .diagnostics import Diagnostics, DIAG_COLUMNS, corollary1
+from .features import FeatureData
 from .results import MetricsWriter, new_run_id, provenance, write_json_atomic
 from .schedule import lr_at, make_schedule, Varying
 
@@ -65,7 +67,8 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, device, batch: i
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for i in range(0, len(labels), batch):
-        x = data_mod.normalize(images[i:i + batch].to(device))
+        x = images[i:i + batch].to(device)
+        x = data_mod.normalize(x) if x.dim() == 4 else x   # images; features are used as they are
         y = labels[i:i + batch].to(device)
         out = model(x)[:, 0]
         loss += F.cross_entropy(out.float(), y, reduction="sum").double()
@@ -121,9 +124,9 @@ class Trainer:
 
         # Model: every worker starts from the same weights (seeded, then broadcast from rank 0).
         torch.manual_seed(cfg.seed)
-        single = ResNet20(replicas=1)
+        single = self._new_model(1)
         self.replicas = 1 if self.hvd else self.N
-        self.model = single if self.hvd else ResNet20(replicas=self.N)
+        self.model = single if self.hvd else self._new_model(self.N)
         if not self.hvd:
             self.model.load_state_dict(tile_state(single.state_dict(), self.N))
         self.model.to(self.device)
@@ -139,9 +142,12 @@ class Trainer:
         else:
             self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph)
         self.workers = self.comm.workers
-        self.eval_model = ResNet20(replicas=1).to(self.device)
+        self.eval_model = self._new_model(1).to(self.device)
         self.eval_fm = FlatModel(self.eval_model, 1)
-        self.images = data_mod.DeviceData(self.dataset.train_x, self.dataset.train_y, self.device)
+        holder = data_mod.DeviceData if cfg.model == "resnet20" else FeatureData
+        self.images = holder(self.dataset.train_x, self.dataset.train_y, self.device)
+        self.diag = Diagnostics(self.fm, self.comm, self.hvd is not None, self.N) \
+            if cfg.diagnostics else None
         self.optimizer = self._gradient_allreduce_optimizer() \
             if cfg.algorithm == "gradient_allreduce" else None
 
@@ -150,6 +156,13 @@ class Trainer:
         self.train_seconds = 0.0
         self.run_dir = self._make_run_dir()
         self.writer = MetricsWriter(self.run_dir / "metrics.csv") if self.is_writer else None
+        self.diag_writer = MetricsWriter(self.run_dir / "diagnostics.csv", DIAG_COLUMNS) \
+            if self.is_writer and self.diag else None
+
+    def _new_model(self, replicas: int):
+        if self.cfg.model == "logreg":
+            return LogReg(replicas=replicas, dim=self.dataset.train_x.shape[1])
+        return ResNet20(replicas=replicas)
 
     # --- setup helpers -------------------------------------------------------------------------
     def _barrier(self):
@@ -195,6 +208,7 @@ class Trainer:
                             // self.replicas},
                 "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
                                          devices=devices, dataset=self.dataset),
+                "theory": corollary1(self.total_steps, self.N, cfg.interval),
             }
             write_json_atomic(run_dir / "config.json", meta)
         return run_dir
@@ -205,7 +219,7 @@ class Trainer:
         varying = self.schedule if isinstance(self.schedule, Varying) else None
         return lr_at(step, base_lr=cfg.lr, steps_per_epoch=self.steps_per_epoch,
                      milestones=cfg.lr_milestones, gamma=cfg.lr_gamma, varying=varying,
-                     epoch_lrs=cfg.epoch_lrs)
+                     epoch_lrs=cfg.epoch_lrs, shift=cfg.lr_decay_shift)
 
     def local_step(self, x, y, lr: float):
         cfg, fm, n = self.cfg, self.fm, self.replicas
@@ -239,6 +253,7 @@ class Trainer:
         correct = torch.zeros(n, device=self.device, dtype=torch.int64)
         steps = 0
         region = self.fm.region(cfg.average_momentum)
+        diag_s0 = self.diag.seconds if self.diag is not None else 0.0
         t0 = time.perf_counter()
         for s in range(self.steps_per_epoch):
             if self.step >= self.total_steps:
@@ -248,18 +263,24 @@ class Trainer:
             x, y = self.images.batch(plan.index[:, s], plan.oy[:, s], plan.ox[:, s],
                                      plan.flip[:, s])
             loss, corr = self.local_step(x, y, lr)
+            if self.diag is not None:
+                self.diag.after_step(lr)
             loss_sum += loss
             correct += corr
             steps += 1
             events = [] if self.optimizer is not None else self.schedule.events(self.step,
                                                                                 self.workers[0])
             for ev in events:
-                self.comm.average_(region, ev)
+                if self.diag is not None:
+                    self.diag.average_(region, ev)   # same round, plus the consensus distance
+                else:
+                    self.comm.average_(region, ev)
             if self.hooks is not None:
                 self.hooks.after_step(self, self.step, events)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.train_seconds += time.perf_counter() - t0
+        self.train_seconds += time.perf_counter() - t0 - (self.diag.seconds - diag_s0
+                                                          if self.diag is not None else 0.0)
         # One metric reduction per epoch: [loss sum, correct, samples].
         # loss_sum holds per-batch mean losses, so it is divided by batches, correct by samples.
         counts = torch.tensor([steps * n, steps * n * cfg.batch_size], dtype=torch.float64)
@@ -302,6 +323,10 @@ class Trainer:
                    "compute_seconds": self.train_seconds - c.total("seconds")}
             if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == epochs):
                 row.update(self.averaged_eval())
+            if self.diag is not None:
+                drow = self.diag.epoch_row(self.epoch, self.step, cfg.interval)
+                if self.diag_writer:
+                    self.diag_writer.write(drow)
             if self.writer:
                 self.writer.write(row)
                 if cfg.progress:
@@ -311,6 +336,8 @@ class Trainer:
                           f"rounds {c.total('rounds')} {self.train_seconds:.1f}s", flush=True)
         if self.writer:
             self.writer.close()
+        if self.diag_writer:
+            self.diag_writer.close()
         return self.run_dir
 
 
