@@ -76,7 +76,7 @@ class Diagnostics:
     def after_step(self, lr: float):
         t0 = time.perf_counter()
         g = self.fm.grad
-        self.grad_sq += g.double().square().sum() / self.n   # mean over this process's replicas
+        self.grad_sq += g.double().square().sum()   # summed over replicas; count below is n per step
         self.grad_count += 1
         self.max_lr = max(self.max_lr, float(lr))
         _sync(g)
