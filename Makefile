@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean
+.PHONY: help install test smoke train clean stich
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ train: $(STAMP)  ## the main job: NP ranks (default 2), demo preset, shared JPEG
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
 	if [ ! -e "$$data" ]; then echo "no data: set DATA=PATH (ImageFolder tree or zip of CIFAR-10)"; exit 2; fi; \
 	horovodrun -np $(NP) --gloo $(PY) -m prsgd.train --preset demo --dataset imagefolder --data "$$data" --interval 4 --out runs $(ARGS)
+
+stich: $(STAMP)  ## Stich's local-SGD speed-up experiment (CPU, minutes) -> results/theory/stich
+	$(PY) scripts/stich_speedup.py --workers 1,2,4,8,16,32 --intervals 1,8,64 --repeats 2 --out results/theory/stich
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

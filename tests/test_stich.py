@@ -102,10 +102,10 @@ def test_speedup_experiment_tiny(tmp_path):
 def test_speedup_script_writes_csv_figure_and_provenance(tmp_path):
     out = tmp_path / "st"
     run_python([str(ROOT / "scripts" / "stich_speedup.py"), "--workers", "1,2", "--intervals",
-                "1,2,4", "--n", "256", "--eps", "0.02", "--max-steps", "800", "--out", str(out)],
+                "1,4", "--n", "256", "--eps", "0.02", "--max-steps", "800", "--out", str(out)],
                timeout=400)
     df = pd.read_csv(out / "speedup.csv")
-    assert sorted(set(df["H"])) == [1, 2, 4] and (df["speedup"] > 0).all()
+    assert sorted(set(df["H"])) == [1, 4] and (df["speedup"] > 0).all()
     assert (out / "speedup.png").stat().st_size > 10_000
     meta = json.loads((out / "speedup.json").read_text())
     assert meta["theory_fit"]["A"] >= 0 and meta["provenance"]["git"]["commit"]
