@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean family
+.PHONY: help install test smoke train clean family stich
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,8 @@ train: $(STAMP)  ## the main job: NP ranks (default 2), demo preset, shared JPEG
 family: $(STAMP)  ## the family figure: every algorithm on a small real run (results/family)
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
 	bash scripts/family_runs.sh results/family "$$data"
+stich: $(STAMP)  ## Stich's local-SGD speed-up experiment (CPU, minutes) -> results/theory/stich
+	$(PY) scripts/stich_speedup.py --workers 1,2,4,8,16,32 --intervals 1,8,64 --repeats 2 --out results/theory/stich
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

@@ -153,12 +153,18 @@ class HorovodComm:
             if 1 < len(g) < self.size and g not in _PROCESS_SETS:
                 _PROCESS_SETS[g] = self.hvd.add_process_set(list(g))
 
-    def average_(self, region: torch.Tensor, event: Event, worker_segments=None):
+    def average_(self, region: torch.Tensor, event: Event, worker_segments=None, extra=None):
+        """`extra`: a few more floats (same dtype) averaged in the SAME collective, fused with
+        `region` by Horovod (diagnostics: each worker's ‖x_i − ref‖², see diagnostics.py)."""
         group = event.group_of(self.rank)
         if self.timed:
             _sync(region)
         t0 = time.perf_counter()
-        if len(group) > 1:
+        if len(group) > 1 and extra is not None:
+            self.hvd.grouped_allreduce_([region, extra], op=self.hvd.Average,
+                                        name=f"avg.{event.level}",
+                                        process_set=self.process_set(group))
+        elif len(group) > 1:
             self.hvd.allreduce_(region, op=self.hvd.Average, name=f"avg.{event.level}",
                                 process_set=self.process_set(group))
         if self.timed:

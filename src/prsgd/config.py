@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 
 ALGORITHMS = ("prsgd", "kavg", "gradient_allreduce", "hier", "varying", "one_shot", "post_local",
               "hetero")
-DATASETS = ("synthetic", "cifar10", "imagefolder")
+DATASETS = ("synthetic", "cifar10", "imagefolder", "synthetic_logreg")
+MODELS = ("resnet20", "logreg")  # logreg: Stich's convex experiment (stich.py)
 BACKENDS = ("horovod", "packed")
 PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: for exact-equivalence tests
 DEVICES = ("auto", "cpu", "cuda")
@@ -33,6 +34,7 @@ class Config:
     interval: int = 1               # I: local steps between two averaging rounds
     workers: int = 0                # N; 0 = the launcher's world size (horovod) / required (packed)
     backend: str = "horovod"
+    model: str = "resnet20"         # resnet20 (images) or logreg (features: --dataset synthetic_logreg)
     # --- optimisation (paper, Section 5) -----------------------------------------------------
     batch_size: int = 32            # local mini-batch per worker
     lr: float = 0.1
@@ -40,6 +42,7 @@ class Config:
     weight_decay: float = 1e-4      # not stated in the paper: our assumption, recorded as such
     lr_milestones: tuple[int, ...] = (150, 275)   # global epochs at which lr is divided
     lr_gamma: float = 0.1
+    lr_decay_shift: float = 0.0     # a > 0: lr * a / (a + t - 1) at local step t (Stich's decay)
     epochs: int = 300               # global epochs: all workers together pass once over the data
     average_momentum: bool = False  # also average the momentum buffers in each round
     max_steps: int = 0              # stop after this many local steps (0 = run all epochs)
@@ -85,7 +88,7 @@ class Config:
 
         for name, allowed in (("algorithm", ALGORITHMS), ("dataset", DATASETS),
                               ("backend", BACKENDS), ("precision", PRECISIONS),
-                              ("device", DEVICES)):
+                              ("device", DEVICES), ("model", MODELS)):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {', '.join(allowed)}")
         for name in ("interval", "batch_size", "epochs"):
@@ -104,6 +107,11 @@ class Config:
             bad("momentum", "must be in [0, 1)")
         if self.weight_decay < 0:
             bad("weight_decay", "must be >= 0")
+        if self.lr_decay_shift < 0:
+            bad("lr_decay_shift", "must be >= 0 (0 = off)")
+        if (self.model == "logreg") != (self.dataset == "synthetic_logreg"):
+            bad("model", "--model logreg goes with --dataset synthetic_logreg (features), "
+                "--model resnet20 with an image dataset")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             bad("lr_milestones", "must be increasing")
         if any(k <= 0 for k in self.epoch_lengths):
@@ -190,7 +198,7 @@ MATH_FIELDS = ("algorithm", "interval", "workers", "backend", "batch_size", "lr"
                "weight_decay", "lr_milestones", "lr_gamma", "epochs", "average_momentum",
                "group_size", "global_every", "epoch_lengths", "epoch_lrs", "local_epochs",
                "worker_intervals", "round_budget_s", "dataset", "train_subset", "augment", "seed",
-               "precision", "epoch_growth", "slowdown")
+               "precision", "epoch_growth", "slowdown", "model", "lr_decay_shift")
 
 PRESETS: dict[str, dict] = {
     # The paper's Section 5: ResNet20 / CIFAR-10, 8 workers, 300 epochs.

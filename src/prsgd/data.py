@@ -295,6 +295,9 @@ def load(dataset: str, path: str = "", train_subset: int = 0, test_subset: int =
          seed: int = 0) -> Dataset:
     if dataset == "synthetic":
         return synthetic(train_subset or 2048, test_subset or 512, seed)
+    if dataset == "synthetic_logreg":  # feature vectors, not images (features.py, stich.py)
+        from .features import synthetic_logreg
+        return synthetic_logreg(train_subset or 8192, test_subset or 1024, seed)
     if dataset == "cifar10":
         ds = official_cifar10(path)
     elif dataset == "imagefolder":

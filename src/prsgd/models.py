@@ -120,3 +120,26 @@ def tile_state(single_state: dict, n: int) -> dict:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class LogReg(nn.Module):
+    """Binary logistic regression, optionally n packed replicas (Stich's convex experiment).
+
+    Parameters: weight (n, dim) and bias (n,), so replica r's slice is chunk r along dim 0 as for
+    ResNet20. Input (B, n*dim), replica r's features in columns [r*dim, (r+1)*dim). Output
+    (B, n, 2) = [0, a·w + b]: cross-entropy on these two logits IS the logistic loss
+    log(1 + exp(−y' (a·w + b))) with y' = ±1, so the train loop's loss needs no special case.
+    Zero-initialised (Stich starts from x0 = 0).
+    """
+
+    def __init__(self, replicas: int = 1, dim: int = 32):
+        super().__init__()
+        self.replicas, self.dim = replicas, dim
+        self.weight = nn.Parameter(torch.zeros(replicas, dim))
+        self.bias = nn.Parameter(torch.zeros(replicas))
+
+    def forward(self, x):
+        b = x.shape[0]
+        z = torch.einsum("bnd,nd->bn", x.view(b, self.replicas, self.dim), self.weight)
+        z = z + self.bias
+        return torch.stack([torch.zeros_like(z), z], dim=-1)

@@ -199,11 +199,12 @@ def make_schedule(algorithm: str, *, workers: int, interval: int = 1, group_size
 
 
 def lr_at(step: int, *, base_lr: float, steps_per_epoch: int, milestones=(), gamma: float = 0.1,
-          varying: Varying | None = None, epoch_lrs=()) -> float:
+          varying: Varying | None = None, epoch_lrs=(), shift: float = 0.0) -> float:
     """Learning rate for local step `step` (1-based): step decay at global-epoch milestones, or
     Algorithm 2's per-averaging-epoch gamma^s when `epoch_lrs` is given."""
     if varying is not None and epoch_lrs:
         s = varying.epoch_of(step)
         return epoch_lrs[min(s, len(epoch_lrs) - 1)]
     epoch = (step - 1) // steps_per_epoch
-    return base_lr * gamma ** bisect.bisect_right(list(milestones), epoch)
+    decay = shift / (shift + step - 1) if shift > 0 else 1.0   # Stich (2019): eta_t ~ 1/(a + t)
+    return base_lr * gamma ** bisect.bisect_right(list(milestones), epoch) * decay

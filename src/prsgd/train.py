@@ -25,7 +25,9 @@ from . import checkpoint as checkpoint_mod
 from . import data as data_mod
 from .comm import FlatModel, HorovodComm, PackedComm
 from .config import Config, ConfigError
-from .models import ResNet20, tile_state
+from .models import LogReg, ResNet20, tile_state
+from .diagnostics import Diagnostics, DIAG_COLUMNS, corollary1
+from .features import FeatureData
 from .results import MetricsWriter, new_run_id, provenance, write_json_atomic
 from .schedule import GLOBAL, Heterogeneous, lr_at, make_schedule, Varying
 
@@ -68,7 +70,9 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, device, batch: i
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for i in range(0, len(labels), batch):
-        x = data_mod.normalize(images[i:i + batch].to(device)).to(next(model.parameters()).dtype)
+        x = images[i:i + batch].to(device)
+        x = data_mod.normalize(x) if x.dim() == 4 else x   # images; features are used as they are
+        x = x.to(next(model.parameters()).dtype)
         y = labels[i:i + batch].to(device)
         out = model(x)[:, 0]
         loss += F.cross_entropy(out.float(), y, reduction="sum").double()
@@ -132,9 +136,9 @@ class Trainer:
 
         # Model: every worker starts from the same weights (seeded, then broadcast from rank 0).
         torch.manual_seed(cfg.seed)
-        single = ResNet20(replicas=1)
+        single = self._new_model(1)
         self.replicas = 1 if self.hvd else self.N
-        self.model = single if self.hvd else ResNet20(replicas=self.N)
+        self.model = single if self.hvd else self._new_model(self.N)
         if not self.hvd:
             self.model.load_state_dict(tile_state(single.state_dict(), self.N))
         self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
@@ -149,9 +153,12 @@ class Trainer:
         else:
             self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph)
         self.workers = self.comm.workers
-        self.eval_model = ResNet20(replicas=1).to(self.device, self.dtype)
+        self.eval_model = self._new_model(1).to(self.device, self.dtype)
         self.eval_fm = FlatModel(self.eval_model, 1)
-        self.images = data_mod.DeviceData(self.dataset.train_x, self.dataset.train_y, self.device)
+        holder = data_mod.DeviceData if cfg.model == "resnet20" else FeatureData
+        self.images = holder(self.dataset.train_x, self.dataset.train_y, self.device)
+        self.diag = Diagnostics(self.fm, self.comm, self.hvd is not None, self.N) \
+            if cfg.diagnostics else None
         self.optimizer = self._gradient_allreduce_optimizer() \
             if cfg.algorithm == "gradient_allreduce" else None
 
@@ -165,6 +172,13 @@ class Trainer:
         self._plan, self._plan_epoch = None, -1
         self.run_dir = self._make_run_dir()
         self.writer = MetricsWriter(self.run_dir / "metrics.csv") if self.is_writer else None
+        self.diag_writer = MetricsWriter(self.run_dir / "diagnostics.csv", DIAG_COLUMNS) \
+            if self.is_writer and self.diag else None
+
+    def _new_model(self, replicas: int):
+        if self.cfg.model == "logreg":
+            return LogReg(replicas=replicas, dim=self.dataset.train_x.shape[1])
+        return ResNet20(replicas=replicas)
 
     # --- setup helpers -------------------------------------------------------------------------
     def _barrier(self):
@@ -208,6 +222,7 @@ class Trainer:
                             // self.replicas},
                 "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
                                          devices=devices, dataset=self.dataset),
+                "theory": corollary1(self.total_steps, self.N, cfg.interval),
             }
             if resumed is not None and (run_dir / "config.json").exists():
                 # Keep the original provenance; log every resumption.
@@ -226,7 +241,7 @@ class Trainer:
             step = self.schedule.reference_step(self.rounds_done, self.step_in_round)
         return lr_at(step, base_lr=cfg.lr, steps_per_epoch=self.steps_per_epoch,
                      milestones=cfg.lr_milestones, gamma=cfg.lr_gamma, varying=varying,
-                     epoch_lrs=cfg.epoch_lrs)
+                     epoch_lrs=cfg.epoch_lrs, shift=cfg.lr_decay_shift)
 
     def local_step(self, x, y, lr: float):
         cfg, fm, n = self.cfg, self.fm, self.replicas
@@ -291,6 +306,7 @@ class Trainer:
         steps = 0
         region = self.fm.region(cfg.average_momentum)
         counters = self.comm.counters
+        diag_s0 = self.diag.seconds if self.diag is not None else 0.0
         t0 = round_start = time.perf_counter()
         lr = self.lr(self.step + 1)
         while not self._period_done(end):
@@ -300,6 +316,8 @@ class Trainer:
             x, y = self._batch(self.step)
             t_step, comm0 = time.perf_counter(), counters.total("seconds")
             loss, corr = self.local_step(x.to(self.dtype), y, lr)
+            if self.diag is not None:
+                self.diag.after_step(lr)
             if self.slowdown > 1.0:
                 self._simulate_slowness(t_step, comm0)
             loss_sum += loss
@@ -311,7 +329,10 @@ class Trainer:
             events = self.schedule.events(self.step, self.workers[0], round_s)
             if self.optimizer is None:  # gradient_allreduce averaged the gradients already
                 for ev in events:
-                    self.comm.average_(region, ev)
+                    if self.diag is not None:
+                        self.diag.average_(region, ev)   # same round, plus the consensus distance
+                    else:
+                        self.comm.average_(region, ev)
             if any(ev.level == GLOBAL for ev in events):
                 if self.hetero:
                     self._round_steps.append(self.step_in_round)
@@ -322,7 +343,8 @@ class Trainer:
                 self.hooks.after_step(self, self.step, events)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.train_seconds += time.perf_counter() - t0
+        self.train_seconds += time.perf_counter() - t0 - (self.diag.seconds - diag_s0
+                                                          if self.diag is not None else 0.0)
         # One metric reduction per epoch: [loss sum, correct, batches, samples]. Workers may have
         # made different numbers of steps (Algorithm 3), so each sends its own counts.
         counts = torch.tensor([steps * n, steps * n * cfg.batch_size], dtype=torch.float64)
@@ -391,6 +413,10 @@ class Trainer:
                    "compute_seconds": self.train_seconds - c.total("seconds")}
             if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == epochs):
                 row.update(self.averaged_eval())
+            if self.diag is not None:
+                drow = self.diag.epoch_row(self.epoch, self.step, cfg.interval)
+                if self.diag_writer:
+                    self.diag_writer.write(drow)
             if self.writer:
                 self.writer.write(row)
                 if cfg.progress:
@@ -401,6 +427,8 @@ class Trainer:
             self.checkpoint.end_of_epoch(row, last=self.epoch == epochs)
         if self.writer:
             self.writer.close()
+        if self.diag_writer:
+            self.diag_writer.close()
         return self.run_dir
 
 
