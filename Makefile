@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean
+.PHONY: help install test smoke train clean reproduce demo figure
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,27 @@ train: $(STAMP)  ## the main job: NP ranks (default 2), demo preset, shared JPEG
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
 	if [ ! -e "$$data" ]; then echo "no data: set DATA=PATH (ImageFolder tree or zip of CIFAR-10)"; exit 2; fi; \
 	horovodrun -np $(NP) --gloo $(PY) -m prsgd.train --preset demo --dataset imagefolder --data "$$data" --interval 4 --out runs $(ARGS)
+
+# --- Figure 3: the sweep over intervals, then the plot (src/prsgd/sweep.py, plot.py) ----------
+INTERVALS ?= 1,4,8,16,32
+SEEDS ?= 0
+GLOO ?= 1
+SWEEP ?=
+PLOT_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))  # plotting needs only pandas + matplotlib
+SWEEP_RUN = $(PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) \
+	$(if $(filter 0,$(GLOO)),--no-gloo,) --data $(if $(DATA),$(DATA),auto)
+
+reproduce: $(STAMP)  ## the paper: 8 ranks, 300 epochs, I=1,4,8,16,32, then Figure 3 -> results/figure3/
+	$(SWEEP_RUN) --np 8 --out results/figure3/sweep -- --preset paper $(ARGS)
+	$(PY) scripts/plot_figure3.py results/figure3/sweep --out results/figure3
+
+demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, demo preset) -> results/demo/
+	$(SWEEP_RUN) --np 8 --out results/demo/sweep -- --preset demo $(ARGS)
+	$(PY) scripts/plot_figure3.py results/demo/sweep --out results/demo
+
+figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (written into that dir)
+	@[ -n "$(SWEEP)" ] || { echo "usage: make figure SWEEP=path/to/sweep-dir"; exit 2; }
+	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

@@ -50,6 +50,9 @@ KNOWN_SHA256 = {
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+SUBSET_SEED = 1234   # --train-subset/--test-subset pick the same images in every run
+
+
 class DataError(RuntimeError):
     """Missing, unreadable or corrupted data; the message says what to do."""
 
@@ -65,11 +68,20 @@ class Dataset:
     checksum: str           # sha256 of the source files (or of the generator's parameters)
 
     def subset(self, train: int, test: int) -> "Dataset":
+        """A fixed random subset (the same for every run and seed). Not the first n images: an
+        ImageFolder copy is sorted by class, so its first 8192 images are two classes only."""
         tx, ty, vx, vy = self.train_x, self.train_y, self.test_x, self.test_y
-        if train:
-            tx, ty = tx[:train], ty[:train]
-        if test:
-            vx, vy = vx[:test], vy[:test]
+
+        def pick(n: int, size: int) -> torch.Tensor:
+            g = torch.Generator().manual_seed(SUBSET_SEED)
+            return torch.randperm(size, generator=g)[:n].sort().values
+
+        if train and train < len(ty):
+            i = pick(train, len(ty))
+            tx, ty = tx[i], ty[i]
+        if test and test < len(vy):
+            i = pick(test, len(vy))
+            vx, vy = vx[i], vy[i]
         return Dataset(tx, ty, vx, vy, self.name, self.source, self.checksum)
 
 
