@@ -55,7 +55,7 @@ class Config:
     # --- data ---------------------------------------------------------------------------------
     dataset: str = "cifar10"
     data: str = ""                  # path: cifar-10-batches-py dir, ImageFolder dir or zip
-    train_subset: int = 0           # use only the first n training images (0 = all)
+    train_subset: int = 0           # use only n training images, a fixed random subset (0 = all)
     test_subset: int = 0
     augment: bool = True
     seed: int = 0

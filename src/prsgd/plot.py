@@ -13,14 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+# Figure objects, not pyplot: no global state and no GUI backend; savefig draws with Agg, and a
+# notebook displays the returned figures inline.
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")  # files only: no display needed (and none on a server or in CI)
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-
-from .results import load_sweep  # noqa: E402
+from .results import load_sweep
 
 PLOTTED_STATUSES = ("done", "unknown")   # unfinished or failed runs would distort the curves
 
@@ -46,10 +45,12 @@ def curves(df: pd.DataFrame, y: str, x: str = "epoch") -> dict[int, pd.DataFrame
     return out
 
 
-def _draw(ax, df: pd.DataFrame, y: str, x: str, log: bool) -> None:
-    for interval, c in curves(df, y, x).items():
-        line, = ax.plot(c["x"], c["mean"], marker="o" if len(c) <= 12 else None, ms=3,
-                        label=label(interval))
+def _draw(ax, df: pd.DataFrame, y: str, x: str, log: bool, suffix: str = "",
+          style: str = "-", colors: dict | None = None) -> None:
+    for k, (interval, c) in enumerate(curves(df, y, x).items()):
+        color = (colors or {}).get(interval, f"C{k}")
+        line, = ax.plot(c["x"], c["mean"], style, marker="o" if len(c) <= 12 else None, ms=3,
+                        label=label(interval) + suffix, color=color)
         if c["seeds"].max() > 1:
             ax.fill_between(c["x"], c["lo"], c["hi"], color=line.get_color(), alpha=0.2, lw=0)
     if log:
@@ -57,6 +58,8 @@ def _draw(ax, df: pd.DataFrame, y: str, x: str, log: bool) -> None:
         plain = FuncFormatter(lambda v, _: f"{v:g}")   # 0.6, 1, 2 rather than 6x10^-1
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
+    if x == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="both", alpha=0.3)
 
 
@@ -83,7 +86,8 @@ def describe(df: pd.DataFrame) -> str:
 
 def figure3(df: pd.DataFrame, title: str | None = None):
     """Panel (a): training loss vs epochs; panel (b): training loss vs training seconds."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    a, b = fig.subplots(1, 2)
     _draw(a, df, "train_loss", "epoch", log=True)
     a.set(xlabel="epoch (passes over the training set, all workers together)",
           ylabel="training loss (mean mini-batch cross-entropy, log scale)",
@@ -98,13 +102,31 @@ def figure3(df: pd.DataFrame, title: str | None = None):
 
 
 def accuracy_figure(df: pd.DataFrame, title: str | None = None):
-    fig, ax = plt.subplots(figsize=(6.5, 4.6), constrained_layout=True)
+    fig = Figure(figsize=(6.5, 4.6), layout="constrained")
+    ax = fig.subplots()
     acc = df.assign(test_acc_pct=100 * df["test_acc"])
     _draw(ax, acc, "test_acc_pct", "epoch", log=False)
     ax.set(xlabel="epoch", ylabel="test accuracy of the averaged model (%)",
-           title=title or f"Test accuracy: ResNet20, {describe(df)}")
+           title=title or f"Test accuracy: ResNet20\n{describe(df)}")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)
+    return fig
+
+
+def compare_figure(sweeps: dict[str, pd.DataFrame], y: str = "train_loss",
+                   x: str = "epoch"):
+    """Two (or more) sweeps on one axis: one colour per interval, one line style per sweep."""
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    intervals = sorted({int(i) for df in sweeps.values() for i in df["interval"].unique()})
+    colors = {i: f"C{k}" for k, i in enumerate(intervals)}
+    for style, (name, df) in zip(("-", "--", ":", "-."), sweeps.items()):
+        _draw(ax, df, y, x, log=y.endswith("loss"), suffix=f" [{name}]", style=style,
+              colors=colors)
+    ax.set(xlabel="epoch" if x == "epoch" else "training wall-clock time (s)",
+           ylabel=y.replace("_", " ") + (" (log scale)" if y.endswith("loss") else ""),
+           title=f"{y.replace('_', ' ')}: " + " vs ".join(sweeps))
+    ax.legend(fontsize=7)
     return fig
 
 
@@ -164,7 +186,6 @@ def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES) -> dict[str, P
             path = out / f"{name}.{ext}"
             fig.savefig(path, dpi=150)
             written[f"{name}.{ext}"] = path
-        plt.close(fig)
     table = summary_table(df)
     table.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(to_markdown(table))

@@ -313,10 +313,10 @@ def preflight_data(train_args: list[str]) -> None:
     """Load (and cache) the dataset once before any run, so that missing data stops the sweep with
     the loader's message instead of failing every run in turn."""
     from . import config as config_mod
-    from . import data as data_mod
     cfg = config_mod.from_args(train_args)
     if cfg.dataset == "synthetic":
         return
+    from . import data as data_mod   # imports torch: only when there is data to check
     data_mod.load(cfg.dataset, cfg.data, cfg.train_subset, cfg.test_subset, cfg.seed)
 
 
