@@ -44,21 +44,23 @@ INTERVALS ?= 1,4,8,16,32
 SEEDS ?= 0
 GLOO ?= 1
 SWEEP ?=
+DEMO_DIR ?= results/demo
+REPRODUCE_DIR ?= results/figure3
 PLOT_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))  # plotting needs only pandas + matplotlib
 SWEEP_RUN = $(PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) \
 	$(if $(filter 0,$(GLOO)),--no-gloo,) --data $(if $(DATA),$(DATA),auto)
 
 reproduce: $(STAMP)  ## the paper: 8 ranks, 300 epochs, I=1,4,8,16,32, then Figure 3 -> results/figure3/
-	$(SWEEP_RUN) --np 8 --out results/figure3/sweep -- --preset paper $(ARGS)
-	$(PY) scripts/plot_figure3.py results/figure3/sweep --out results/figure3
+	$(SWEEP_RUN) --np 8 --out $(REPRODUCE_DIR)/sweep -- --preset paper $(ARGS)
+	$(PY) scripts/plot_figure3.py $(REPRODUCE_DIR)/sweep --out $(REPRODUCE_DIR)
 
 demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, demo preset) -> results/demo/
-	$(SWEEP_RUN) --np 8 --out results/demo/sweep -- --preset demo $(ARGS)
-	$(PY) scripts/plot_figure3.py results/demo/sweep --out results/demo
+	$(SWEEP_RUN) --np 8 --out $(DEMO_DIR)/sweep -- --preset demo $(ARGS)
+	$(PY) scripts/plot_figure3.py $(DEMO_DIR)/sweep --out $(DEMO_DIR)
 
-figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (written into that dir)
+figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (into OUT=dir, default SWEEP)
 	@[ -n "$(SWEEP)" ] || { echo "usage: make figure SWEEP=path/to/sweep-dir"; exit 2; }
-	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP)
+	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP) $(if $(OUT),--out $(OUT),)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

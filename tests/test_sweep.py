@@ -8,12 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
-from conftest import ROOT, run_python
+from conftest import ROOT, run_python, subprocess_env
 from prsgd import plot, sweep
 from prsgd.results import load_sweep
 
@@ -88,16 +93,33 @@ def test_load_sweep_reads_manifest_status(tiny_sweep):
 
 # --- 2. interrupted and continued ----------------------------------------------------------------
 def test_rerun_skips_finished_runs_and_completes_the_rest(tmp_path):
+    """Kill the sweep (SIGTERM) while its second run trains; start it again."""
     out = tmp_path / "sw"
     opts = ["--backend", "packed", "--np", "2", "--intervals", "1,2"]
-    first = run_python(sweep_cmd(out, *opts, "--stop-after", "1"), timeout=300)
+    first = subprocess.Popen([sys.executable, *sweep_cmd(out, *opts)], env=subprocess_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            m = manifest(out) if (out / "manifest.json").exists() else {}
+            if m.get("I2-s0", {}).get("status") == "running":
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the second run never started")
+        assert m["I1-s0"]["status"] == "done"
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 130
+    finally:
+        first.kill()
     runs = manifest(out)
-    assert [runs[r]["status"] for r in ("I1-s0", "I2-s0")] == ["done", "pending"]
-    assert "--stop-after" in first.stdout
+    assert runs["I2-s0"]["status"] == "interrupted"
+    assert not [p for p in psutil.process_iter(["cmdline"])          # no orphaned ranks
+                if str(out) in " ".join(p.info["cmdline"] or [])]
     before = fingerprint(out / "runs" / "I1-s0")
-    # a run killed half-way leaves a run dir without a checkpoint: it must start afresh
+    # whether or not the killed run got as far as its run dir: leave a half-written one behind
     half = out / "runs" / "I2-s0"
-    half.mkdir(parents=True)
+    half.mkdir(parents=True, exist_ok=True)
     (half / "metrics.csv").write_text("epoch,step\n1,8\n")
 
     second = run_python(sweep_cmd(out, *opts), timeout=300)
@@ -108,9 +130,18 @@ def test_rerun_skips_finished_runs_and_completes_the_rest(tmp_path):
     assert len(pd.read_csv(half / "metrics.csv")) == 2              # restarted: 2 fresh epochs
     assert runs["I2-s0"]["resumed"] is False
 
-    third = run_python(sweep_cmd(out, *opts), timeout=120)          # all done: nothing runs
-    assert "2 finished run(s) skipped" in third.stdout
+    third = run_python(sweep_cmd(out, *opts, "--stop-after", "1"), timeout=120)
+    assert "2 finished run(s) skipped" in third.stdout               # all done: nothing runs
     assert fingerprint(out / "runs" / "I1-s0") == before
+
+
+def test_stop_after(tmp_path):
+    out = tmp_path / "sw"
+    proc = run_python(sweep_cmd(out, "--backend", "packed", "--np", "2", "--intervals", "4,1",
+                                "--override", "I4-s0=--lr=-1", "--stop-after", "1"),
+                      timeout=300, check=False)
+    assert [r["status"] for r in manifest(out).values()] == ["pending", "failed"]  # by I
+    assert "stopping after 1 run(s) (--stop-after)" in proc.stdout
 
 
 def test_unfinished_run_with_a_checkpoint_is_resumed_not_deleted(tmp_path):
@@ -131,19 +162,22 @@ def test_unfinished_run_with_a_checkpoint_is_resumed_not_deleted(tmp_path):
 # --- 3. one failing run --------------------------------------------------------------------------
 def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "sw"
-    proc = run_python(sweep_cmd(out, "--backend", "packed", "--np", "2", "--intervals", "4,1",
-                                "--override", "I4-s0=--lr=-1"), timeout=300, check=False)
+    opts = ["--backend", "packed", "--np", "2", "--intervals", "4,2,1",
+            "--override", "I4-s0=--lr=-1",                          # refused by the trainer
+            "--override", "I2-s0=--lr=1e30 --max-steps 4"]          # loss becomes nan
+    proc = run_python(sweep_cmd(out, *opts), timeout=300, check=False)
     assert proc.returncode == 1
     runs = manifest(out)
     assert runs["I4-s0"]["status"] == "failed"
     assert runs["I4-s0"]["error"].startswith("prsgd.train: error: --lr: must be > 0")
-    assert runs["I1-s0"]["status"] == "done"                      # ran after the failure
-    assert "I4-s0 (failed)" in proc.stdout
-    assert "I1-s0" not in proc.stdout.split("did not finish")[-1]
-    # a rerun retries the failed run (here it fails again) but not the finished one
-    again = run_python(sweep_cmd(out, "--backend", "packed", "--np", "2", "--intervals", "4,1",
-                                 "--override", "I4-s0=--lr=-1"), timeout=300, check=False)
-    assert again.returncode == 1 and "1 finished run(s) skipped" in again.stdout
+    assert runs["I2-s0"]["status"] == "diverged"
+    assert runs["I2-s0"]["error"].startswith("prsgd.train: diverged: training loss is nan")
+    assert runs["I1-s0"]["status"] == "done"                      # ran after the failures
+    assert "did not finish: I4-s0 (failed), I2-s0 (diverged)" in proc.stdout
+    # a rerun retries the failed run (here it fails again), not the done or diverged ones
+    again = run_python(sweep_cmd(out, *opts), timeout=300, check=False)
+    assert again.returncode == 1 and "2 finished run(s) skipped" in again.stdout
+    assert "run 1/1 I4-s0: started" in again.stdout
 
 
 # --- argument checks and helpers (no processes) --------------------------------------------------

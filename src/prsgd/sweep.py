@@ -36,7 +36,9 @@ DEFAULT_INTERVALS = (1, 4, 8, 16, 32)
 MANAGED_FLAGS = ("--interval", "--seed", "--out", "--run-id", "--resume", "--restart")
 FINAL = ("done", "diverged")          # statuses a rerun of the sweep does not touch
 EXIT_DIVERGED = 3                     # prsgd.train's exit code for a diverged run
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-jpeg"
+# The shared JPEG copy next to the repository (or next to the working directory, as make sees it).
+SHARED_DATA = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-jpeg",
+               Path("..") / "shared" / "data" / "cifar10-jpeg")
 EPOCH_LINE = re.compile(r"\[(?P<id>[^\]]+)\] epoch (?P<e>\d+)/(?P<n>\d+) .*?loss (?P<loss>\S+)")
 ERROR_LINE = re.compile(r"prsgd\.train: (error|diverged): .*")
 
@@ -189,9 +191,14 @@ def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: f
 
     out_tail, err_tail = collections.deque(maxlen=200), collections.deque(maxlen=200)
     # A session of its own, so that an interrupt or a timeout ends every rank of the run.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            bufsize=1, start_new_session=True,
-                            env=run_env())
+    with _signals_deferred():   # an interrupt inside Popen would orphan the started ranks
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                bufsize=1, start_new_session=True, env=run_env())
+    try:
+        _raise_pending()
+    except KeyboardInterrupt:
+        _kill_group(proc)
+        raise
     pumps = [threading.Thread(target=_pump, args=(proc.stdout, logs / f"{rid}.stdout", on_stdout,
                                                   out_tail), daemon=True),
              threading.Thread(target=_pump, args=(proc.stderr, logs / f"{rid}.stderr", None,
@@ -209,6 +216,33 @@ def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: f
     for t in pumps:
         t.join(timeout=10)
     return rc, list(out_tail), list(err_tail)
+
+
+class _Interrupts:
+    deferred = False
+    pending = False
+
+
+def _interrupt(signum, frame):
+    """SIGINT/SIGTERM handler: KeyboardInterrupt now, or right after a deferred section."""
+    if _Interrupts.deferred:
+        _Interrupts.pending = True
+    else:
+        raise KeyboardInterrupt
+
+
+class _signals_deferred:
+    def __enter__(self):
+        _Interrupts.deferred = True
+
+    def __exit__(self, *exc):
+        _Interrupts.deferred = False
+
+
+def _raise_pending():
+    if _Interrupts.pending:
+        _Interrupts.pending = False
+        raise KeyboardInterrupt
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -259,12 +293,12 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)     # an unfinished run without a checkpoint starts afresh
         cmd = train_command(spec, runs_dir, rid, interval, seed, resume)
-        manifest.update(rid, status="running", command=shlex.join(cmd), error=None,
-                        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resume,
-                        run_dir=str(run_dir.relative_to(sweep_dir)))
-        progress.start(rid, " (resuming from its checkpoint)" if resume else "")
-        t0 = time.time()
         try:
+            manifest.update(rid, status="running", command=shlex.join(cmd), error=None,
+                            started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resume,
+                            run_dir=str(run_dir.relative_to(sweep_dir)))
+            progress.start(rid, " (resuming from its checkpoint)" if resume else "")
+            t0 = time.time()
             rc, out_tail, err_tail = run_one(cmd, logs, rid, progress, run_timeout)
         except KeyboardInterrupt:
             manifest.update(rid, status="interrupted", error="interrupted by the user")
@@ -295,8 +329,9 @@ def data_args(data: str) -> list[str]:
     """Training arguments for a data source: `auto` takes the shared JPEG copy where it exists,
     else the official CIFAR-10 (downloaded by the trainer where the network allows)."""
     if data in ("", "auto"):
-        if (SHARED_DATA / "train.zip").exists() or (SHARED_DATA / "train").is_dir():
-            return ["--dataset", "imagefolder", "--data", str(SHARED_DATA)]
+        for shared in SHARED_DATA:
+            if (shared / "train.zip").exists() or (shared / "train").is_dir():
+                return ["--dataset", "imagefolder", "--data", str(shared.resolve())]
         return ["--dataset", "cifar10"]
     if data == "synthetic":
         return ["--dataset", "synthetic"]
@@ -384,6 +419,9 @@ def main(argv=None) -> int:
         cut = argv.index("--")
         argv, train_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    # `kill SWEEP_PID` ends the current run's ranks too (they run in a session of their own).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         spec = spec_from_args(args, train_args)
         if args.preflight:
