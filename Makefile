@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean family stich
+.PHONY: help install test smoke train clean family stich reproduce demo figure
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,28 @@ family: $(STAMP)  ## the family figure: every algorithm on a small real run (res
 	bash scripts/family_runs.sh results/family "$$data"
 stich: $(STAMP)  ## Stich's local-SGD speed-up experiment (CPU, minutes) -> results/theory/stich
 	$(PY) scripts/stich_speedup.py --workers 1,2,4,8,16,32 --intervals 1,8,64 --repeats 2 --out results/theory/stich
+# --- Figure 3: the sweep over intervals, then the plot (src/prsgd/sweep.py, plot.py) ----------
+INTERVALS ?= 1,4,8,16,32
+SEEDS ?= 0
+GLOO ?= 1
+SWEEP ?=
+DEMO_DIR ?= results/demo
+REPRODUCE_DIR ?= results/figure3
+PLOT_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))  # plotting needs only pandas + matplotlib
+SWEEP_RUN = $(PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) \
+	$(if $(filter 0,$(GLOO)),--no-gloo,) --data $(if $(DATA),$(DATA),auto)
+
+reproduce: $(STAMP)  ## the paper: 8 ranks, 300 epochs, I=1,4,8,16,32, then Figure 3 -> results/figure3/
+	$(SWEEP_RUN) --np 8 --out $(REPRODUCE_DIR)/sweep -- --preset paper $(ARGS)
+	$(PY) scripts/plot_figure3.py $(REPRODUCE_DIR)/sweep --out $(REPRODUCE_DIR)
+
+demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, demo preset) -> results/demo/
+	$(SWEEP_RUN) --np 8 --out $(DEMO_DIR)/sweep -- --preset demo $(ARGS)
+	$(PY) scripts/plot_figure3.py $(DEMO_DIR)/sweep --out $(DEMO_DIR)
+
+figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (into OUT=dir, default SWEEP)
+	@[ -n "$(SWEEP)" ] || { echo "usage: make figure SWEEP=path/to/sweep-dir"; exit 2; }
+	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP) $(if $(OUT),--out $(OUT),)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

@@ -111,3 +111,45 @@ def load_run(run_dir) -> tuple[dict, "pandas.DataFrame"]:
 
 def find_runs(root) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob("config.json"))
+
+
+RUN_COLUMNS = ("run_id", "interval", "seed", "workers", "algorithm", "dataset", "total_steps",
+               "steps_per_epoch", "status")
+
+
+def load_sweep(sweep_dir) -> "pandas.DataFrame":
+    """Every run of a sweep directory (or of any folder holding run directories) as one long table:
+    one row per run and epoch, the columns of metrics.csv plus RUN_COLUMNS. `status` comes from the
+    sweep's manifest.json (done, failed, diverged, running, ...), or is "unknown" without one.
+    The run configs are in `df.attrs["configs"]` (run id -> config.json as a dict)."""
+    import pandas as pd
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+    manifest_path = sweep_dir / "manifest.json"
+    status = {}
+    if manifest_path.exists():
+        status = {r["run_id"]: r["status"]
+                  for r in json.loads(manifest_path.read_text()).get("runs", [])}
+    frames, configs = [], {}
+    for run_dir in find_runs(sweep_dir):
+        meta, df = load_run(run_dir)
+        cfg, derived = meta["config"], meta.get("derived", {})
+        rid = cfg.get("run_id") or run_dir.name
+        configs[rid] = meta
+        df = df.copy()
+        df.insert(0, "run_id", rid)
+        df["interval"] = cfg["interval"]
+        df["seed"] = cfg["seed"]
+        df["workers"] = derived.get("workers", cfg.get("workers"))
+        df["algorithm"] = cfg["algorithm"]
+        df["dataset"] = meta.get("provenance", {}).get("dataset", {}).get("name", cfg["dataset"])
+        df["total_steps"] = derived.get("total_steps")
+        df["steps_per_epoch"] = derived.get("steps_per_epoch")
+        df["status"] = status.get(rid, status.get(run_dir.name, "unknown"))
+        frames.append(df)
+    cols = list(RUN_COLUMNS[:1]) + list(METRIC_COLUMNS) + list(RUN_COLUMNS[1:])
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    out = out.sort_values(["interval", "seed", "epoch"], kind="stable").reset_index(drop=True)
+    out.attrs["configs"] = configs
+    return out

@@ -1,0 +1,214 @@
+"""Figure 3 of the paper and its summary table, from a sweep directory's CSV/JSON files only.
+
+    python scripts/plot_figure3.py SWEEP_DIR [--out DIR]
+
+writes `figure3.{png,pdf}` (a: training loss against epochs, b: against training wall-clock
+seconds, one curve per interval I, log-scale loss), `test_accuracy.{png,pdf}` and
+`summary.{csv,md}`. With several seeds a curve is their mean and the band their min..max.
+Everything reads through `results.load_sweep`, the loader the notebook and the tests use too.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+# Figure objects, not pyplot: no global state and no GUI backend; savefig draws with Agg, and a
+# notebook displays the returned figures inline.
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from .results import load_sweep
+
+PLOTTED_STATUSES = ("done", "unknown")   # unfinished or failed runs would distort the curves
+
+
+def label(interval: int) -> str:
+    """Curve labels as in the paper's Figure 3."""
+    return "parallel mini-batch SGD (I=1)" if interval == 1 else f"PR-SGD I={interval}"
+
+
+def select(df: pd.DataFrame, statuses=PLOTTED_STATUSES) -> pd.DataFrame:
+    out = df[df["status"].isin(statuses)] if statuses else df
+    out.attrs = df.attrs
+    return out
+
+
+def curves(df: pd.DataFrame, y: str, x: str = "epoch") -> dict[int, pd.DataFrame]:
+    """Per interval: x (mean over seeds), and y's mean, min and max over seeds, per epoch."""
+    out = {}
+    for interval, g in df.dropna(subset=[y]).groupby("interval"):
+        agg = g.groupby("epoch").agg(x=(x, "mean"), mean=(y, "mean"), lo=(y, "min"),
+                                     hi=(y, "max"), seeds=("seed", "nunique"))
+        out[int(interval)] = agg.reset_index()
+    return out
+
+
+def _draw(ax, df: pd.DataFrame, y: str, x: str, log: bool, suffix: str = "",
+          style: str = "-", colors: dict | None = None) -> None:
+    for k, (interval, c) in enumerate(curves(df, y, x).items()):
+        color = (colors or {}).get(interval, f"C{k}")
+        line, = ax.plot(c["x"], c["mean"], style, marker="o" if len(c) <= 12 else None, ms=3,
+                        label=label(interval) + suffix, color=color)
+        if c["seeds"].max() > 1:
+            ax.fill_between(c["x"], c["lo"], c["hi"], color=line.get_color(), alpha=0.2, lw=0)
+    if log:
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")   # 0.6, 1, 2 rather than 6x10^-1
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+    if x == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def describe(df: pd.DataFrame) -> str:
+    """One line saying what the runs were: dataset, workers, epochs, seeds."""
+    if df.empty:
+        return "no finished runs"
+    parts = [f"{df['dataset'].iloc[0]}", f"N={int(df['workers'].iloc[0])} workers",
+             f"{int(df['epoch'].max())} epochs"]
+    configs = df.attrs.get("configs", {})
+    if configs:
+        meta = next(iter(configs.values()))
+        sub = meta["config"].get("train_subset")
+        if sub:
+            parts.append(f"{sub} training images")
+        devices = meta.get("provenance", {}).get("devices")
+        if devices:
+            parts.append(str(devices[0]))
+    seeds = df["seed"].nunique()
+    parts.append(f"{seeds} seed{'s' if seeds > 1 else ''}" + (" (mean, min-max band)"
+                                                              if seeds > 1 else ""))
+    return ", ".join(parts)
+
+
+def figure3(df: pd.DataFrame, title: str | None = None):
+    """Panel (a): training loss vs epochs; panel (b): training loss vs training seconds."""
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    _draw(a, df, "train_loss", "epoch", log=True)
+    a.set(xlabel="epoch (passes over the training set, all workers together)",
+          ylabel="training loss (mean mini-batch cross-entropy, log scale)",
+          title="(a) training loss vs epochs")
+    _draw(b, df, "train_loss", "train_seconds", log=True)
+    b.set(xlabel="training wall-clock time (s, evaluation excluded)",
+          ylabel="training loss (log scale)", title="(b) training loss vs wall-clock time")
+    for ax in (a, b):
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"Figure 3: ResNet20, {describe(df)}", fontsize=10)
+    return fig
+
+
+def accuracy_figure(df: pd.DataFrame, title: str | None = None):
+    fig = Figure(figsize=(6.5, 4.6), layout="constrained")
+    ax = fig.subplots()
+    acc = df.assign(test_acc_pct=100 * df["test_acc"])
+    _draw(ax, acc, "test_acc_pct", "epoch", log=False)
+    ax.set(xlabel="epoch", ylabel="test accuracy of the averaged model (%)",
+           title=title or f"Test accuracy: ResNet20\n{describe(df)}")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def compare_figure(sweeps: dict[str, pd.DataFrame], y: str = "train_loss",
+                   x: str = "epoch"):
+    """Two (or more) sweeps on one axis: one colour per interval, one line style per sweep."""
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    intervals = sorted({int(i) for df in sweeps.values() for i in df["interval"].unique()})
+    colors = {i: f"C{k}" for k, i in enumerate(intervals)}
+    for style, (name, df) in zip(("-", "--", ":", "-."), sweeps.items()):
+        _draw(ax, df, y, x, log=y.endswith("loss"), suffix=f" [{name}]", style=style,
+              colors=colors)
+    ax.set(xlabel="epoch" if x == "epoch" else "training wall-clock time (s)",
+           ylabel=y.replace("_", " ") + (" (log scale)" if y.endswith("loss") else ""),
+           title=f"{y.replace('_', ' ')}: " + " vs ".join(sweeps))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per interval (means over seeds): final training loss, final and best test
+    accuracy, averaging rounds, bytes communicated, training seconds, speed-up over I = 1."""
+    rows = []
+    for interval, g in df.groupby("interval"):
+        per_run = []
+        for _, r in g.groupby("run_id"):
+            r = r.sort_values("epoch")
+            last = r.iloc[-1]
+            per_run.append({
+                "epochs": last["epoch"], "steps": last["step"],
+                "final_train_loss": last["train_loss"],
+                "final_test_acc": r["test_acc"].dropna().iloc[-1]
+                if r["test_acc"].notna().any() else float("nan"),
+                "best_test_acc": r["test_acc"].max(), "rounds": last["rounds"],
+                "bytes": last["bytes"], "train_seconds": last["train_seconds"],
+                "comm_seconds": last["comm_seconds"]})
+        p = pd.DataFrame(per_run)
+        rows.append({"interval": int(interval), "label": label(int(interval)),
+                     "seeds": len(per_run), **p.mean(numeric_only=True).to_dict()})
+    cols = ["interval", "label", "seeds", "epochs", "steps", "final_train_loss", "final_test_acc",
+            "best_test_acc", "rounds", "bytes", "train_seconds", "comm_seconds",
+            "speedup_vs_I1"]
+    table = pd.DataFrame(rows, columns=cols[:-1])
+    base = table.loc[table["interval"] == 1, "train_seconds"]
+    table["speedup_vs_I1"] = (base.iloc[0] / table["train_seconds"]) if len(base) else float("nan")
+    for c in ("seeds", "epochs", "steps", "rounds", "bytes"):
+        table[c] = table[c].round().astype("int64")
+    return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A Markdown table without the optional `tabulate` dependency."""
+    fmt = {"final_train_loss": "{:.4f}", "final_test_acc": "{:.4f}", "best_test_acc": "{:.4f}",
+           "train_seconds": "{:.1f}", "comm_seconds": "{:.1f}", "speedup_vs_I1": "{:.2f}x",
+           "bytes": "{:,}"}
+    head = "| " + " | ".join(table.columns) + " |"
+    sep = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(fmt.get(c, "{}").format(v) for c, v in row.items()) + " |"
+            for row in table.to_dict("records")]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES) -> dict[str, Path]:
+    """Every figure and table of a sweep into `out_dir` (default: the sweep directory)."""
+    df = select(load_sweep(sweep_dir), statuses)
+    if df.empty:
+        raise ValueError(f"{sweep_dir}: no finished runs with metrics to plot")
+    out = Path(out_dir or sweep_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, fig in (("figure3", figure3(df)), ("test_accuracy", accuracy_figure(df))):
+        for ext in ("png", "pdf"):
+            path = out / f"{name}.{ext}"
+            fig.savefig(path, dpi=150)
+            written[f"{name}.{ext}"] = path
+    table = summary_table(df)
+    table.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(to_markdown(table))
+    written["summary.csv"], written["summary.md"] = out / "summary.csv", out / "summary.md"
+    return written
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/plot_figure3.py", description=__doc__.splitlines()[0])
+    p.add_argument("sweep", help="a sweep directory (or any folder of run directories)")
+    p.add_argument("--out", default=None, help="where to write (default: the sweep directory)")
+    p.add_argument("--all-runs", action="store_true",
+                   help="also plot unfinished, failed and diverged runs")
+    args = p.parse_args(argv)
+    try:
+        written = write_all(args.sweep, args.out, None if args.all_runs else PLOTTED_STATUSES)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"plot_figure3: error: {e}", file=sys.stderr)
+        return 2
+    for path in written.values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
