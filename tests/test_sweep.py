@@ -53,6 +53,7 @@ def tiny_sweep(tmp_path_factory):
 
 # --- 1. a tiny sweep through horovodrun, then the plot -------------------------------------------
 @pytest.mark.horovod
+@pytest.mark.slow
 def test_tiny_sweep_then_figure(tiny_sweep, tmp_path):
     out, proc = tiny_sweep
     runs = manifest(out)
@@ -80,6 +81,8 @@ def test_tiny_sweep_then_figure(tiny_sweep, tmp_path):
     assert str(fig_dir / "figure3.png") in p.stdout
 
 
+@pytest.mark.horovod
+@pytest.mark.slow
 def test_load_sweep_reads_manifest_status(tiny_sweep):
     out, _ = tiny_sweep
     df = load_sweep(out)
@@ -92,6 +95,7 @@ def test_load_sweep_reads_manifest_status(tiny_sweep):
 
 
 # --- 2. interrupted and continued ----------------------------------------------------------------
+@pytest.mark.slow
 def test_rerun_skips_finished_runs_and_completes_the_rest(tmp_path):
     """Kill the sweep (SIGTERM) while its second run trains; start it again."""
     out = tmp_path / "sw"
@@ -135,6 +139,7 @@ def test_rerun_skips_finished_runs_and_completes_the_rest(tmp_path):
     assert fingerprint(out / "runs" / "I1-s0") == before
 
 
+@pytest.mark.slow
 def test_stop_after(tmp_path):
     out = tmp_path / "sw"
     proc = run_python(sweep_cmd(out, "--backend", "packed", "--np", "2", "--intervals", "4,1",
@@ -144,6 +149,7 @@ def test_stop_after(tmp_path):
     assert "stopping after 1 run(s) (--stop-after)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_unfinished_run_with_a_checkpoint_is_resumed_not_deleted(tmp_path):
     """With runs/<ID>/checkpoint.pt present the driver passes --resume (the trainer's resume
     interface) and leaves the run directory in place."""
@@ -160,6 +166,7 @@ def test_unfinished_run_with_a_checkpoint_is_resumed_not_deleted(tmp_path):
 
 
 # --- 3. one failing run --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "sw"
     opts = ["--backend", "packed", "--np", "2", "--intervals", "4,2,1",
@@ -238,6 +245,8 @@ def test_summary_table_means_over_seeds_and_speedup():
 
 
 # --- 4. the notebook -----------------------------------------------------------------------------
+@pytest.mark.horovod
+@pytest.mark.slow
 def test_notebook_runs_headless_on_the_tiny_sweep(tiny_sweep, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
