@@ -13,7 +13,9 @@ COMMON=(--preset demo --dataset imagefolder --data "$DATA" --train-subset 1024 -
 
 run() {  # run NP NAME ARGS...: one run into $RUNS/NAME, skipped when it already finished
     local np=$1 name=$2; shift 2
-    if [ -s "$RUNS/$name/metrics.csv" ]; then echo "have $name"; return; fi
+    if [ -f "$RUNS/$name/metrics.csv" ] && [ "$(wc -l < "$RUNS/$name/metrics.csv")" -ge 7 ]; then
+        echo "have $name"; return   # all 6 epochs written
+    fi
     rm -rf "${RUNS:?}/$name"
     echo "run $name: $*"
     timeout 1800 horovodrun -np "$np" --gloo python -m prsgd.train "${COMMON[@]}" --run-id "$name" "$@"
