@@ -25,11 +25,11 @@ import pandas as pd  # noqa: E402
 
 def load_diagnostics(run_dir) -> tuple[dict, pd.DataFrame]:
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "config.json").read_text())
     path = run_dir / "diagnostics.csv"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no diagnostics.csv (was the run made with "
                                 "--diagnostics?)")
+    meta = json.loads((run_dir / "config.json").read_text())
     return meta, pd.read_csv(path)
 
 
