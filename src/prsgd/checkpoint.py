@@ -213,6 +213,8 @@ class Checkpointer:
         if mine.get("rng_cuda") is not None and t.device.type == "cuda":
             torch.cuda.set_rng_state(mine["rng_cuda"], t.device)
         t.step, t.epoch, t.train_seconds = ck["step"], ck["epoch"], ck["train_seconds"]
+        for k, v in mine.get("loop", {}).items():   # per worker; overrides rank 0's step
+            setattr(t, k, v)
         self.rows = [dict(r) for r in ck["rows"]]
         self.resumed_from = self.saved_epoch = ck["epoch"]
 
@@ -222,6 +224,9 @@ class Checkpointer:
         return {"flat": t.fm.flat.detach().cpu().clone(),
                 "optimizer": t.optimizer.state_dict() if t.optimizer is not None else None,
                 "counters": t.comm.counters.to_dict(),
+                # Round bookkeeping of Algorithm 3 (per worker: their rounds advance at their pace).
+                "loop": {"step": t.step, "rounds_done": t.rounds_done, "step_in_round": t.step_in_round,
+                         "worker_steps": t.worker_steps},
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda"
                 else None}
