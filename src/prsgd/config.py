@@ -17,7 +17,7 @@ ALGORITHMS = ("prsgd", "kavg", "gradient_allreduce", "hier", "varying", "one_sho
               "hetero")
 DATASETS = ("synthetic", "cifar10", "imagefolder")
 BACKENDS = ("horovod", "packed")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: exact-equivalence checks on CPU
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -31,6 +31,7 @@ class Config:
     preset: str = "paper"
     algorithm: str = "prsgd"        # prsgd (Algorithm 1), kavg (alias of prsgd), ... see ALGORITHMS
     interval: int = 1               # I: local steps between two averaging rounds
+    intervals: tuple[int, ...] = () # packed backend: one run per I, all packed in one process
     workers: int = 0                # N; 0 = the launcher's world size (horovod) / required (packed)
     backend: str = "horovod"
     # --- optimisation (paper, Section 5) -----------------------------------------------------
@@ -109,6 +110,14 @@ class Config:
             bad("epoch_lengths", "every K^s must be a positive integer")
         if self.epoch_lrs and len(self.epoch_lrs) != len(self.epoch_lengths):
             bad("epoch_lrs", "needs one lr per entry of --epoch-lengths")
+        if any(k <= 0 for k in self.intervals):
+            bad("intervals", "every I must be a positive integer")
+        if self.intervals and self.backend != "packed":
+            bad("intervals", "packs several runs into one process: needs --backend packed")
+        if self.intervals and self.algorithm not in ("prsgd", "kavg"):
+            bad("intervals", "packing several intervals supports --algorithm prsgd|kavg only")
+        if self.cuda_graph and self.algorithm == "gradient_allreduce":
+            bad("cuda_graph", "not available with --algorithm gradient_allreduce")
         if any(k <= 0 for k in self.worker_intervals):
             bad("worker_intervals", "every I_i must be a positive integer")
         if any(s <= 0 for s in self.slowdown):
@@ -160,7 +169,7 @@ class Config:
 MATH_FIELDS = ("algorithm", "interval", "workers", "backend", "batch_size", "lr", "momentum",
                "weight_decay", "lr_milestones", "lr_gamma", "epochs", "average_momentum",
                "group_size", "global_every", "epoch_lengths", "epoch_lrs", "local_epochs",
-               "worker_intervals", "round_budget_s", "dataset", "train_subset", "augment", "seed",
+               "worker_intervals", "round_budget_s", "intervals", "dataset", "train_subset", "augment", "seed",
                "precision")
 
 PRESETS: dict[str, dict] = {
