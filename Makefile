@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean
+.PHONY: help install test smoke train clean bench
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ train: $(STAMP)  ## the main job: NP ranks (default 2), demo preset, shared JPEG
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
 	if [ ! -e "$$data" ]; then echo "no data: set DATA=PATH (ImageFolder tree or zip of CIFAR-10)"; exit 2; fi; \
 	horovodrun -np $(NP) --gloo $(PY) -m prsgd.train --preset demo --dataset imagefolder --data "$$data" --interval 4 --out runs $(ARGS)
+
+bench: $(STAMP)  ## step throughput side by side (plain Horovod-example loop, ours, packed); JSON in results/bench/
+	$(PY) scripts/bench.py $(ARGS)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

@@ -73,7 +73,8 @@ def bench_ours(name: str, device, workers: int, copies: int, steps: int, warmup:
                intervals=(), batch: int = 32) -> dict:
     """Our step (StepRunner) for `copies` runs of `workers` replicas; averaging when `intervals`."""
     R = workers * copies
-    ds = data_mod.synthetic(max(4096, workers * batch * 4), 16, 0)
+    least = 4096 if device.type == "cuda" else 64
+    ds = data_mod.synthetic(max(least, workers * batch * 4), 16, 0)
     dd = data_mod.DeviceData(ds.train_x, ds.train_y, device)
     torch.manual_seed(0)
     model = ResNet20(replicas=R)
@@ -121,15 +122,16 @@ def _result(name, seconds, steps, images_per_step) -> dict:
             "images_per_s": images_per_step * steps / seconds}
 
 
-def variants(device, steps: int, warmup: int):
+def variants(device, steps: int, warmup: int, batch: int = 32):
     gpu = device.type == "cuda"
-    yield lambda: bench_plain(device, steps, warmup)
-    yield lambda: bench_ours("eager", device, 1, 1, steps, warmup, cuda_graph=False)
+    yield lambda: bench_plain(device, steps, warmup, batch, 4096 if gpu else 64)
+    yield lambda: bench_ours("eager", device, 1, 1, steps, warmup, cuda_graph=False, batch=batch)
     if gpu:
         yield lambda: bench_ours("graph", device, 1, 1, steps, warmup, cuda_graph=True)
         yield lambda: bench_ours("graph-bf16-cl", device, 1, 1, steps, warmup, cuda_graph=True,
                                  precision="bf16", channels_last=True)
-    yield lambda: bench_ours("packed8-eager", device, 8, 1, steps, warmup, cuda_graph=False)
+    yield lambda: bench_ours("packed8-eager", device, 8, 1, steps, warmup, cuda_graph=False,
+                             batch=batch)
     for c in (1, 5):
         name = f"packed{8 * c}"
         if gpu:
@@ -146,11 +148,11 @@ def variants(device, steps: int, warmup: int):
                                  intervals=SWEEP_INTERVALS)
     else:
         yield lambda: bench_ours("packed40-eager+avg", device, 8, 5, steps, warmup,
-                                 cuda_graph=False, intervals=SWEEP_INTERVALS)
+                                 cuda_graph=False, intervals=SWEEP_INTERVALS, batch=batch)
 
 
 def run_bench(device: str = "auto", steps: int = 0, warmup: int = 0,
-              out: str = "results/bench") -> dict:
+              out: str = "results/bench", batch: int = 32) -> dict:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     gpu = dev.type == "cuda"
@@ -160,7 +162,7 @@ def run_bench(device: str = "auto", steps: int = 0, warmup: int = 0,
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     rows = []
-    for make in variants(dev, steps, warmup):
+    for make in variants(dev, steps, warmup, batch):
         r = make()
         rows.append(r)
         print(f"{r['variant']:>24}: {r['ms_per_step']:8.2f} ms/step {r['images_per_s']:10.0f} "
@@ -172,7 +174,8 @@ def run_bench(device: str = "auto", steps: int = 0, warmup: int = 0,
               f"cpu ({platform.processor() or platform.machine()})",
               "torch": torch.__version__, "python": platform.python_version(),
               "git": git_info(), "host": socket.gethostname(),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": steps, "warmup": warmup}
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": steps, "warmup": warmup,
+              "batch": batch}
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         path = Path(out) / f"bench-{'gpu' if gpu else 'cpu'}-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -191,11 +194,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=0, help="timed steps (0: 200 GPU, 2 CPU)")
     p.add_argument("--warmup", type=int, default=0, help="untimed steps (0: 20 GPU, 1 CPU)")
     p.add_argument("--out", default="results/bench", help="folder for the JSON ('' = none)")
+    p.add_argument("--batch", type=int, default=32, help="local batch per replica")
     a = p.parse_args(argv)
-    if a.steps < 0 or a.warmup < 0:
-        print("bench: --steps/--warmup must be >= 0", file=sys.stderr)
+    if a.steps < 0 or a.warmup < 0 or a.batch <= 0:
+        print("bench: --steps/--warmup must be >= 0 and --batch > 0", file=sys.stderr)
         return 2
-    run_bench(a.device, a.steps, a.warmup, a.out)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("bench: --device cuda: no CUDA device is available", file=sys.stderr)
+        return 2
+    run_bench(a.device, a.steps, a.warmup, a.out, a.batch)
     return 0
 
 
