@@ -17,7 +17,7 @@ ALGORITHMS = ("prsgd", "kavg", "gradient_allreduce", "hier", "varying", "one_sho
               "hetero")
 DATASETS = ("synthetic", "cifar10", "imagefolder")
 BACKENDS = ("horovod", "packed")
-PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: exact-equivalence checks on CPU
+PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: for exact-equivalence tests
 DEVICES = ("auto", "cpu", "cuda")
 
 

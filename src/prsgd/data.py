@@ -113,10 +113,12 @@ def synthetic(n_train: int = 2048, n_test: int = 512, seed: int = 0) -> Dataset:
 
 # --- official CIFAR-10 ---------------------------------------------------------------------------
 def _read_batches(folder: Path) -> tuple[np.ndarray, ...]:
+    missing = [name for name in CIFAR_BATCH_MD5 if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"{folder}: missing {', '.join(missing)}; expected the official "
+                        "cifar-10-batches-py")
     for name, md5 in CIFAR_BATCH_MD5.items():
         f = folder / name
-        if not f.is_file():
-            raise DataError(f"{folder}: missing {name}; expected the official cifar-10-batches-py")
         if md5_file(f) != md5:
             raise DataError(f"{f}: md5 mismatch (corrupted or not the official file)")
 

@@ -67,7 +67,7 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, device, batch: i
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for i in range(0, len(labels), batch):
-        x = data_mod.normalize(images[i:i + batch].to(device))
+        x = data_mod.normalize(images[i:i + batch].to(device)).to(next(model.parameters()).dtype)
         y = labels[i:i + batch].to(device)
         out = model(x)[:, 0]
         loss += F.cross_entropy(out.float(), y, reduction="sum").double()
@@ -160,7 +160,8 @@ class Trainer:
         self.model = single if self.hvd else ResNet20(replicas=self.replicas)
         if not self.hvd:
             self.model.load_state_dict(tile_state(single.state_dict(), self.replicas))
-        self.model.to(self.device, DTYPES[cfg.precision])
+        self.dtype = DTYPES[cfg.precision]
+        self.model.to(self.device, self.dtype)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.fm = FlatModel(self.model, self.replicas)
@@ -173,7 +174,7 @@ class Trainer:
         else:
             self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph, configs=self.C)
         self.workers = self.comm.workers
-        self.eval_model = ResNet20(replicas=self.C).to(self.device, DTYPES[cfg.precision])
+        self.eval_model = ResNet20(replicas=self.C).to(self.device, self.dtype)
         if cfg.channels_last:
             self.eval_model.to(memory_format=torch.channels_last)
         self.eval_fm = FlatModel(self.eval_model, self.C)
@@ -275,7 +276,8 @@ class Trainer:
         fm.zero_grad()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = self.model(x)                                        # (B, n, 10)
-        per = F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1),
+        logits = out if out.dtype == torch.float64 else out.float()   # bf16 logits -> fp32 loss
+        per = F.cross_entropy(logits.reshape(-1, out.shape[-1]), y.reshape(-1),
                               reduction="none").view(-1, n).mean(0)    # (n,) each replica's loss
         per.sum().backward()
         if self.optimizer is not None:
@@ -312,6 +314,7 @@ class Trainer:
                 break
             self.step += 1
             lr = self.lr(self.step)
+            self.batch_index = plan.index[:, s]  # which samples each worker used (for tests)
             steps += 1
             if self.optimizer is not None:
                 x, y = self.images.batch(plan.index[:, s], plan.oy[:, s], plan.ox[:, s],
