@@ -108,7 +108,7 @@ def test_first_step_agrees_in_fp32():
         F.cross_entropy(out.reshape(-1, 10), tgt.reshape(-1), reduction="none") \
             .view(-1, n).mean(0).sum().backward()
         fm.sgd_step(0.1, 0.9, 1e-4)
-    P = fms[0].num_params
+    P = fms[1].num_params     # parameters of one replica
     for r in range(2):
         got = torch.cat([fms[0].flat[o:o + k].view(2, -1)[r] for o, k in fms[0].segments])
         want = fms[1 + r].state

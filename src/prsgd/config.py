@@ -88,6 +88,8 @@ class Config:
                               ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {', '.join(allowed)}")
+        if any(not isinstance(k, int) or k <= 0 for k in self.intervals):
+            bad("intervals", "every I must be a positive integer")
         for name in ("interval", "batch_size", "epochs"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -110,8 +112,6 @@ class Config:
             bad("epoch_lengths", "every K^s must be a positive integer")
         if self.epoch_lrs and len(self.epoch_lrs) != len(self.epoch_lengths):
             bad("epoch_lrs", "needs one lr per entry of --epoch-lengths")
-        if any(k <= 0 for k in self.intervals):
-            bad("intervals", "every I must be a positive integer")
         if self.intervals and self.backend != "packed":
             bad("intervals", "packs several runs into one process: needs --backend packed")
         if self.intervals and self.algorithm not in ("prsgd", "kavg"):

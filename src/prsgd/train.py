@@ -442,6 +442,7 @@ def main(argv=None) -> int:
     try:
         cfg = config_mod.from_args(argv)
         if cfg.intervals:
+            cfg.validate()  # --intervals without --backend packed is an error, not a sweep
             for run_dir in train_packed_sweep(cfg):
                 print(f"run directory: {run_dir}")
             return 0
