@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean family stich reproduce demo figure
+.PHONY: help install test smoke train clean family stich reproduce demo figure bench
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,8 @@ demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, dem
 figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (into OUT=dir, default SWEEP)
 	@[ -n "$(SWEEP)" ] || { echo "usage: make figure SWEEP=path/to/sweep-dir"; exit 2; }
 	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP) $(if $(OUT),--out $(OUT),)
+bench: $(STAMP)  ## step throughput side by side (plain Horovod-example loop, ours, packed); JSON in results/bench/
+	$(PY) scripts/bench.py $(ARGS)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

@@ -194,27 +194,29 @@ class HorovodComm:
 
 
 class PackedComm:
-    """Averaging across the replicas of one packed process: a mean over the replica axis."""
+    """Averaging across the replicas of one packed process: a mean over the replica axis.
 
-    def __init__(self, flat_model: FlatModel, workers: int, timed: bool = True):
+    With `configs` C > 1 the process packs C runs of `workers` N replicas each (replica index =
+    config * N + worker); each run averages only its own N replicas and has its own counters.
+    """
+
+    def __init__(self, flat_model: FlatModel, workers: int, timed: bool = True, configs: int = 1):
         self.fm = flat_model
         self.n = flat_model.replicas
         self.workers_per_config = workers
-        self.workers = list(range(self.n))
+        self.workers = list(range(workers))
         self.rank, self.size = 0, 1
-        self.counters = Counters()
+        self.config_counters = [Counters() for _ in range(configs)]
+        self.counters = self.config_counters[0]
         self.timed = timed
 
     def register_groups(self, groups):
         pass
 
-    def average_(self, region: torch.Tensor, event: Event, config: int = 0):
-        if self.timed:
-            _sync(region)
-        t0 = time.perf_counter()
+    def mean_(self, region: torch.Tensor, event: Event, config: int = 0):
+        """The arithmetic of a round, nothing else (no sync, no counters): CUDA-graph capturable."""
         segments = self.fm.region_segments(region.numel() == self.fm.flat.numel())
         base = config * self.workers_per_config
-        nbytes = 0
         for g in event.groups:
             if len(g) < 2:
                 continue
@@ -222,12 +224,32 @@ class PackedComm:
             for o, k in segments:
                 v = self.fm.flat[o:o + k].view(self.n, -1)
                 v[rows] = v[rows].mean(0, keepdim=True)
-            # What a ring allreduce of this group would move per worker, for comparable counters.
-            nbytes += (region.numel() // self.n) * region.element_size()
+
+    def count(self, region: torch.Tensor, event: Event, config: int = 0, seconds: float = 0.0):
+        # What a ring allreduce of this group would move per worker, for comparable counters.
+        nbytes = sum((region.numel() // self.n) * region.element_size()
+                     for g in event.groups if len(g) > 1)
+        self.config_counters[config].add(event.level, nbytes // max(len(event.groups), 1),
+                                         seconds)
+
+    def average_(self, region: torch.Tensor, event: Event, config: int = 0, graphs=None):
+        """`graphs`: an optional `step.GraphCache` that replays a captured round instead."""
         if self.timed:
             _sync(region)
-        self.counters.add(event.level, nbytes // max(len(event.groups), 1),
-                          time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        if graphs is not None:
+            graphs.run((config, event), lambda: self.mean_(region, event, config))
+        else:
+            self.mean_(region, event, config)
+        if self.timed:
+            _sync(region)
+        self.count(region, event, config, time.perf_counter() - t0)
+
+    def config_means(self, configs: int) -> torch.Tensor:
+        """Each packed run's replica mean of params + stats, laid out as for `replicas=configs`."""
+        parts = [self.fm.flat[o:o + k].view(configs, self.workers_per_config, -1).mean(1)
+                 .reshape(-1) for o, k in self.fm.segments]
+        return torch.cat(parts)
 
     def sum_metrics(self, t: torch.Tensor) -> torch.Tensor:
         return t

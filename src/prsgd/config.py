@@ -32,6 +32,7 @@ class Config:
     preset: str = "paper"
     algorithm: str = "prsgd"        # prsgd (Algorithm 1), kavg (alias of prsgd), ... see ALGORITHMS
     interval: int = 1               # I: local steps between two averaging rounds
+    intervals: tuple[int, ...] = () # packed backend: one run per I, all packed in one process
     workers: int = 0                # N; 0 = the launcher's world size (horovod) / required (packed)
     backend: str = "horovod"
     model: str = "resnet20"         # resnet20 (images) or logreg (features: --dataset synthetic_logreg)
@@ -91,6 +92,8 @@ class Config:
                               ("device", DEVICES), ("model", MODELS)):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {', '.join(allowed)}")
+        if any(not isinstance(k, int) or k <= 0 for k in self.intervals):
+            bad("intervals", "every I must be a positive integer")
         for name in ("interval", "batch_size", "epochs"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -118,6 +121,12 @@ class Config:
             bad("epoch_lengths", "every K^s must be a positive integer")
         if self.epoch_lrs and len(self.epoch_lrs) != len(self.epoch_lengths):
             bad("epoch_lrs", "needs one lr per entry of --epoch-lengths")
+        if self.intervals and self.backend != "packed":
+            bad("intervals", "packs several runs into one process: needs --backend packed")
+        if self.intervals and self.algorithm not in ("prsgd", "kavg"):
+            bad("intervals", "packing several intervals supports --algorithm prsgd|kavg only")
+        if self.cuda_graph and self.algorithm == "gradient_allreduce":
+            bad("cuda_graph", "not available with --algorithm gradient_allreduce")
         if any(k <= 0 for k in self.worker_intervals):
             bad("worker_intervals", "every I_i must be a positive integer")
         if any(s < 1 for s in self.slowdown):
@@ -198,7 +207,7 @@ MATH_FIELDS = ("algorithm", "interval", "workers", "backend", "batch_size", "lr"
                "weight_decay", "lr_milestones", "lr_gamma", "epochs", "average_momentum",
                "group_size", "global_every", "epoch_lengths", "epoch_lrs", "local_epochs",
                "worker_intervals", "round_budget_s", "dataset", "train_subset", "augment", "seed",
-               "precision", "epoch_growth", "slowdown", "model", "lr_decay_shift")
+               "precision", "intervals", "epoch_growth", "slowdown", "model", "lr_decay_shift")
 
 PRESETS: dict[str, dict] = {
     # The paper's Section 5: ResNet20 / CIFAR-10, 8 workers, 300 epochs.

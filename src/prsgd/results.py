@@ -28,6 +28,9 @@ def new_run_id() -> str:
 
 
 def git_info() -> dict:
+    if os.environ.get("PRSGD_GIT_COMMIT"):  # a copy of the code without .git (e.g. a GPU host)
+        return {"commit": os.environ["PRSGD_GIT_COMMIT"],
+                "dirty": os.environ.get("PRSGD_GIT_DIRTY", "0") == "1", "from": "environment"}
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,

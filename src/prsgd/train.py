@@ -10,6 +10,7 @@ Metrics are reduced across workers once per epoch. Rank 0 alone writes files.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from .diagnostics import Diagnostics, DIAG_COLUMNS, corollary1
 from .features import FeatureData
 from .results import MetricsWriter, new_run_id, provenance, write_json_atomic
 from .schedule import GLOBAL, Heterogeneous, lr_at, make_schedule, Varying
+from .step import DTYPES, GraphCache, StepRunner
 
 
 class Diverged(RuntimeError):
@@ -64,19 +66,27 @@ def _local_rank() -> int:
 
 
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor, device, batch: int = 1000):
-    """Sum of losses, number correct, count, for a replicas=1 model in eval mode."""
+def evaluate_packed(model, images: torch.Tensor, labels: torch.Tensor, device, copies: int,
+                    batch: int = 1000, channels_last: bool = False):
+    """Per-replica (loss sums, numbers correct) of a `replicas=copies` model in eval mode; every
+    replica sees the same inputs (copies == 1: an ordinary model)."""
     model.eval()
-    loss = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
+    dtype = next(model.parameters()).dtype
+    loss = torch.zeros(copies, device=device, dtype=torch.float64)
+    correct = torch.zeros(copies, device=device, dtype=torch.int64)
     for i in range(0, len(labels), batch):
         x = images[i:i + batch].to(device)
-        x = data_mod.normalize(x) if x.dim() == 4 else x   # images; features are used as they are
-        x = x.to(next(model.parameters()).dtype)
+        image = x.dim() == 4
+        x = (data_mod.normalize(x) if image else x).to(dtype)
         y = labels[i:i + batch].to(device)
-        out = model(x)[:, 0]
-        loss += F.cross_entropy(out.float(), y, reduction="sum").double()
-        correct += (out.argmax(-1) == y).sum()
+        if copies > 1:
+            x = x.repeat(1, copies, 1, 1) if image else x.repeat(1, copies)
+        if channels_last and image:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x).to(dtype)                                        # (b, copies, classes)
+        loss += F.cross_entropy(out.transpose(1, 2), y[:, None].expand(-1, copies),
+                                reduction="none").double().sum(0)
+        correct += (out.argmax(-1) == y[:, None]).sum(0)
     return loss, correct, len(labels)
 
 
@@ -97,9 +107,24 @@ class Trainer:
         if cfg.deterministic:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         self.device = resolve_device(cfg, _local_rank())
+        if cfg.cuda_graph and self.device.type != "cuda":
+            raise ConfigError("--cuda-graph: needs a CUDA device (got --device "
+                              f"{cfg.device} -> {self.device})")
+        if cfg.cuda_graph and (cfg.algorithm not in ("prsgd", "kavg") or cfg.diagnostics
+                               or cfg.slowdown):
+            raise ConfigError("--cuda-graph: captures the plain Algorithm 1 step only (not with "
+                              "--algorithm other than prsgd|kavg, --diagnostics or --slowdown)")
+        # Packed sweeps: C runs (one per interval) of N workers each in one process.
+        self.intervals = tuple(cfg.intervals) or (cfg.interval,)
+        self.C = len(self.intervals)
+        if self.C > 1 and (cfg.resume or cfg.diagnostics):
+            raise ConfigError("--intervals: packed sweeps support neither --resume nor "
+                              "--diagnostics; run the intervals separately for those")
 
         # Data: rank 0 decodes and fills the cache first, the others then read the cache.
         load = lambda: data_mod.load(cfg.dataset, cfg.data, cfg.train_subset, cfg.test_subset,
@@ -119,13 +144,14 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        self.schedule = make_schedule(
-            cfg.algorithm, workers=self.N, interval=cfg.interval, group_size=cfg.group_size,
+        self.schedules = [make_schedule(
+            cfg.algorithm, workers=self.N, interval=interval, group_size=cfg.group_size,
             global_every=cfg.global_every, epoch_lengths=cfg.epoch_lengths,
             epoch_growth=cfg.epoch_growth, worker_intervals=cfg.worker_intervals,
             round_budget_s=cfg.round_budget_s, local_epochs=cfg.local_epochs,
             steps_per_epoch=self.steps_per_epoch,
-            total_steps=self.total_steps)
+            total_steps=self.total_steps) for interval in self.intervals]
+        self.schedule = self.schedules[0]
         # Algorithm 3: workers make different numbers of steps, so the run and its reported
         # epochs are counted in rounds, which every worker shares (see _period_done).
         self.hetero = isinstance(self.schedule, Heterogeneous)
@@ -137,11 +163,11 @@ class Trainer:
         # Model: every worker starts from the same weights (seeded, then broadcast from rank 0).
         torch.manual_seed(cfg.seed)
         single = self._new_model(1)
-        self.replicas = 1 if self.hvd else self.N
-        self.model = single if self.hvd else self._new_model(self.N)
+        self.replicas = 1 if self.hvd else self.N * self.C
+        self.model = single if self.hvd else self._new_model(self.replicas)
         if not self.hvd:
-            self.model.load_state_dict(tile_state(single.state_dict(), self.N))
-        self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
+            self.model.load_state_dict(tile_state(single.state_dict(), self.replicas))
+        self.dtype = DTYPES[cfg.precision]
         self.model.to(self.device, self.dtype)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -151,12 +177,20 @@ class Trainer:
             self.comm.broadcast_(self.fm.flat)
             self.comm.register_groups(getattr(self.schedule, "subgroups", ()))
         else:
-            self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph)
+            self.comm = PackedComm(self.fm, self.N, timed=not cfg.cuda_graph, configs=self.C)
         self.workers = self.comm.workers
-        self.eval_model = self._new_model(1).to(self.device, self.dtype)
-        self.eval_fm = FlatModel(self.eval_model, 1)
+        self.eval_model = self._new_model(self.C).to(self.device, self.dtype)
+        if cfg.channels_last:
+            self.eval_model.to(memory_format=torch.channels_last)
+        self.eval_fm = FlatModel(self.eval_model, self.C)
         holder = data_mod.DeviceData if cfg.model == "resnet20" else FeatureData
         self.images = holder(self.dataset.train_x, self.dataset.train_y, self.device)
+        # --cuda-graph: the whole local step (batch, forward, backward, SGD) as one graph.
+        self.runner = StepRunner(self.model, self.fm, self.images, replicas=self.replicas,
+                                 copies=self.C, precision=cfg.precision, momentum=cfg.momentum,
+                                 weight_decay=cfg.weight_decay, channels_last=cfg.channels_last,
+                                 cuda_graph=True, device=self.device) if cfg.cuda_graph else None
+        self.avg_graphs = GraphCache(self.device) if cfg.cuda_graph and not self.hvd else None
         self.diag = Diagnostics(self.fm, self.comm, self.hvd is not None, self.N) \
             if cfg.diagnostics else None
         self.optimizer = self._gradient_allreduce_optimizer() \
@@ -170,8 +204,11 @@ class Trainer:
         self.worker_steps = 0       # local steps of all workers together (reduced per epoch)
         self._round_steps: list[int] = []   # Algorithm 3: this epoch's steps per round
         self._plan, self._plan_epoch = None, -1
-        self.run_dir = self._make_run_dir()
-        self.writer = MetricsWriter(self.run_dir / "metrics.csv") if self.is_writer else None
+        self.run_dirs = self._make_run_dirs()
+        self.run_dir = self.run_dirs[0]
+        self.writers = [MetricsWriter(d / "metrics.csv") for d in self.run_dirs] \
+            if self.is_writer else []
+        self.writer = self.writers[0] if self.writers else None
         self.diag_writer = MetricsWriter(self.run_dir / "diagnostics.csv", DIAG_COLUMNS) \
             if self.is_writer and self.diag else None
 
@@ -200,38 +237,57 @@ class Trainer:
                               weight_decay=cfg.weight_decay)
         return hvd.DistributedOptimizer(opt, named_parameters=self.model.named_parameters())
 
-    def _make_run_dir(self) -> Path:
+    def run_configs(self) -> list[Config]:
+        """One Config per packed run: exactly what a separate run of it would have been given."""
+        cfg = self.cfg
+        if not cfg.intervals:
+            return [cfg]
+        return [dataclasses.replace(cfg, interval=interval, intervals=(),
+                                    run_id=f"{cfg.run_id}-I{interval}")
+                for interval in self.intervals]
+
+    def _make_run_dirs(self) -> list[Path]:
         cfg = self.cfg
         run_id = cfg.run_id or (new_run_id() if self.is_writer else None)
         run_id = self.comm.broadcast_object(run_id)
         cfg.run_id = run_id
-        run_dir = Path(cfg.out) / run_id
+        dirs = [Path(c.out) / c.run_id for c in self.run_configs()]
         # Refuses a directory holding another run; --restart clears it; --resume restores state.
-        self.checkpoint = checkpoint_mod.Checkpointer(self, run_dir)
+        # (Packed sweeps: the checkpoint lives in the first run's directory; no resume.)
+        self.checkpoint = checkpoint_mod.Checkpointer(self, dirs[0])
         resumed = self.checkpoint.prepare()
-        if self.is_writer:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            devices = [torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                       else f"cpu ({os.cpu_count()} cores)"]
-            meta = {
-                "config": cfg.to_dict(),
-                "derived": {"workers": self.N, "steps_per_epoch": self.steps_per_epoch,
-                            "total_steps": self.total_steps,
-                            "global_batch": self.N * cfg.batch_size,
-                            "averaged_floats": self.fm.region(cfg.average_momentum).numel()
-                            // self.replicas},
-                "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
-                                         devices=devices, dataset=self.dataset),
-                "theory": corollary1(self.total_steps, self.N, cfg.interval),
-            }
-            if resumed is not None and (run_dir / "config.json").exists():
-                # Keep the original provenance; log every resumption.
-                old = json.loads((run_dir / "config.json").read_text())
-                old.setdefault("resumes", []).append(
-                    {"from_epoch": resumed["epoch"], "provenance": meta["provenance"]})
-                meta = old
-            write_json_atomic(run_dir / "config.json", meta)
-        return run_dir
+        for c, (cfg_c, run_dir) in enumerate(zip(self.run_configs(), dirs)):
+            if self.is_writer:
+                self._write_config(c, cfg_c, run_dir, resumed)
+        return dirs
+
+    def _write_config(self, c: int, cfg_c: Config, run_dir: Path, resumed) -> None:
+        cfg = self.cfg
+        run_dir.mkdir(parents=True, exist_ok=True)
+        devices = [torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                   else f"cpu ({os.cpu_count()} cores)"]
+        derived = {"workers": self.N, "steps_per_epoch": self.steps_per_epoch,
+                   "total_steps": self.total_steps,
+                   "global_batch": self.N * cfg.batch_size,
+                   "averaged_floats": self.fm.region(cfg.average_momentum).numel()
+                   // self.replicas}
+        if self.C > 1:  # train_seconds is then the wall clock of all packed runs together
+            derived["packed"] = {"intervals": list(self.intervals), "index": c,
+                                 "replicas": self.replicas, "sweep_run_id": cfg.run_id}
+        meta = {
+            "config": cfg_c.to_dict(),
+            "derived": derived,
+            "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
+                                     devices=devices, dataset=self.dataset),
+            "theory": corollary1(self.total_steps, self.N, cfg_c.interval),
+        }
+        if resumed is not None and (run_dir / "config.json").exists():
+            # Keep the original provenance; log every resumption.
+            old = json.loads((run_dir / "config.json").read_text())
+            old.setdefault("resumes", []).append(
+                {"from_epoch": resumed["epoch"], "provenance": meta["provenance"]})
+            meta = old
+        write_json_atomic(run_dir / "config.json", meta)
 
     # --- the loop ------------------------------------------------------------------------------
     def lr(self, step: int) -> float:
@@ -279,7 +335,11 @@ class Trainer:
             self._plan_epoch = data_epoch
         p = self._plan
         self.batch_index = p.index[:, col]  # which samples each worker used (for tests)
-        return self.images.batch(p.index[:, col], p.oy[:, col], p.ox[:, col], p.flip[:, col])
+        x, y = self.images.batch(p.index[:, col], p.oy[:, col], p.ox[:, col], p.flip[:, col])
+        if self.C > 1:  # every packed run sees the same batches (same seed)
+            x = x.repeat(1, self.C, 1, 1) if x.dim() == 4 else x.repeat(1, self.C)
+            y = y.repeat(1, self.C)
+        return x, y
 
     def _period_done(self, end: int) -> bool:
         """A reported epoch ends after `end` local steps, or for Algorithm 3 after `end` rounds:
@@ -313,26 +373,39 @@ class Trainer:
             self.step += 1
             self.step_in_round += 1
             lr = self.lr(self.step)
-            x, y = self._batch(self.step)
             t_step, comm0 = time.perf_counter(), counters.total("seconds")
-            loss, corr = self.local_step(x.to(self.dtype), y, lr)
+            if self.runner is not None:   # captured step; it sums loss/accuracy itself
+                if self.step == self.epoch * self.steps_per_epoch + 1:
+                    self._batch(self.step)
+                    self.runner.begin_epoch(self._plan)
+                self.runner.set_lr(lr)
+                self.runner.step(self.step - 1 - self.epoch * self.steps_per_epoch)
+            else:
+                x, y = self._batch(self.step)
+                loss, corr = self.local_step(x.to(self.dtype), y, lr)
+                loss_sum += loss
+                first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), self.step,
+                                        first_bad)
+                correct += corr
             if self.diag is not None:
                 self.diag.after_step(lr)
             if self.slowdown > 1.0:
                 self._simulate_slowness(t_step, comm0)
-            loss_sum += loss
-            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), self.step, first_bad)
-            correct += corr
             steps += 1
             now = time.perf_counter()   # this round's length if one more such step were made
             round_s = (now - round_start) + (now - t_step)
-            events = self.schedule.events(self.step, self.workers[0], round_s)
-            if self.optimizer is None:  # gradient_allreduce averaged the gradients already
-                for ev in events:
-                    if self.diag is not None:
-                        self.diag.average_(region, ev)   # same round, plus the consensus distance
-                    else:
-                        self.comm.average_(region, ev)
+            events = []
+            for c, schedule in enumerate(self.schedules):   # one schedule per packed run
+                run_events = schedule.events(self.step, self.workers[0], round_s)
+                if self.optimizer is None:  # gradient_allreduce averaged the gradients already
+                    for ev in run_events:
+                        if self.diag is not None:
+                            self.diag.average_(region, ev)  # same round, plus consensus distance
+                        elif self.hvd:
+                            self.comm.average_(region, ev)
+                        else:
+                            self.comm.average_(region, ev, config=c, graphs=self.avg_graphs)
+                events += run_events if c == 0 else []
             if any(ev.level == GLOBAL for ev in events):
                 if self.hetero:
                     self._round_steps.append(self.step_in_round)
@@ -345,19 +418,23 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - t0 - (self.diag.seconds - diag_s0
                                                           if self.diag is not None else 0.0)
-        # One metric reduction per epoch: [loss sum, correct, batches, samples]. Workers may have
-        # made different numbers of steps (Algorithm 3), so each sends its own counts.
-        counts = torch.tensor([steps * n, steps * n * cfg.batch_size], dtype=torch.float64)
-        bad = torch.zeros(self.N, dtype=torch.float64)   # worker w's first bad step at [w]
-        bad[self.workers] = first_bad.cpu().double()
-        local = torch.cat([torch.stack([loss_sum.sum(), correct.sum().double()]).cpu(), counts,
-                           bad])
-        tot = self.comm.sum_metrics(local)
-        self.first_bad_steps = [int(v) for v in tot[4:]]
-        self.worker_steps += int(tot[2])
+        if self.runner is not None:
+            loss_sum, correct = self.runner.loss_sum, self.runner.correct
+        # One metric reduction per epoch, per packed run c: [loss sum, correct, batches, samples,
+        # first non-finite step of each worker]. Workers may have made different numbers of steps
+        # (Algorithm 3), so each sends its own counts.
+        C, per = self.C, n // self.C
+        counts = torch.tensor([[steps * per, steps * per * cfg.batch_size]] * C,
+                              dtype=torch.float64)
+        bad = torch.zeros(C, self.N, dtype=torch.float64)   # worker w's first bad step at [c, w]
+        bad[:, self.workers] = first_bad.cpu().double().view(C, per)
+        sums = torch.stack([loss_sum.view(C, per).sum(1), correct.view(C, per).sum(1).double()], 1)
+        tot = self.comm.sum_metrics(torch.cat([sums.cpu(), counts, bad], 1))
+        self.first_bad_steps = [int(v) for v in tot[:, 4:].reshape(-1)]
+        self.worker_steps += int(tot[0, 2])
         if self.hetero:
             self._log_rounds()
-        return float(tot[0] / tot[2]), float(tot[1] / tot[3]), lr
+        return [(float(t[0] / t[2]), float(t[1] / t[3])) for t in tot], lr
 
     def _log_rounds(self):
         """Algorithm 3: rank 0 appends the steps every worker made in each round of this epoch to
@@ -373,60 +450,76 @@ class Trainer:
         self._round_steps = []
 
     def averaged_eval(self):
-        """Loss/accuracy of the averaged model, on a copy; local models are untouched."""
+        """Loss/accuracy of each run's averaged model, on a copy; local models are untouched."""
         cfg = self.cfg
-        avg = self.comm.average_copy(self.fm.state) if self.hvd else self.fm.replica_mean()
+        avg = self.comm.average_copy(self.fm.state) if self.hvd else self.comm.config_means(self.C)
         self.eval_fm.state.copy_(avg)
         ds = self.dataset
         shard = slice(self.rank, None, self.hvd.size()) if self.hvd else slice(None)
-        parts = [evaluate(self.eval_model, ds.test_x[shard], ds.test_y[shard], self.device)]
+        sets = [(ds.test_x[shard], ds.test_y[shard])]
         if cfg.eval_train_loss:
-            parts.append(evaluate(self.eval_model, ds.train_x[shard], ds.train_y[shard],
-                                  self.device))
-        local = torch.tensor([[float(l), float(c), n] for l, c, n in parts], dtype=torch.float64)
+            sets.append((ds.train_x[shard], ds.train_y[shard]))
+        parts = [evaluate_packed(self.eval_model, x, y, self.device, self.C,
+                                 channels_last=cfg.channels_last) for x, y in sets]
+        # (C, sets, 3): per run and set, [loss sum, correct, count]
+        local = torch.stack([torch.stack([l.cpu(), c.cpu().double(),
+                                          torch.full((self.C,), float(k), dtype=torch.float64)], 1)
+                             for l, c, k in parts], 1)
         tot = self.comm.sum_metrics(local)
-        out = {"test_loss": float(tot[0, 0] / tot[0, 2]), "test_acc": float(tot[0, 1] / tot[0, 2])}
-        if cfg.eval_train_loss:
-            out["full_train_loss"] = float(tot[1, 0] / tot[1, 2])
-        return out
+        outs = []
+        for t in tot:
+            out = {"test_loss": float(t[0, 0] / t[0, 2]), "test_acc": float(t[0, 1] / t[0, 2])}
+            if cfg.eval_train_loss:
+                out["full_train_loss"] = float(t[1, 0] / t[1, 2])
+            outs.append(out)
+        return outs
 
     def train(self):
         cfg = self.cfg
         epochs = (math.ceil(self.total_rounds / self.rounds_per_epoch) if self.hetero
                   else math.ceil(self.total_steps / self.steps_per_epoch))
+        run_ids = [c.run_id for c in self.run_configs()]
         while self.epoch < epochs:
-            loss, acc, lr = self.run_epoch()
+            results, lr = self.run_epoch()
             self.epoch += 1
+            loss = next((l for l, _ in results if not math.isfinite(l)), results[0][0])
             if not math.isfinite(loss):
                 first = min((s, w) for w, s in enumerate(self.first_bad_steps) if s) \
                     if any(self.first_bad_steps) else (self.step, None)
                 raise Diverged(f"training loss is {loss} in epoch {self.epoch}: first non-finite "
                                f"loss at step {first[0]} (worker {first[1]}); the run stopped "
                                f"at step {self.step}")
-            c = self.comm.counters
-            row = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
-                   "train_loss": loss, "train_acc": acc, "lr": lr,
-                   "rounds": c.rounds["global"], "rounds_local": c.rounds["local"],
-                   "bytes": c.total("bytes"), "comm_seconds": c.total("seconds"),
-                   "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
-                   "worker_steps": self.worker_steps,
-                   "compute_seconds": self.train_seconds - c.total("seconds")}
+            evals = None
             if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == epochs):
-                row.update(self.averaged_eval())
+                evals = self.averaged_eval()
             if self.diag is not None:
                 drow = self.diag.epoch_row(self.epoch, self.step, cfg.interval)
                 if self.diag_writer:
                     self.diag_writer.write(drow)
-            if self.writer:
-                self.writer.write(row)
-                if cfg.progress:
-                    test = f" test_acc {row['test_acc']:.4f}" if "test_acc" in row else ""
-                    print(f"[{cfg.run_id}] epoch {self.epoch}/{epochs} step {self.step} "
-                          f"loss {loss:.4f} acc {acc:.4f}{test} lr {lr:g} "
-                          f"rounds {c.total('rounds')} {self.train_seconds:.1f}s", flush=True)
-            self.checkpoint.end_of_epoch(row, last=self.epoch == epochs)
-        if self.writer:
-            self.writer.close()
+            rows = []
+            for k, (loss, acc) in enumerate(results):
+                c = self.comm.config_counters[k] if not self.hvd else self.comm.counters
+                row = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
+                       "train_loss": loss, "train_acc": acc, "lr": lr,
+                       "rounds": c.rounds["global"], "rounds_local": c.rounds["local"],
+                       "bytes": c.total("bytes"), "comm_seconds": c.total("seconds"),
+                       "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
+                       "worker_steps": self.worker_steps,
+                       "compute_seconds": self.train_seconds - c.total("seconds")}
+                if evals is not None:
+                    row.update(evals[k])
+                rows.append(row)
+                if self.writers:
+                    self.writers[k].write(row)
+                    if cfg.progress:
+                        test = f" test_acc {row['test_acc']:.4f}" if "test_acc" in row else ""
+                        print(f"[{run_ids[k]}] epoch {self.epoch}/{epochs} step {self.step} "
+                              f"loss {loss:.4f} acc {acc:.4f}{test} lr {lr:g} "
+                              f"rounds {c.total('rounds')} {self.train_seconds:.1f}s",
+                              flush=True)
+            self.checkpoint.end_of_epoch(rows[0], last=self.epoch == epochs)
+        for w in self.writers:
+            w.close()
         if self.diag_writer:
             self.diag_writer.close()
         return self.run_dir
@@ -443,9 +536,34 @@ def run(cfg: Config, hooks=None) -> Path | None:
     return run_dir if trainer.is_writer else None
 
 
+def train_packed_sweep(cfg: Config, intervals=None, hooks=None) -> list[Path]:
+    """Train one packed run per interval in ONE process (replicas = len(intervals) * workers);
+    returns their run directories `OUT/RUN_ID-I{interval}`, each with its own config.json and
+    metrics.csv, written exactly as a separate run of that interval would write them.
+
+    `cfg`: the common config (`backend` is forced to packed; `workers` N must be set); `intervals`
+    defaults to `cfg.intervals`. Same seed => every packed run sees the batches the separate run
+    (or the Horovod ranks) would see, from the same initial weights.
+    """
+    intervals = tuple(intervals if intervals is not None else cfg.intervals)
+    if not intervals:
+        raise ConfigError("--intervals: give at least one interval, e.g. --intervals 1,4,8,16,32")
+    cfg = dataclasses.replace(cfg, backend="packed", intervals=intervals,
+                              interval=intervals[0])
+    trainer = Trainer(cfg, hooks)
+    with trainer.checkpoint.guard(Diverged):
+        trainer.train()
+    return trainer.run_dirs
+
+
 def main(argv=None) -> int:
     try:
         cfg = config_mod.from_args(argv)
+        if cfg.intervals:
+            cfg.validate()  # --intervals without --backend packed is an error, not a sweep
+            for run_dir in train_packed_sweep(cfg):
+                print(f"run directory: {run_dir}")
+            return 0
         run_dir = run(cfg)
     except (ConfigError, data_mod.DataError) as e:
         print(f"prsgd.train: error: {e}", file=sys.stderr)
