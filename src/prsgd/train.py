@@ -191,6 +191,9 @@ class Trainer:
                                  weight_decay=cfg.weight_decay, channels_last=cfg.channels_last,
                                  cuda_graph=True, device=self.device) if cfg.cuda_graph else None
         self.avg_graphs = GraphCache(self.device) if cfg.cuda_graph and not self.hvd else None
+        # The lr as a device scalar in the eager step too: the same arithmetic as the captured
+        # step (`StepRunner`), so --cuda-graph changes the speed, never the weights.
+        self.lr_t = torch.zeros((), device=self.device, dtype=self.fm.flat.dtype)
         self.diag = Diagnostics(self.fm, self.comm, self.hvd is not None, self.N) \
             if cfg.diagnostics else None
         self.optimizer = self._gradient_allreduce_optimizer() \
@@ -303,7 +306,10 @@ class Trainer:
         cfg, fm, n = self.cfg, self.fm, self.replicas
         self.model.train()
         fm.zero_grad()
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+        if cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16",
+                            cache_enabled=False):
             out = self.model(x)                                        # (B, n, 10)
         logits = out if out.dtype == torch.float64 else out.float()   # bf16 logits -> fp32 loss
         per = F.cross_entropy(logits.reshape(-1, out.shape[-1]), y.reshape(-1),
@@ -319,7 +325,8 @@ class Trainer:
             with self.optimizer.skip_synchronize():
                 self.optimizer.step()
         else:
-            fm.sgd_step(lr, cfg.momentum, cfg.weight_decay)
+            self.lr_t.fill_(lr)
+            fm.sgd_step(self.lr_t, cfg.momentum, cfg.weight_decay)
         return per.detach(), (out.detach().argmax(-1) == y).sum(0)
 
     def _batch(self, step: int):
