@@ -83,8 +83,15 @@ class StepRunner:
         x, y = self.data.batch(index, oy, ox, flip)              # (B, 3N, 32, 32), (B, N)
         if self.copies > 1:
             x, y = x.repeat(1, self.copies, 1, 1), y.repeat(1, self.copies)
-        x = x.to(self.dtype)
-        if self.channels_last:
+        per, correct = self.update(x.to(self.dtype), y)
+        self.loss_sum += per.double()
+        self.correct += correct
+
+    def update(self, x, y, step: bool = True):
+        """Forward, per-replica loss, backward and (`step`) SGD with the device lr, on a batch
+        already gathered; returns (each replica's loss, each replica's number correct). The
+        eager trainer calls this too, so eager and captured steps are the same arithmetic."""
+        if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
         self.fm.zero_grad()
@@ -95,9 +102,9 @@ class StepRunner:
         per = F.cross_entropy(out.to(self.dtype).reshape(-1, out.shape[-1]), y.reshape(-1),
                               reduction="none").view(-1, self.R).mean(0)   # each replica's loss
         per.sum().backward()
-        self.fm.sgd_step(self.lr_t, self.momentum, self.weight_decay)
-        self.loss_sum += per.detach().double()
-        self.correct += (out.detach().argmax(-1) == y).sum(0)
+        if step:
+            self.fm.sgd_step(self.lr_t, self.momentum, self.weight_decay)
+        return per.detach(), (out.detach().argmax(-1) == y).sum(0)
 
     def _graph_body(self):
         col = [t.index_select(1, self.pos).squeeze(1) for t in self.plan]

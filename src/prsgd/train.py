@@ -185,15 +185,14 @@ class Trainer:
         self.eval_fm = FlatModel(self.eval_model, self.C)
         holder = data_mod.DeviceData if cfg.model == "resnet20" else FeatureData
         self.images = holder(self.dataset.train_x, self.dataset.train_y, self.device)
-        # --cuda-graph: the whole local step (batch, forward, backward, SGD) as one graph.
+        # The local step. Eager steps call `runner.update`; with --cuda-graph the whole step
+        # (batch, forward, backward, SGD) is one graph of the same arithmetic, so the flag
+        # changes the speed, never the weights.
         self.runner = StepRunner(self.model, self.fm, self.images, replicas=self.replicas,
                                  copies=self.C, precision=cfg.precision, momentum=cfg.momentum,
                                  weight_decay=cfg.weight_decay, channels_last=cfg.channels_last,
-                                 cuda_graph=True, device=self.device) if cfg.cuda_graph else None
+                                 cuda_graph=cfg.cuda_graph, device=self.device)
         self.avg_graphs = GraphCache(self.device) if cfg.cuda_graph and not self.hvd else None
-        # The lr as a device scalar in the eager step too: the same arithmetic as the captured
-        # step (`StepRunner`), so --cuda-graph changes the speed, never the weights.
-        self.lr_t = torch.zeros((), device=self.device, dtype=self.fm.flat.dtype)
         self.diag = Diagnostics(self.fm, self.comm, self.hvd is not None, self.N) \
             if cfg.diagnostics else None
         self.optimizer = self._gradient_allreduce_optimizer() \
@@ -303,31 +302,21 @@ class Trainer:
                      epoch_lrs=cfg.epoch_lrs, shift=cfg.lr_decay_shift)
 
     def local_step(self, x, y, lr: float):
-        cfg, fm, n = self.cfg, self.fm, self.replicas
-        self.model.train()
-        fm.zero_grad()
-        if cfg.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16",
-                            cache_enabled=False):
-            out = self.model(x)                                        # (B, n, 10)
-        logits = out if out.dtype == torch.float64 else out.float()   # bf16 logits -> fp32 loss
-        per = F.cross_entropy(logits.reshape(-1, out.shape[-1]), y.reshape(-1),
-                              reduction="none").view(-1, n).mean(0)    # (n,) each replica's loss
-        per.sum().backward()
-        if self.optimizer is not None:
-            t0 = time.perf_counter()
-            self.optimizer.synchronize()
-            self.comm.counters.add("global", fm.grad.numel() * fm.grad.element_size(),
-                                   time.perf_counter() - t0)
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            with self.optimizer.skip_synchronize():
-                self.optimizer.step()
-        else:
-            self.lr_t.fill_(lr)
-            fm.sgd_step(self.lr_t, cfg.momentum, cfg.weight_decay)
-        return per.detach(), (out.detach().argmax(-1) == y).sum(0)
+        """One eager local step of every replica; returns (each replica's loss, correct)."""
+        if self.optimizer is None:
+            self.runner.set_lr(lr)
+            return self.runner.update(x, y)
+        fm = self.fm
+        per, correct = self.runner.update(x, y, step=False)
+        t0 = time.perf_counter()
+        self.optimizer.synchronize()
+        self.comm.counters.add("global", fm.grad.numel() * fm.grad.element_size(),
+                               time.perf_counter() - t0)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        with self.optimizer.skip_synchronize():
+            self.optimizer.step()
+        return per, correct
 
     def _batch(self, step: int):
         """This process's batch for local step `step` (1-based): column (step-1) % spe of the
@@ -381,7 +370,7 @@ class Trainer:
             self.step_in_round += 1
             lr = self.lr(self.step)
             t_step, comm0 = time.perf_counter(), counters.total("seconds")
-            if self.runner is not None:   # captured step; it sums loss/accuracy itself
+            if self.cfg.cuda_graph:   # captured step; it sums loss/accuracy itself
                 if self.step == self.epoch * self.steps_per_epoch + 1:
                     self._batch(self.step)
                     self.runner.begin_epoch(self._plan)
@@ -425,7 +414,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - t0 - (self.diag.seconds - diag_s0
                                                           if self.diag is not None else 0.0)
-        if self.runner is not None:
+        if self.cfg.cuda_graph:
             loss_sum, correct = self.runner.loss_sum, self.runner.correct
         # One metric reduction per epoch, per packed run c: [loss sum, correct, batches, samples,
         # first non-finite step of each worker]. Workers may have made different numbers of steps
