@@ -52,6 +52,11 @@ def plot_consensus(run_dirs, path, title: str | None = None) -> Path:
     if runs:
         c = runs[0][0]
         ax.set_title(title or f"N = {c['derived']['workers']}, {c['provenance']['dataset']['name']}")
+    return _finish(fig, ax, path)
+
+
+def _finish(fig, ax, path) -> Path:
+    """Legend, grid, layout; write the figure to `path` (folders created) and close it."""
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
@@ -85,14 +90,7 @@ def plot_speedup(rows, path, fit: tuple[float, float] | None = None, title: str 
     ax.set_xlabel("workers K")
     ax.set_ylabel("speed-up T_ε(1) / T_ε(K, H)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
 
 
 def main(argv=None) -> int:
