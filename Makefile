@@ -13,10 +13,10 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean family stich reproduce demo figure bench
+.PHONY: help install test smoke train clean family stich reproduce reproduce-1gpu demo figure bench
 
 help:  ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml scripts/install_horovod.sh scripts/patches/horovod-0.28.1.patch
 	$(PYTHON) -m venv $(VENV)
@@ -50,14 +50,22 @@ SEEDS ?= 0
 GLOO ?= 1
 SWEEP ?=
 DEMO_DIR ?= results/demo
-REPRODUCE_DIR ?= results/figure3
-PLOT_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))  # plotting needs only pandas + matplotlib
+REPRODUCE_DIR ?= results/figure3-8gpu
+PLOT_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))  # no Horovod needed: the venv if made, else python3
 SWEEP_RUN = $(PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) \
 	$(if $(filter 0,$(GLOO)),--no-gloo,) --data $(if $(DATA),$(DATA),auto)
 
-reproduce: $(STAMP)  ## the paper: 8 ranks, 300 epochs, I=1,4,8,16,32, then Figure 3 -> results/figure3/
+reproduce: $(STAMP)  ## the paper: 8 ranks, 300 epochs, I=1,4,8,16,32, then Figure 3 -> results/figure3-8gpu/
 	$(SWEEP_RUN) --np 8 --out $(REPRODUCE_DIR)/sweep -- --preset paper $(ARGS)
 	$(PY) scripts/plot_figure3.py $(REPRODUCE_DIR)/sweep --out $(REPRODUCE_DIR)
+
+# One GPU, no Horovod needed: every interval's 8 workers packed into one process (issue 4).
+ONE_GPU_DIR ?= results/figure3-1gpu
+ONE_GPU_ARGS ?= --cuda-graph --precision bf16 --channels-last --deterministic false
+reproduce-1gpu:  ## the paper on ONE GPU: packed backend, 5 intervals x 8 workers in one process -> results/figure3-1gpu/
+	$(PLOT_PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) --backend packed --pack \
+		--np 8 --data $(if $(DATA),$(DATA),auto) --out $(ONE_GPU_DIR)/sweep -- --preset paper $(ONE_GPU_ARGS) $(ARGS)
+	$(PLOT_PY) scripts/plot_figure3.py $(ONE_GPU_DIR)/sweep --out $(ONE_GPU_DIR)
 
 demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, demo preset) -> results/demo/
 	$(SWEEP_RUN) --np 8 --out $(DEMO_DIR)/sweep -- --preset demo $(ARGS)

@@ -20,6 +20,10 @@ the checkpoint's epoch are dropped (metrics.csv is rewritten from the checkpoint
 
 Under Horovod rank 0 owns the run directory: it gathers every rank's state to write one file and
 scatters it back on resume, so a shared file system is not needed.
+
+A packed sweep (`--intervals`: C runs in one process) has C run directories and ONE checkpoint,
+in the first: the C runs share one flat buffer. It holds every run's metric rows and counters;
+status.json is written into every run directory, and a resume rewrites every metrics.csv.
 """
 from __future__ import annotations
 
@@ -96,6 +100,11 @@ def load_checkpoint(path: Path) -> dict:
     return ck
 
 
+def checkpoint_rows(ck: dict) -> list[list[dict]]:
+    """The metric rows of every run directory of a checkpoint (one list per packed run)."""
+    return [ck["rows"], *ck.get("packed_rows", [])]
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -123,9 +132,12 @@ class Checkpointer:
     """Checkpoint, resume and status of one Trainer's run directory. Collective methods
     (`prepare`, `save`, `end_of_epoch`) must be called by every rank in the same order."""
 
-    def __init__(self, trainer, run_dir: Path):
-        self.t, self.run_dir = trainer, Path(run_dir)
-        self.rows: list[dict] = []          # metric rows so far (identical on every rank)
+    def __init__(self, trainer, run_dirs: list[Path]):
+        self.t = trainer
+        self.run_dirs = [Path(d) for d in run_dirs]   # one per packed run; usually one
+        self.run_dir = self.run_dirs[0]               # holds the checkpoint
+        # Metric rows so far, one list per run directory (identical on every rank).
+        self.rows: list[list[dict]] = [[] for _ in self.run_dirs]
         self.resumed_from: int | None = None
         self.saved_epoch: int | None = None   # epoch of the checkpoint on disk
 
@@ -153,19 +165,24 @@ class Checkpointer:
             self._restore(ck)
         return ck
 
+    def _clear(self, files=RUN_FILES) -> None:
+        for d in self.run_dirs:
+            for f in files:
+                (d / f).unlink(missing_ok=True)
+
     def _decide(self) -> dict | None:
         t, cfg, d = self.t, self.t.cfg, self.run_dir
         if cfg.restart:
-            for f in RUN_FILES:
-                (d / f).unlink(missing_ok=True)
+            self._clear()
             return None
-        if not holds_run(d):
+        holding = [r for r in self.run_dirs if holds_run(r)]
+        if not holding:
             return None  # also with --resume: nothing to resume, a fresh start
-        status = (read_status(d) or {}).get("status", "unknown")
+        status = (read_status(holding[0]) or {}).get("status", "unknown")
         if not cfg.resume:
-            raise ConfigError(f"--out/--run-id: {d} already holds a run (status {status}); pass "
-                              "--resume to continue it, --restart to replace it, or choose "
-                              "another --run-id")
+            raise ConfigError(f"--out/--run-id: {holding[0]} already holds a run (status "
+                              f"{status}); pass --resume to continue it, --restart to replace it, "
+                              "or choose another --run-id")
         now = effective_config(cfg, t.N)
         if self.path.exists():
             ck = load_checkpoint(self.path)
@@ -179,6 +196,8 @@ class Checkpointer:
             except (OSError, ValueError, KeyError):
                 raise ConfigError(f"--resume: {d} holds files of a run but no readable "
                                   "config.json or checkpoint; pass --restart to replace it")
+            if "packed" in meta["derived"]:   # config.json holds one run of the packed sweep
+                old["intervals"] = meta["derived"]["packed"]["intervals"]
         diffs = math_differences(old, now)
         if sha != t.dataset.checksum:
             diffs.append(f"dataset: sha256 {sha[:12]}... in the run, "
@@ -188,17 +207,17 @@ class Checkpointer:
                               + "; ".join(diffs) + ". Pass --restart to start it over with the "
                               "new values, or choose another --run-id")
         if ck is None:
-            for f in ("metrics.csv", STATUS):
-                (d / f).unlink(missing_ok=True)
+            self._clear(("metrics.csv", STATUS))
             return None
         # Metrics: exactly the checkpoint's rows; rows of a lost partial epoch are dropped.
-        tmp = d / "metrics.csv.tmp"
-        tmp.unlink(missing_ok=True)
-        w = MetricsWriter(tmp)
-        for row in ck["rows"]:
-            w.write(row)
-        w.close()
-        os.replace(tmp, d / "metrics.csv")
+        for run_dir, rows in zip(self.run_dirs, checkpoint_rows(ck)):
+            tmp = run_dir / "metrics.csv.tmp"
+            tmp.unlink(missing_ok=True)
+            w = MetricsWriter(tmp)
+            for row in rows:
+                w.write(row)
+            w.close()
+            os.replace(tmp, run_dir / "metrics.csv")
         return ck
 
     def _restore(self, ck: dict) -> None:
@@ -209,13 +228,16 @@ class Checkpointer:
         if t.optimizer is not None:
             t.optimizer.load_state_dict(mine["optimizer"])
         t.comm.counters.load(mine["counters"])
+        for counters, saved in zip(getattr(t.comm, "config_counters", []),
+                                   mine.get("config_counters", [])):
+            counters.load(saved)
         torch.set_rng_state(mine["rng_cpu"])
         if mine.get("rng_cuda") is not None and t.device.type == "cuda":
             torch.cuda.set_rng_state(mine["rng_cuda"], t.device)
         t.step, t.epoch, t.train_seconds = ck["step"], ck["epoch"], ck["train_seconds"]
         for k, v in mine.get("loop", {}).items():   # per worker; overrides rank 0's step
             setattr(t, k, v)
-        self.rows = [dict(r) for r in ck["rows"]]
+        self.rows = [[dict(r) for r in rows] for rows in checkpoint_rows(ck)]
         self.resumed_from = self.saved_epoch = ck["epoch"]
 
     # --- during the run -----------------------------------------------------------------------
@@ -224,6 +246,7 @@ class Checkpointer:
         return {"flat": t.fm.flat.detach().cpu().clone(),
                 "optimizer": t.optimizer.state_dict() if t.optimizer is not None else None,
                 "counters": t.comm.counters.to_dict(),
+                "config_counters": [c.to_dict() for c in getattr(t.comm, "config_counters", [])],
                 # Round bookkeeping of Algorithm 3 (per worker: their rounds advance at their pace).
                 "loop": {"step": t.step, "rounds_done": t.rounds_done, "step_in_round": t.step_in_round,
                          "worker_steps": t.worker_steps},
@@ -240,14 +263,16 @@ class Checkpointer:
             return
         ck = {"format": FORMAT, "config": json.dumps(effective_config(t.cfg, t.N)),
               "dataset_sha256": t.dataset.checksum, "epoch": t.epoch, "step": t.step,
-              "train_seconds": t.train_seconds, "rows": self.rows, "ranks": ranks,
+              "train_seconds": t.train_seconds, "rows": self.rows[0],
+              "packed_rows": self.rows[1:], "ranks": ranks,
               "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_atomic(ck, self.path)
         self.saved_epoch = t.epoch
 
-    def end_of_epoch(self, row: dict, last: bool) -> None:
-        """Called by every rank after the epoch's row is written."""
-        self.rows.append(dict(row))
+    def end_of_epoch(self, rows: list[dict], last: bool) -> None:
+        """Called by every rank after the epoch's rows (one per run directory) are written."""
+        for kept, row in zip(self.rows, rows):
+            kept.append(dict(row))
         every = self.t.cfg.checkpoint_every
         if every and (self.t.epoch % every == 0 or last):
             self.save()
@@ -257,14 +282,15 @@ class Checkpointer:
         t = self.t
         if not t.is_writer:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.run_dir / STATUS, {
-            "status": status, "message": message, "run_id": t.cfg.run_id,
-            "epoch": t.epoch, "step": t.step,
-            "epochs": -(-t.total_steps // t.steps_per_epoch),
-            "checkpoint_epoch": self.saved_epoch,
-            "resumed_from_epoch": self.resumed_from, "pid": os.getpid(),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        for run_dir in self.run_dirs:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / STATUS, {
+                "status": status, "message": message, "run_id": run_dir.name,
+                "epoch": t.epoch, "step": t.step,
+                "epochs": -(-t.total_steps // t.steps_per_epoch),
+                "checkpoint_epoch": self.saved_epoch,
+                "resumed_from_epoch": self.resumed_from, "pid": os.getpid(),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     @contextmanager
     def guard(self, diverged_type):

@@ -10,6 +10,7 @@ Everything reads through `results.load_sweep`, the loader the notebook and the t
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -56,8 +57,12 @@ def _draw(ax, df: pd.DataFrame, y: str, x: str, log: bool, suffix: str = "",
     if log:
         ax.set_yscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")   # 0.6, 1, 2 rather than 6x10^-1
+        lo, hi = ax.get_ylim()
+        # Over more than a decade, label only the minor ticks at 2, 3 and 5 (else they collide).
+        some = FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 10 or
+                             round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else "")
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_minor_formatter(some)
     if x == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="both", alpha=0.3)
@@ -78,10 +83,23 @@ def describe(df: pd.DataFrame) -> str:
         devices = meta.get("provenance", {}).get("devices")
         if devices:
             parts.append(str(devices[0]))
+        if meta["config"].get("backend") == "packed":
+            parts.append(f"packed backend, {meta['config'].get('precision', 'fp32')}")
     seeds = df["seed"].nunique()
     parts.append(f"{seeds} seed{'s' if seeds > 1 else ''}" + (" (mean, min-max band)"
                                                               if seeds > 1 else ""))
     return ", ".join(parts)
+
+
+def shared_clock(df: pd.DataFrame) -> bool:
+    """True when the runs were packed into one process (`--intervals`): they then share ONE
+    training clock, so their train_seconds say nothing about the cost of each interval."""
+    return any(len(meta.get("derived", {}).get("packed", {}).get("intervals", ())) > 1
+               for meta in df.attrs.get("configs", {}).values())
+
+
+SHARED_CLOCK_NOTE = ("the intervals were trained together in one packed process and share one "
+                     "clock: panel (b) cannot show what communicating less saves")
 
 
 def figure3(df: pd.DataFrame, title: str | None = None):
@@ -93,7 +111,8 @@ def figure3(df: pd.DataFrame, title: str | None = None):
           ylabel="training loss (mean mini-batch cross-entropy, log scale)",
           title="(a) training loss vs epochs")
     _draw(b, df, "train_loss", "train_seconds", log=True)
-    b.set(xlabel="training wall-clock time (s, evaluation excluded)",
+    b.set(xlabel="training wall-clock time (s, evaluation excluded)"
+          + ("\nshared by all intervals (packed in one process)" if shared_clock(df) else ""),
           ylabel="training loss (log scale)", title="(b) training loss vs wall-clock time")
     for ax in (a, b):
         ax.legend(fontsize=8)
@@ -155,7 +174,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "speedup_vs_I1"]
     table = pd.DataFrame(rows, columns=cols[:-1])
     base = table.loc[table["interval"] == 1, "train_seconds"]
-    table["speedup_vs_I1"] = (base.iloc[0] / table["train_seconds"]) if len(base) else float("nan")
+    # Packed runs share one clock: a time ratio between them would be 1.00x and mean nothing.
+    table["speedup_vs_I1"] = (base.iloc[0] / table["train_seconds"]) \
+        if len(base) and not shared_clock(df) else float("nan")
     for c in ("seeds", "epochs", "steps", "rounds", "bytes"):
         table[c] = table[c].round().astype("int64")
     return table
@@ -168,7 +189,8 @@ def to_markdown(table: pd.DataFrame) -> str:
            "bytes": "{:,}"}
     head = "| " + " | ".join(table.columns) + " |"
     sep = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(fmt.get(c, "{}").format(v) for c, v in row.items()) + " |"
+    body = ["| " + " | ".join("n/a" if isinstance(v, float) and v != v
+                              else fmt.get(c, "{}").format(v) for c, v in row.items()) + " |"
             for row in table.to_dict("records")]
     return "\n".join([head, sep, *body]) + "\n"
 
@@ -188,7 +210,9 @@ def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES) -> dict[str, P
             written[f"{name}.{ext}"] = path
     table = summary_table(df)
     table.to_csv(out / "summary.csv", index=False)
-    (out / "summary.md").write_text(to_markdown(table))
+    note = f"\nNote: {SHARED_CLOCK_NOTE}; train_seconds is that clock.\n" \
+        if shared_clock(df) else ""
+    (out / "summary.md").write_text(to_markdown(table) + note)
     written["summary.csv"], written["summary.md"] = out / "summary.csv", out / "summary.md"
     return written
 

@@ -4,7 +4,10 @@
         --data ../shared/data/cifar10-jpeg -- --preset paper
 
 Each run is `horovodrun -np N [--gloo] python -m prsgd.train --out SWEEP/runs --run-id ID ...`
-(or `python -m prsgd.train --backend packed --workers N ...` with `--backend packed`). The sweep
+(or `python -m prsgd.train --backend packed --workers N ...` with `--backend packed`). With
+`--backend packed --pack`, the unfinished intervals of a seed train together in ONE process
+(`--intervals 1,4,8,16,32`: 5 x N replicas; the way to run Figure 3 on one GPU), each still in its
+own `runs/<ID>/`. The sweep
 directory holds `runs/<ID>/` (the trainer's run directories), `logs/<ID>.{stdout,stderr}` and
 `manifest.json`: the sweep's configuration and each run's status (pending, running, done,
 failed with its error, diverged, interrupted). Running the same command again skips finished runs,
@@ -33,7 +36,8 @@ from .results import git_info, write_json_atomic
 
 DEFAULT_INTERVALS = (1, 4, 8, 16, 32)
 # Flags the sweep sets itself for every run; passing them as training arguments is refused.
-MANAGED_FLAGS = ("--interval", "--seed", "--out", "--run-id", "--resume", "--restart")
+MANAGED_FLAGS = ("--interval", "--intervals", "--seed", "--out", "--run-id", "--resume",
+                 "--restart")
 FINAL = ("done", "diverged")          # statuses a rerun of the sweep does not touch
 EXIT_DIVERGED = 3                     # prsgd.train's exit code for a diverged run
 # The shared JPEG copy next to the repository (or next to the working directory, as make sees it).
@@ -56,17 +60,29 @@ class SweepSpec:
     np: int = 2
     backend: str = "horovod"          # horovod: horovodrun -np N; packed: one process, N replicas
     gloo: bool = True                 # horovodrun --gloo (CPU boxes); off for MPI/NCCL builds
+    pack: bool = False                # packed backend: a seed's intervals in one process
     train_args: list[str] = field(default_factory=list)
     overrides: dict[str, list[str]] = field(default_factory=dict)   # run id -> extra arguments
 
-    FIXED = ("np", "backend", "gloo", "train_args")
+    FIXED = ("np", "backend", "gloo", "train_args", "pack")
 
     def run_ids(self) -> list[tuple[str, int, int]]:
         return [(run_id(i, s), i, s) for i in self.intervals for s in self.seeds]
 
 
-def run_id(interval: int, seed: int) -> str:
+def run_id(interval, seed: int) -> str:
     return f"I{interval}-s{seed}"
+
+
+def jobs(spec: SweepSpec, todo: list[tuple[str, int, int]]) -> list[list[tuple[str, int, int]]]:
+    """The processes to launch, each a list of runs: one run each, or with `pack` one per seed
+    holding all of that seed's unfinished intervals."""
+    if not spec.pack:
+        return [[run] for run in todo]
+    by_seed: dict[int, list] = {}
+    for run in todo:
+        by_seed.setdefault(run[2], []).append(run)
+    return list(by_seed.values())
 
 
 def train_command(spec: SweepSpec, runs_dir: Path, rid: str, interval: int, seed: int,
@@ -85,6 +101,18 @@ def train_command(spec: SweepSpec, runs_dir: Path, rid: str, interval: int, seed
         raise SweepError("horovodrun not found next to this Python or on PATH; install Horovod "
                          "(make install) or use --backend packed")
     return [hvdrun, "-np", str(spec.np), *(["--gloo"] if spec.gloo else []), sys.executable, *args]
+
+
+def pack_command(spec: SweepSpec, runs_dir: Path, job: list[tuple[str, int, int]],
+                 resume: bool) -> list[str]:
+    """One packed process for the runs of `job` (one seed, several intervals); the trainer
+    names each run's directory from the `I{interval}-s<seed>` template."""
+    seed = job[0][2]
+    intervals = ",".join(str(i) for _, i, _ in job)
+    return [sys.executable, "-m", "prsgd.train", "--out", str(runs_dir),
+            "--run-id", run_id("{interval}", seed), "--intervals", intervals,
+            "--seed", str(seed), *spec.train_args, *(["--resume"] if resume else []),
+            "--backend", "packed", "--workers", str(spec.np)]
 
 
 # --- manifest ------------------------------------------------------------------------------------
@@ -179,15 +207,19 @@ def _pump(pipe, log_path: Path, on_line, tail: collections.deque):
                 on_line(line)
 
 
-def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: float | None):
-    """Run one training command, streaming its per-epoch lines into the progress display.
-    Returns (return code, last stdout lines, last stderr lines)."""
+def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: float | None,
+            log_name: str | None = None):
+    """Run one training command, streaming run `rid`'s per-epoch lines into the progress display
+    (a packed job's runs move together: one of them is enough). Logs go to
+    `logs/<log_name or rid>.{stdout,stderr}`. Returns (return code, last stdout lines, last
+    stderr lines)."""
     logs.mkdir(parents=True, exist_ok=True)
+    log_name = log_name or rid
 
     def on_stdout(line: str):
         m = EPOCH_LINE.search(line)
         if m and m["id"] == rid:
-            progress.epoch(rid, int(m["e"]), int(m["n"]), m["loss"])
+            progress.epoch(log_name, int(m["e"]), int(m["n"]), m["loss"])
 
     out_tail, err_tail = collections.deque(maxlen=200), collections.deque(maxlen=200)
     # A session of its own, so that an interrupt or a timeout ends every rank of the run.
@@ -199,9 +231,9 @@ def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: f
     except KeyboardInterrupt:
         _kill_group(proc)
         raise
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, logs / f"{rid}.stdout", on_stdout,
-                                                  out_tail), daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, logs / f"{rid}.stderr", None,
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, logs / f"{log_name}.stdout",
+                                                  on_stdout, out_tail), daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, logs / f"{log_name}.stderr", None,
                                                   err_tail), daemon=True)]
     for t in pumps:
         t.start()
@@ -279,42 +311,62 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
     manifest.save()
     todo = [(rid, i, s) for rid, i, s in spec.run_ids()
             if not (manifest.runs[rid]["status"] in FINAL and (runs_dir / rid).is_dir())]
-    progress = Progress(len(todo), stream)
+    todo_jobs = jobs(spec, todo)
+    progress = Progress(len(todo_jobs), stream)
     skipped = len(spec.run_ids()) - len(todo)
     if skipped:
         progress.say(f"{skipped} finished run(s) skipped")
     ran = 0
-    for rid, interval, seed in todo:
+    for job in todo_jobs:
         if stop_after and ran >= stop_after:
             progress.say(f"stopping after {ran} run(s) (--stop-after); run again to continue")
             break
-        run_dir = runs_dir / rid
-        resume = (run_dir / "checkpoint.pt").exists()
-        if run_dir.exists() and not resume:
-            shutil.rmtree(run_dir)     # an unfinished run without a checkpoint starts afresh
-        cmd = train_command(spec, runs_dir, rid, interval, seed, resume)
+        rids = [rid for rid, _, _ in job]
+        first_dir = runs_dir / rids[0]
+        if spec.pack:
+            # A packed job resumes only the very pack that wrote the checkpoint (same intervals).
+            pack = [i for _, i, _ in job]
+            resume = ((first_dir / "checkpoint.pt").exists()
+                      and manifest.runs[rids[0]].get("pack") == pack)
+            cmd = pack_command(spec, runs_dir, job, resume)
+            name = f"s{job[0][2]}-pack"
+        else:
+            pack = None
+            resume = (first_dir / "checkpoint.pt").exists()
+            rid, interval, seed = job[0]
+            cmd = train_command(spec, runs_dir, rid, interval, seed, resume)
+            name = rid
+        if not resume:   # unfinished runs without a checkpoint to continue start afresh
+            for rid in rids:
+                if (runs_dir / rid).exists():
+                    shutil.rmtree(runs_dir / rid)
         try:
-            manifest.update(rid, status="running", command=shlex.join(cmd), error=None,
-                            started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resume,
-                            run_dir=str(run_dir.relative_to(sweep_dir)))
-            progress.start(rid, " (resuming from its checkpoint)" if resume else "")
+            for rid in rids:
+                manifest.update(rid, status="running", command=shlex.join(cmd), error=None,
+                                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resume,
+                                run_dir=str((runs_dir / rid).relative_to(sweep_dir)),
+                                **({"pack": pack} if pack else {}))
+            progress.start(name, " (resuming from its checkpoint)" if resume else "")
             t0 = time.time()
-            rc, out_tail, err_tail = run_one(cmd, logs, rid, progress, run_timeout)
+            rc, out_tail, err_tail = run_one(cmd, logs, rids[0], progress, run_timeout, name)
         except KeyboardInterrupt:
-            manifest.update(rid, status="interrupted", error="interrupted by the user")
+            for rid in rids:
+                manifest.update(rid, status="interrupted", error="interrupted by the user")
             progress.say("interrupted; run the same command again to continue")
             return 130
         fields = {"returncode": rc, "seconds": round(time.time() - t0, 1),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if rc == 0:
-            manifest.update(rid, status="done", **fields)
-            progress.say(f"{rid} done in {fields['seconds']:.0f} s")
+            for rid in rids:
+                manifest.update(rid, status="done", **fields)
+            progress.say(f"{name} done in {fields['seconds']:.0f} s")
         else:
             msg = error_message(rc, out_tail, err_tail, run_timeout)
             diverged = rc == EXIT_DIVERGED or msg.startswith("prsgd.train: diverged")
-            manifest.update(rid, status="diverged" if diverged else "failed", error=msg, **fields)
-            progress.say(f"{rid} {'diverged' if diverged else 'FAILED'}: {msg.splitlines()[0]} "
-                         f"(log: {logs / (rid + '.stderr')})")
+            for rid, status, error in run_outcomes(rids, diverged, msg):
+                manifest.update(rid, status=status, error=error, **fields)
+            progress.say(f"{name} {'diverged' if diverged else 'FAILED'}: {msg.splitlines()[0]} "
+                         f"(log: {logs / (name + '.stderr')})")
         ran += 1
     bad = [r for r in manifest.runs.values() if r["status"] in ("failed", "diverged")]
     if bad:
@@ -322,6 +374,19 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
         progress.say(f"{len(bad)} run(s) did not finish: {names}; see {manifest.path}")
         return 1
     return 0
+
+
+def run_outcomes(rids: list[str], diverged: bool, msg: str) -> list[tuple[str, str, str]]:
+    """(run id, status, error) of each run of a job that exited non-zero. In a packed job one
+    diverging run stops the others: the trainer names the diverged ones ("of run(s) A, B"); the
+    others are `failed` (stopped), so a rerun of the sweep trains them again without it."""
+    if not diverged or len(rids) == 1:
+        return [(rid, "diverged" if diverged else "failed", msg) for rid in rids]
+    m = re.search(r"of run\(s\) ([^:]+):", msg)
+    named = {r.strip() for r in m.group(1).split(",")} if m else set(rids)
+    return [(rid, "diverged", msg) if rid in named else
+            (rid, "failed", f"stopped: a run packed with it diverged ({msg.splitlines()[0]})")
+            for rid in rids]
 
 
 # --- data and command line -----------------------------------------------------------------------
@@ -373,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_int_list, default=[0], help="seeds, comma-separated")
     p.add_argument("--np", type=int, default=2, help="workers N (Horovod ranks or packed replicas)")
     p.add_argument("--backend", choices=("horovod", "packed"), default="horovod")
+    p.add_argument("--pack", action="store_true",
+                   help="with --backend packed: train all intervals of a seed in one process "
+                        "(intervals x np replicas; Figure 3 on one GPU)")
     p.add_argument("--no-gloo", dest="gloo", action="store_false",
                    help="launch horovodrun without --gloo (MPI; NCCL GPU builds)")
     p.add_argument("--data", default=None,
@@ -398,10 +466,18 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
         if a.split("=")[0] in MANAGED_FLAGS:
             raise SweepError(f"{a}: the sweep sets {', '.join(MANAGED_FLAGS)} itself; use "
                              "--intervals, --seeds, --out (or --override for one run)")
+    if args.pack and args.backend != "packed":
+        raise SweepError("--pack: packs runs into one process of the packed backend; add "
+                         "--backend packed")
+    if args.pack and args.override:
+        raise SweepError("--override: not with --pack (the runs of a pack share one process and "
+                         "its arguments); run that interval in a sweep of its own")
+    if len(set(args.intervals)) != len(args.intervals):
+        raise SweepError(f"--intervals: each interval once (got {args.intervals})")
     if args.data is not None:
         train_args = [*data_args(args.data), *train_args]
     spec = SweepSpec(intervals=args.intervals, seeds=args.seeds, np=args.np, backend=args.backend,
-                     gloo=args.gloo, train_args=train_args)
+                     gloo=args.gloo, pack=args.pack, train_args=train_args)
     known = {rid for rid, _, _ in spec.run_ids()}
     for item in args.override:
         rid, sep, extra = item.partition("=")

@@ -38,6 +38,14 @@ class Diverged(RuntimeError):
     pass
 
 
+def packed_run_id(run_id: str, interval: int) -> str:
+    """The run id of interval I in a packed sweep: `RUN_ID-I{I}`, or RUN_ID with `{interval}`
+    filled in where it holds that placeholder (the sweep driver's `I{interval}-s0`)."""
+    if "{interval}" in run_id:
+        return run_id.replace("{interval}", str(interval))
+    return f"{run_id}-I{interval}"
+
+
 def init_horovod(dynamic_process_sets: bool = False):
     """The one place Horovod is initialised. `dynamic_process_sets`: allow `hvd.add_process_set`
     after init (Hier-AVG's groups; it sets HOROVOD_DYNAMIC_PROCESS_SETS=1 for this process)."""
@@ -122,9 +130,9 @@ class Trainer:
         # Packed sweeps: C runs (one per interval) of N workers each in one process.
         self.intervals = tuple(cfg.intervals) or (cfg.interval,)
         self.C = len(self.intervals)
-        if self.C > 1 and (cfg.resume or cfg.diagnostics):
-            raise ConfigError("--intervals: packed sweeps support neither --resume nor "
-                              "--diagnostics; run the intervals separately for those")
+        if self.C > 1 and cfg.diagnostics:
+            raise ConfigError("--intervals: packed sweeps do not support --diagnostics; run the "
+                              "intervals separately for those")
 
         # Data: rank 0 decodes and fills the cache first, the others then read the cache.
         load = lambda: data_mod.load(cfg.dataset, cfg.data, cfg.train_subset, cfg.test_subset,
@@ -245,7 +253,7 @@ class Trainer:
         if not cfg.intervals:
             return [cfg]
         return [dataclasses.replace(cfg, interval=interval, intervals=(),
-                                    run_id=f"{cfg.run_id}-I{interval}")
+                                    run_id=packed_run_id(cfg.run_id, interval))
                 for interval in self.intervals]
 
     def _make_run_dirs(self) -> list[Path]:
@@ -255,8 +263,8 @@ class Trainer:
         cfg.run_id = run_id
         dirs = [Path(c.out) / c.run_id for c in self.run_configs()]
         # Refuses a directory holding another run; --restart clears it; --resume restores state.
-        # (Packed sweeps: the checkpoint lives in the first run's directory; no resume.)
-        self.checkpoint = checkpoint_mod.Checkpointer(self, dirs[0])
+        # (Packed sweeps: one checkpoint of all runs, in the first run's directory.)
+        self.checkpoint = checkpoint_mod.Checkpointer(self, dirs)
         resumed = self.checkpoint.prepare()
         for c, (cfg_c, run_dir) in enumerate(zip(self.run_configs(), dirs)):
             if self.is_writer:
@@ -482,9 +490,15 @@ class Trainer:
             if not math.isfinite(loss):
                 first = min((s, w) for w, s in enumerate(self.first_bad_steps) if s) \
                     if any(self.first_bad_steps) else (self.step, None)
-                raise Diverged(f"training loss is {loss} in epoch {self.epoch}: first non-finite "
-                               f"loss at step {first[0]} (worker {first[1]}); the run stopped "
-                               f"at step {self.step}")
+                where = ""
+                if self.C > 1:   # packed sweep: say which runs diverged (the others stop too)
+                    bad = [run_ids[k] for k, (l, _) in enumerate(results) if not math.isfinite(l)]
+                    where = f" of run(s) {', '.join(bad)}"
+                    if first[1] is not None:
+                        first = (first[0], f"{first[1] % self.N} of {run_ids[first[1] // self.N]}")
+                raise Diverged(f"training loss is {loss} in epoch {self.epoch}{where}: first "
+                               f"non-finite loss at step {first[0]} (worker {first[1]}); the run "
+                               f"stopped at step {self.step}")
             evals = None
             if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == epochs):
                 evals = self.averaged_eval()
@@ -513,7 +527,7 @@ class Trainer:
                               f"loss {loss:.4f} acc {acc:.4f}{test} lr {lr:g} "
                               f"rounds {c.total('rounds')} {self.train_seconds:.1f}s",
                               flush=True)
-            self.checkpoint.end_of_epoch(rows[0], last=self.epoch == epochs)
+            self.checkpoint.end_of_epoch(rows, last=self.epoch == epochs)
         for w in self.writers:
             w.close()
         if self.diag_writer:
@@ -521,12 +535,16 @@ class Trainer:
         return self.run_dir
 
 
+def _say_resumed(trainer: Trainer) -> None:
+    if trainer.checkpoint.resumed_from is not None and trainer.is_writer and trainer.cfg.progress:
+        print(f"[{trainer.cfg.run_id}] resumed from the checkpoint of epoch "
+              f"{trainer.checkpoint.resumed_from} (step {trainer.step})", flush=True)
+
+
 def run(cfg: Config, hooks=None) -> Path | None:
     """Train; returns the run directory on the writing rank, None on the others."""
     trainer = Trainer(cfg, hooks)
-    if trainer.checkpoint.resumed_from is not None and trainer.is_writer and cfg.progress:
-        print(f"[{cfg.run_id}] resumed from the checkpoint of epoch "
-              f"{trainer.checkpoint.resumed_from} (step {trainer.step})", flush=True)
+    _say_resumed(trainer)
     with trainer.checkpoint.guard(Diverged):  # status.json: done/diverged/interrupted/failed
         run_dir = trainer.train()
     return run_dir if trainer.is_writer else None
@@ -538,7 +556,8 @@ def train_packed_sweep(cfg: Config, intervals=None, hooks=None) -> list[Path]:
     metrics.csv, written exactly as a separate run of that interval would write them.
 
     `cfg`: the common config (`backend` is forced to packed; `workers` N must be set); `intervals`
-    defaults to `cfg.intervals`. Same seed => every packed run sees the batches the separate run
+    defaults to `cfg.intervals`; `cfg.run_id` may hold `{interval}` (see `packed_run_id`). With
+    `cfg.resume` it continues from the checkpoint in the first run's directory. Same seed => every packed run sees the batches the separate run
     (or the Horovod ranks) would see, from the same initial weights.
     """
     intervals = tuple(intervals if intervals is not None else cfg.intervals)
@@ -547,6 +566,7 @@ def train_packed_sweep(cfg: Config, intervals=None, hooks=None) -> list[Path]:
     cfg = dataclasses.replace(cfg, backend="packed", intervals=intervals,
                               interval=intervals[0])
     trainer = Trainer(cfg, hooks)
+    _say_resumed(trainer)
     with trainer.checkpoint.guard(Diverged):
         trainer.train()
     return trainer.run_dirs

@@ -1,0 +1,169 @@
+"""Packed sweeps (`--intervals`: several runs in one process) survive interruption, and the sweep
+driver's `--pack` mode runs a seed's intervals as one such process.
+
+2 workers x 32-image shards / batch 4 = 8 steps per epoch; I = 3 and 5 do not divide 8, so the
+local models differ at every epoch boundary and a checkpoint must keep every replica.
+"""
+from __future__ import annotations
+
+import json
+import signal
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, run_python
+from prsgd import config as config_mod
+from prsgd.checkpoint import Interrupted
+from prsgd.results import load_sweep
+from prsgd.train import packed_run_id, train_packed_sweep
+
+ARGS = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "--test-subset",
+        "16", "--batch-size", "4", "--epochs", "3", "--lr-milestones", "2", "--seed", "5",
+        "--backend", "packed", "--workers", "2", "--intervals", "3,5", "--checkpoint-every", "1",
+        "--progress", "false", "--device", "cpu"]
+WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
+
+
+class StopAt:
+    """Hook: SIGTERM-like interruption right after local step `step` (mid epoch)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def after_step(self, trainer, step, events):
+        if step == self.step:
+            raise Interrupted(signal.SIGTERM)
+
+
+def sweep(out, *extra, hooks=None):
+    cfg = config_mod.from_args([*ARGS, "--out", str(out), *extra])
+    return train_packed_sweep(cfg, hooks=hooks)
+
+
+def final_state(run_dir):
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    return ck, ck["ranks"][0]["flat"]
+
+
+def rows(run_dir):
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK)
+
+
+def test_run_id_template():
+    assert packed_run_id("I{interval}-s0", 16) == "I16-s0"
+    assert packed_run_id("abc", 4) == "abc-I4"
+
+
+def test_interrupted_packed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
+    whole = sweep(tmp_path / "whole", "--run-id", "I{interval}-s5")
+    assert [d.name for d in whole] == ["I3-s5", "I5-s5"]
+
+    with pytest.raises(Interrupted):    # stopped in epoch 2, after the checkpoint of epoch 1
+        sweep(tmp_path / "cut", "--run-id", "I{interval}-s5", hooks=StopAt(11))
+    cut = [tmp_path / "cut" / d.name for d in whole]
+    for d in cut:
+        status = json.loads((d / "status.json").read_text())
+        assert status["status"] == "interrupted" and status["checkpoint_epoch"] == 1
+        assert len(pd.read_csv(d / "metrics.csv")) == 1
+    assert not (cut[1] / "checkpoint.pt").exists()   # one checkpoint, in the first run's dir
+
+    # Without --resume the directories are refused; with it the sweep finishes.
+    with pytest.raises(config_mod.ConfigError, match="already holds a run"):
+        sweep(tmp_path / "cut", "--run-id", "I{interval}-s5")
+    with pytest.raises(config_mod.ConfigError, match="--intervals"):
+        sweep(tmp_path / "cut", "--run-id", "I{interval}-s5", "--resume", "--intervals", "3,4")
+    sweep(tmp_path / "cut", "--run-id", "I{interval}-s5", "--resume")
+
+    ck_whole, flat_whole = final_state(whole[0])
+    ck_cut, flat_cut = final_state(cut[0])
+    assert torch.equal(flat_whole, flat_cut)      # every replica of both runs, bit for bit
+    assert [c["rounds"] for c in ck_cut["ranks"][0]["config_counters"]] == \
+        [c["rounds"] for c in ck_whole["ranks"][0]["config_counters"]]
+    for a, b in zip(whole, cut):
+        pd.testing.assert_frame_equal(rows(a), rows(b))
+        assert json.loads((b / "status.json").read_text())["status"] == "done"
+        meta = json.loads((b / "config.json").read_text())
+        assert meta["resumes"][0]["from_epoch"] == 1
+    # The runs differ (I = 3 vs 5): the per-run rows and counters are not one run's copied twice.
+    assert rows(cut[0])["rounds"].iloc[-1] == 24 // 3 and rows(cut[1])["rounds"].iloc[-1] == 24 // 5
+
+
+def test_sweep_driver_packs_a_seeds_intervals_into_one_process(tmp_path):
+    out = tmp_path / "sw"
+    train = ["--preset", "smoke", "--train-subset", "64", "--test-subset", "16", "--batch-size",
+             "4", "--epochs", "2", "--checkpoint-every", "1", "--device", "cpu"]
+    cmd = [str(ROOT / "scripts" / "sweep.py"), "--out", str(out), "--data", "synthetic",
+           "--backend", "packed", "--pack", "--np", "2", "--intervals", "2,3", "--seeds", "0",
+           "--", *train]
+    proc = run_python(cmd, timeout=600)
+    manifest = {r["run_id"]: r for r in json.loads((out / "manifest.json").read_text())["runs"]}
+    assert {k: (r["status"], r["pack"]) for k, r in manifest.items()} == \
+        {"I2-s0": ("done", [2, 3]), "I3-s0": ("done", [2, 3])}
+    assert manifest["I2-s0"]["command"] == manifest["I3-s0"]["command"]
+    assert "--intervals 2,3" in manifest["I2-s0"]["command"]
+    assert "epoch 2/2" in proc.stdout
+    df = load_sweep(out)
+    assert sorted(df["interval"].unique()) == [2, 3] and set(df["status"]) == {"done"}
+    assert df.groupby("interval")["rounds"].max().to_dict() == {2: 16 // 2, 3: 16 // 3}
+    # A rerun finds nothing to do.
+    again = run_python(cmd, timeout=300)
+    assert "2 finished run(s) skipped" in again.stdout
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["--pack"], "--pack: packs runs into one process"),
+    (["--backend", "packed", "--pack", "--override", "I1-s0=--lr 0.05"], "--override: not with"),
+    (["--backend", "packed", "--intervals", "4,4"], "--intervals: each interval once"),
+])
+def test_bad_pack_arguments_are_refused(tmp_path, opts, message):
+    proc = run_python([str(ROOT / "scripts" / "sweep.py"), "--out", str(tmp_path / "s"),
+                       "--data", "synthetic", "--intervals", "1,4", *opts, "--no-preflight"],
+                      check=False)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_committed_figure3_replots_from_its_run_directories(tmp_path):
+    """results/figure3's tables come from the run directories committed beside them."""
+    from prsgd import plot
+    sweep_dir = ROOT / "results" / "figure3" / "sweep"
+    written = plot.write_all(sweep_dir, tmp_path)
+    fresh = pd.read_csv(written["summary.csv"])
+    committed = pd.read_csv(ROOT / "results" / "figure3" / "summary.csv")
+    pd.testing.assert_frame_equal(fresh, committed)
+    assert list(fresh["interval"]) == [1, 4, 8, 16, 32] and set(fresh["epochs"]) == {300}
+    # One packed process: one shared clock, so no time ratio between intervals is claimed.
+    assert plot.shared_clock(plot.select(load_sweep(sweep_dir)))
+    assert fresh["speedup_vs_I1"].isna().all()
+    assert "share one clock" in written["summary.md"].read_text()
+
+
+def test_pack_jobs_and_outcomes():
+    from prsgd import sweep
+    spec = sweep.SweepSpec(intervals=[1, 4], seeds=[0, 1], backend="packed", pack=True, np=8)
+    todo = [r for r in spec.run_ids() if r[0] != "I1-s1"]    # I1-s1 finished earlier
+    assert sweep.jobs(spec, todo) == [[("I1-s0", 1, 0), ("I4-s0", 4, 0)], [("I4-s1", 4, 1)]]
+    cmd = sweep.pack_command(spec, ROOT / "runs", sweep.jobs(spec, todo)[0], resume=True)
+    assert cmd[cmd.index("--run-id") + 1] == "I{interval}-s0"
+    assert cmd[cmd.index("--intervals") + 1] == "1,4" and "--resume" in cmd
+    spec.pack = False
+    assert len(sweep.jobs(spec, todo)) == 3
+    # One packed run diverged: it is `diverged`, the run stopped with it `failed`.
+    msg = ("prsgd.train: diverged: training loss is nan in epoch 2 of run(s) I4-s0: first "
+           "non-finite loss at step 9 (worker 1 of I4-s0); the run stopped at step 16")
+    out = {rid: status for rid, status, _ in sweep.run_outcomes(["I1-s0", "I4-s0"], True, msg)}
+    assert out == {"I1-s0": "failed", "I4-s0": "diverged"}
+    assert {s for _, s, _ in sweep.run_outcomes(["I1-s0", "I4-s0"], False, "boom")} == {"failed"}
+
+
+def test_diverged_packed_sweep_names_its_runs(tmp_path, capsys):
+    from prsgd import train
+    rc = train.main([*ARGS, "--lr", "1e30", "--out", str(tmp_path), "--run-id", "nan"])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "in epoch 1 of run(s) nan-I3, nan-I5: first non-finite loss at step" in err
+    assert "(worker 0 of nan-I3)" in err or "(worker 1 of nan-I3)" in err
+    for d in ("nan-I3", "nan-I5"):
+        assert json.loads((tmp_path / d / "status.json").read_text())["status"] == "diverged"
