@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean family stich reproduce reproduce-1gpu demo figure bench
+.PHONY: help install test smoke train clean family stich reproduce reproduce-1gpu demo figure bench bench-comm
 
 help:  ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (into OUT=dir, default 
 	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP) $(if $(OUT),--out $(OUT),)
 bench: $(STAMP)  ## step throughput side by side (plain Horovod-example loop, ours, packed); JSON in results/bench/
 	$(PY) scripts/bench.py $(ARGS)
+
+bench-comm: $(STAMP)  ## Horovod cycle time vs round latency, real Gloo ranks side by side; JSON in results/bench/
+	$(PY) -m prsgd.bench_comm $(ARGS)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

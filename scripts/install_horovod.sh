@@ -62,8 +62,11 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
   fi
   tar xzf "$sdist" -C "$work"
   (cd "$work/horovod-$HVD_VERSION" && patch -p1 --quiet < "$patch_file")
+  # The whole log is kept on failure (a GPU box's CUDA build fails deep inside CMake output).
   "$PY" -m pip wheel --no-deps --no-build-isolation -w "$work/out" "$work/horovod-$HVD_VERSION" \
-    > "$work/build.log" 2>&1 || { tail -60 "$work/build.log" >&2; echo "horovod build failed" >&2; exit 1; }
+    > "$work/build.log" 2>&1 || { tail -60 "$work/build.log" >&2; mkdir -p "$cache/logs";
+      cp "$work/build.log" "$cache/logs/$key.failed.log";
+      echo "horovod build failed; full log: $cache/logs/$key.failed.log" >&2; exit 1; }
   mkdir -p "$wheel_dir.tmp" && mv "$work"/out/horovod-*.whl "$wheel_dir.tmp"/ && mv "$wheel_dir.tmp" "$wheel_dir"
 fi
 "$PY" -m pip install --quiet --no-deps "$wheel_dir"/horovod-*.whl
