@@ -16,7 +16,8 @@ A run directory holds, besides `config.json` and `metrics.csv`:
 The data position needs no saving: an epoch's batches are a pure function of (seed, epoch,
 worker), so resuming at epoch e replays exactly the batches an uninterrupted run would see. A
 run killed mid-epoch resumes from its last checkpoint and redoes that epoch; metric rows after
-the checkpoint's epoch are dropped (metrics.csv is rewritten from the checkpoint's rows).
+the checkpoint's epoch are dropped (metrics.csv is rewritten from the checkpoint's rows, and
+rounds.jsonl of Algorithm 3 to its rows of the checkpoint's epochs).
 
 Under Horovod rank 0 owns the run directory: it gathers every rank's state to write one file and
 scatters it back on resume, so a shared file system is not needed.
@@ -38,9 +39,10 @@ from .results import MetricsWriter, write_json_atomic
 CHECKPOINT = "checkpoint.pt"
 STATUS = "status.json"
 FORMAT = 1
+ROUNDS = "rounds.jsonl"   # Algorithm 3: each round's steps per worker, appended once per epoch
 # Files a run writes into its directory; `--restart` removes exactly these.
 RUN_FILES = ("config.json", "metrics.csv", "metrics.csv.tmp", CHECKPOINT, CHECKPOINT + ".tmp",
-             STATUS, STATUS + ".tmp", "config.json.tmp")
+             STATUS, STATUS + ".tmp", "config.json.tmp", ROUNDS, ROUNDS + ".tmp")
 STATUSES = ("running", "done", "diverged", "interrupted", "failed")
 
 
@@ -94,6 +96,24 @@ def load_checkpoint(path: Path) -> dict:
         raise ConfigError(f"--resume: {path} is not a prsgd checkpoint of format {FORMAT}; "
                           "pass --restart to start the run over")
     return ck
+
+
+def keep_rounds_through(path: Path, epoch: int) -> None:
+    """Rewrite rounds.jsonl to its rows of epochs <= `epoch` (the checkpoint's): the resumed run
+    appends the later epochs again. Rows of a lost epoch, or a line torn by a kill, are dropped."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
+            keep.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -188,7 +208,7 @@ class Checkpointer:
                               + "; ".join(diffs) + ". Pass --restart to start it over with the "
                               "new values, or choose another --run-id")
         if ck is None:
-            for f in ("metrics.csv", STATUS):
+            for f in ("metrics.csv", STATUS, ROUNDS):
                 (d / f).unlink(missing_ok=True)
             return None
         # Metrics: exactly the checkpoint's rows; rows of a lost partial epoch are dropped.
@@ -199,6 +219,7 @@ class Checkpointer:
             w.write(row)
         w.close()
         os.replace(tmp, d / "metrics.csv")
+        keep_rounds_through(d / ROUNDS, ck["epoch"])
         return ck
 
     def _restore(self, ck: dict) -> None:
