@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from prsgd import checkpoint
+from prsgd.config import preset
+
 from conftest import ROOT, horovodrun
 from test_checkpoint import load_ckpt, metric_rows, status
-
-pytestmark = pytest.mark.horovod
 
 # 2 workers x 64-image shards / batch 8 = 8 steps per epoch.
 BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",
@@ -123,3 +125,30 @@ def test_hetero_resume_keeps_each_workers_loop_state_and_rounds_log(first_runs):
     assert [json.loads(l)["round"] for l in ref_rounds] == list(range(1, 9))
     assert all(json.loads(l)["steps"] == [2, 3] for l in ref_rounds)
     assert status(cut)["status"] == "done"
+
+
+def test_rounds_log_goes_with_a_start_over_and_a_restart(tmp_path):
+    """The other two ways a run directory is reused: --resume of a run killed before its first
+    checkpoint starts over, and --restart; neither may append to the old rounds.jsonl."""
+    cfg = preset("smoke", algorithm="hetero", worker_intervals=(2, 3), out=str(tmp_path),
+                 run_id="r")
+    trainer = SimpleNamespace(cfg=cfg, N=2, dataset=SimpleNamespace(checksum="0" * 64))
+    d = tmp_path / "r"
+
+    def killed_before_its_first_checkpoint():
+        d.mkdir(exist_ok=True)
+        (d / "config.json").write_text(json.dumps({
+            "config": cfg.to_dict(), "derived": {"workers": 2},
+            "provenance": {"dataset": {"sha256": "0" * 64}}}))
+        (d / "rounds.jsonl").write_text('{"round": 1, "epoch": 1, "steps": [2, 3]}\n')
+        (d / "metrics.csv").write_text("epoch\n")
+
+    killed_before_its_first_checkpoint()
+    cfg.resume = True
+    assert checkpoint.Checkpointer(trainer, d)._decide() is None
+    assert not (d / "rounds.jsonl").exists() and not (d / "metrics.csv").exists()
+
+    killed_before_its_first_checkpoint()
+    cfg.resume, cfg.restart = False, True
+    assert checkpoint.Checkpointer(trainer, d)._decide() is None
+    assert list(d.iterdir()) == []
