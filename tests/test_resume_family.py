@@ -124,7 +124,7 @@ def test_hetero_resume_keeps_each_workers_loop_state_and_rounds_log(first_runs):
     assert jsonl(cut / "rounds.jsonl") == ref_rounds
     assert [json.loads(l)["round"] for l in ref_rounds] == list(range(1, 9))
     assert all(json.loads(l)["steps"] == [2, 3] for l in ref_rounds)
-    assert status(cut)["status"] == "done"
+    assert (status(cut)["status"], status(cut)["epochs"]) == ("done", 4)
 
 
 def test_rounds_log_goes_with_a_start_over_and_a_restart(tmp_path):

@@ -282,7 +282,9 @@ class Checkpointer:
         write_json_atomic(self.run_dir / STATUS, {
             "status": status, "message": message, "run_id": t.cfg.run_id,
             "epoch": t.epoch, "step": t.step,
-            "epochs": -(-t.total_steps // t.steps_per_epoch),
+            # Algorithm 3 reports epochs of rounds (as Trainer.train counts them)
+            "epochs": -(-t.total_rounds // t.rounds_per_epoch) if t.hetero
+            else -(-t.total_steps // t.steps_per_epoch),
             "checkpoint_epoch": self.saved_epoch,
             "resumed_from_epoch": self.resumed_from, "pid": os.getpid(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
