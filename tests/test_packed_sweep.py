@@ -167,3 +167,23 @@ def test_diverged_packed_sweep_names_its_runs(tmp_path, capsys):
     assert "(worker 0 of nan-I3)" in err or "(worker 1 of nan-I3)" in err
     for d in ("nan-I3", "nan-I5"):
         assert json.loads((tmp_path / d / "status.json").read_text())["status"] == "diverged"
+
+
+def test_resume_cuts_diagnostics_back_to_the_checkpoint(tmp_path):
+    """diagnostics.csv is appended per epoch before the checkpoint: a kill in between must not
+    leave the lost epoch's row (or a torn one) in front of the resumed run's rows."""
+    from prsgd.train import run
+    args = [*ARGS[:ARGS.index("--intervals")], "--interval", "3", "--checkpoint-every", "1",
+            "--diagnostics", "--out"]
+    cfg = lambda out, *extra: config_mod.from_args([*args, str(out), "--run-id", "d", *extra])
+    run(cfg(tmp_path / "whole"))
+    with pytest.raises(Interrupted):
+        run(cfg(tmp_path / "cut"), hooks=StopAt(20))          # in epoch 3, after epoch 2's save
+    diag = tmp_path / "cut" / "d" / "diagnostics.csv"
+    whole = (tmp_path / "whole" / "d" / "diagnostics.csv").read_text().splitlines()
+    with open(diag, "a") as f:                          # as a kill after the epoch-3 row leaves it
+        f.write(whole[3] + "\n" + whole[3][:9])
+    run(cfg(tmp_path / "cut", "--resume"))
+    strip = lambda p: pd.read_csv(p).drop(columns=["diag_seconds"])
+    pd.testing.assert_frame_equal(strip(diag), strip(tmp_path / "whole" / "d" / "diagnostics.csv"))
+    assert list(pd.read_csv(diag)["epoch"]) == [1, 2, 3]

@@ -16,7 +16,8 @@ A run directory holds, besides `config.json` and `metrics.csv`:
 The data position needs no saving: an epoch's batches are a pure function of (seed, epoch,
 worker), so resuming at epoch e replays exactly the batches an uninterrupted run would see. A
 run killed mid-epoch resumes from its last checkpoint and redoes that epoch; metric rows after
-the checkpoint's epoch are dropped (metrics.csv is rewritten from the checkpoint's rows).
+the checkpoint's epoch are dropped (metrics.csv is rewritten from the checkpoint's rows, and
+rounds.jsonl of Algorithm 3 to its rows of the checkpoint's epochs).
 
 Under Horovod rank 0 owns the run directory: it gathers every rank's state to write one file and
 scatters it back on resume, so a shared file system is not needed.
@@ -27,6 +28,7 @@ status.json is written into every run directory, and a resume rewrites every met
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -42,9 +44,12 @@ from .results import MetricsWriter, write_json_atomic
 CHECKPOINT = "checkpoint.pt"
 STATUS = "status.json"
 FORMAT = 1
+ROUNDS = "rounds.jsonl"   # Algorithm 3: each round's steps per worker, appended once per epoch
+DIAGNOSTICS = "diagnostics.csv"   # --diagnostics: one row per epoch
 # Files a run writes into its directory; `--restart` removes exactly these.
 RUN_FILES = ("config.json", "metrics.csv", "metrics.csv.tmp", CHECKPOINT, CHECKPOINT + ".tmp",
-             STATUS, STATUS + ".tmp", "config.json.tmp")
+             STATUS, STATUS + ".tmp", "config.json.tmp", ROUNDS, ROUNDS + ".tmp", DIAGNOSTICS,
+             DIAGNOSTICS + ".tmp")
 STATUSES = ("running", "done", "diverged", "interrupted", "failed")
 
 
@@ -103,6 +108,46 @@ def load_checkpoint(path: Path) -> dict:
 def checkpoint_rows(ck: dict) -> list[list[dict]]:
     """The metric rows of every run directory of a checkpoint (one list per packed run)."""
     return [ck["rows"], *ck.get("packed_rows", [])]
+
+
+def keep_rounds_through(path: Path, epoch: int) -> None:
+    """Rewrite rounds.jsonl to its rows of epochs <= `epoch` (the checkpoint's): the resumed run
+    appends the later epochs again. Rows of a lost epoch, or a line torn by a kill, are dropped."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
+            keep.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
+
+
+def keep_csv_through(path: Path, epoch: int) -> None:
+    """Rewrite a per-epoch CSV (first column `epoch`) to its header and rows of epochs <= `epoch`;
+    rows of a lost epoch, or a row torn by a kill, are dropped."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    if not lines:
+        return
+    width = len(next(csv.reader([lines[0]])))
+    keep = [lines[0]]
+    for fields, line in zip(csv.reader(lines[1:]), lines[1:]):
+        try:
+            ok = len(fields) == width and int(fields[0]) <= epoch
+        except ValueError:
+            ok = False
+        if ok:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(keep) + "\n")
+    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -207,7 +252,7 @@ class Checkpointer:
                               + "; ".join(diffs) + ". Pass --restart to start it over with the "
                               "new values, or choose another --run-id")
         if ck is None:
-            self._clear(("metrics.csv", STATUS))
+            self._clear(("metrics.csv", STATUS, ROUNDS, DIAGNOSTICS))
             return None
         # Metrics: exactly the checkpoint's rows; rows of a lost partial epoch are dropped.
         for run_dir, rows in zip(self.run_dirs, checkpoint_rows(ck)):
@@ -218,6 +263,8 @@ class Checkpointer:
                 w.write(row)
             w.close()
             os.replace(tmp, run_dir / "metrics.csv")
+        keep_rounds_through(d / ROUNDS, ck["epoch"])
+        keep_csv_through(d / DIAGNOSTICS, ck["epoch"])
         return ck
 
     def _restore(self, ck: dict) -> None:
@@ -287,7 +334,9 @@ class Checkpointer:
             write_json_atomic(run_dir / STATUS, {
                 "status": status, "message": message, "run_id": run_dir.name,
                 "epoch": t.epoch, "step": t.step,
-                "epochs": -(-t.total_steps // t.steps_per_epoch),
+                # Algorithm 3 reports epochs of rounds (as Trainer.train counts them)
+                "epochs": -(-t.total_rounds // t.rounds_per_epoch) if t.hetero
+                else -(-t.total_steps // t.steps_per_epoch),
                 "checkpoint_epoch": self.saved_epoch,
                 "resumed_from_epoch": self.resumed_from, "pid": os.getpid(),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
