@@ -75,8 +75,9 @@ def test_smoke_run_writes_config_and_falling_loss(tmp_path):
     out = tmp_path / "runs"
     horovodrun(2, ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic",
                    "--interval", "4", "--seed", "3", "--out", str(out), "--run-id", "smoke"],
-               timeout=240)
+               timeout=240, env={"HOROVOD_CYCLE_TIME": "0.5"})
     cfg, m = load_run(out / "smoke")
+    assert cfg["provenance"]["horovod_env"]["HOROVOD_CYCLE_TIME"] == "0.5"   # the user's wins
     assert cfg["config"]["interval"] == 4 and cfg["provenance"]["world_size"] == 2
     assert cfg["provenance"]["dataset"]["name"] == "synthetic"
     assert cfg["provenance"]["versions"]["horovod"] == "0.28.1"
@@ -92,3 +93,11 @@ def test_smoke_on_shared_jpeg_copy(tmp_path, shared_data):
     cfg, m = load_run(out / "jpeg")
     assert cfg["provenance"]["dataset"]["name"] == "cifar10-jpeg-q75"
     assert m["train_loss"].iloc[-1] < m["train_loss"].iloc[0]
+
+
+def test_cycle_time_default_only_for_gpu_ranks():
+    """CPU ranks keep Horovod's 1 ms (a faster-polling thread took CPU from their compute in
+    `make bench-comm`); GPU ranks leave cores free, where 0.1 ms cut the round's wait."""
+    from prsgd.train import cycle_time_default
+    assert cycle_time_default("cpu") is None
+    assert cycle_time_default("cuda") == "0.1"

@@ -42,6 +42,11 @@ def git_info() -> dict:
         return {"commit": None, "dirty": None}
 
 
+HOROVOD_KNOBS = ("HOROVOD_CYCLE_TIME", "HOROVOD_FUSION_THRESHOLD", "HOROVOD_CACHE_CAPACITY",
+                 "HOROVOD_AUTOTUNE", "HOROVOD_HIERARCHICAL_ALLREDUCE", "HOROVOD_CPU_OPERATIONS",
+                 "HOROVOD_GPU_OPERATIONS")
+
+
 def provenance(*, world_size: int, devices: list[str], dataset) -> dict:
     import torch
     try:
@@ -57,6 +62,8 @@ def provenance(*, world_size: int, devices: list[str], dataset) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "world_size": world_size,
+        # Horovod's tuning knobs as this run saw them (init_horovod sets the cycle time default).
+        "horovod_env": {k: os.environ[k] for k in HOROVOD_KNOBS if k in os.environ},
         "devices": devices,
         "dataset": {"name": dataset.name, "source": dataset.source, "sha256": dataset.checksum,
                     "train_size": len(dataset.train_y), "test_size": len(dataset.test_y)},
