@@ -70,5 +70,7 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
   mkdir -p "$wheel_dir.tmp" && mv "$work"/out/horovod-*.whl "$wheel_dir.tmp"/ && mv "$wheel_dir.tmp" "$wheel_dir"
 fi
 "$PY" -m pip install --quiet --no-deps "$wheel_dir"/horovod-*.whl
-"$PY" -m pip install --quiet cloudpickle psutil pyyaml packaging cffi
+# Horovod's runtime needs; only the missing ones, so an offline box that has them all is fine.
+missing=$("$PY" -c 'import importlib.util as u; print(" ".join(p for p, m in (("cloudpickle", "cloudpickle"), ("psutil", "psutil"), ("pyyaml", "yaml"), ("packaging", "packaging"), ("cffi", "cffi")) if u.find_spec(m) is None))')
+[ -z "$missing" ] || "$PY" -m pip install --quiet $missing
 echo "installed horovod $HVD_VERSION from $wheel_dir"
