@@ -2,8 +2,9 @@
 
 Variants (ResNet20, local batch 32, synthetic images, momentum SGD with weight decay):
 - `plain`: the eager pattern of Horovod's own PyTorch examples: a DataLoader over a
-  TensorDataset, a Python loop, `.to(device)` per batch, torch.optim.SGD. One rank, so Horovod's
-  allreduce would be a no-op and is left out.
+  TensorDataset, a Python loop, `.to(device)` per batch, torch.optim.SGD. One process and no
+  Horovod in any variant here: what a round's allreduce adds is `bench_comm`'s subject (with one
+  rank it still waits for Horovod's next cycle).
 - `eager`: our path for one rank (device-resident data, augmentation as one gather, flat SGD).
 - `graph` (CUDA only): the same step captured in one CUDA graph; fp32/TF32 and bf16+channels_last.
 - `packed8` / `packed40`: 8 replicas (one N = 8 run), 40 replicas (five N = 8 runs, the Figure 3
