@@ -187,3 +187,33 @@ def test_resume_cuts_diagnostics_back_to_the_checkpoint(tmp_path):
     strip = lambda p: pd.read_csv(p).drop(columns=["diag_seconds"])
     pd.testing.assert_frame_equal(strip(diag), strip(tmp_path / "whole" / "d" / "diagnostics.csv"))
     assert list(pd.read_csv(diag)["epoch"]) == [1, 2, 3]
+
+
+def test_sweep_driver_resumes_an_interrupted_pack(tmp_path):
+    """A pack that stopped after its epoch-1 checkpoint (as a killed driver leaves it) is resumed
+    by the rerun, not restarted, and ends with the rows of an uninterrupted pack."""
+    train = ["--preset", "smoke", "--train-subset", "64", "--test-subset", "16", "--batch-size",
+             "4", "--epochs", "2", "--checkpoint-every", "1", "--device", "cpu"]
+    opts = ["--data", "synthetic", "--backend", "packed", "--pack", "--np", "2",
+            "--intervals", "2,3", "--seeds", "0"]
+    script = str(ROOT / "scripts" / "sweep.py")
+    run_python([script, "--out", str(tmp_path / "whole"), *opts, "--", *train], timeout=600)
+    # The interrupted sweep: its manifest says running, the pack got through epoch 1 only.
+    cut = tmp_path / "cut"
+    from prsgd import sweep as sweep_mod
+    spec = sweep_mod.SweepSpec(intervals=[2, 3], seeds=[0], np=2, backend="packed", pack=True,
+                               train_args=[*sweep_mod.data_args("synthetic"), *train])
+    manifest = sweep_mod.Manifest(cut, spec)
+    for rid in ("I2-s0", "I3-s0"):
+        manifest.update(rid, status="running", pack=[2, 3])
+    job = [("I2-s0", 2, 0), ("I3-s0", 3, 0)]
+    cmd = sweep_mod.pack_command(spec, cut / "runs", job, resume=False)
+    run_python([*cmd[1:], "--max-steps", "8"], timeout=600)     # 8 steps = epoch 1 of 2
+    assert len(pd.read_csv(cut / "runs" / "I2-s0" / "metrics.csv")) == 1
+    proc = run_python([script, "--out", str(cut), *opts, "--", *train], timeout=600)
+    assert "resuming from its checkpoint" in proc.stdout
+    runs = {r["run_id"]: r for r in json.loads((cut / "manifest.json").read_text())["runs"]}
+    assert all(r["status"] == "done" and r["resumed"] for r in runs.values())
+    for rid in ("I2-s0", "I3-s0"):
+        pd.testing.assert_frame_equal(rows(cut / "runs" / rid),
+                                      rows(tmp_path / "whole" / "runs" / rid))
