@@ -84,7 +84,8 @@ def plot(runs, out_png: Path) -> Path:
                 title="(a) the family, same data and steps")
     axes[1].set(xlabel="averaging rounds so far (global + local)", xscale="symlog",
                 ylabel="test accuracy of the averaged model", title="(b) accuracy per round")
-    axes[0].legend(fontsize=7)
+    if family:
+        axes[0].legend(fontsize=7)
     for name, cfg, df in slow:
         lab = f"{label(cfg)}, slowdown {','.join(map(str, cfg['config']['slowdown']))}"
         axes[2].plot(df.train_seconds, df.train_loss, marker="o", label=lab)
