@@ -296,7 +296,8 @@ class Checkpointer:
                 "config_counters": [c.to_dict() for c in getattr(t.comm, "config_counters", [])],
                 # Round bookkeeping of Algorithm 3 (per worker: their rounds advance at their pace).
                 "loop": {"step": t.step, "rounds_done": t.rounds_done, "step_in_round": t.step_in_round,
-                         "worker_steps": t.worker_steps},
+                         "worker_steps": t.worker_steps,
+                         "worker_step_counts": list(t.worker_step_counts)},
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda"
                 else None}

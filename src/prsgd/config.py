@@ -176,10 +176,14 @@ class Config:
             raise ConfigError("--round-budget-s: give either --worker-intervals or "
                               "--round-budget-s for --algorithm hetero, not both")
         if self.backend == "packed":
-            # Packed replicas step in lockstep inside one process: no per-worker speeds or counts.
-            if self.algorithm == "hetero":
-                raise ConfigError("--algorithm: hetero needs the horovod backend (packed "
-                                  "replicas cannot make different numbers of steps)")
+            # Packed replicas share one process and one clock: Algorithm 3 runs there with fixed
+            # per-worker intervals (idle replicas keep their state), never with time budgets.
+            if self.algorithm == "hetero" and self.round_budget_s:
+                raise ConfigError("--round-budget-s: needs the horovod backend (packed replicas "
+                                  "share one clock); use --worker-intervals")
+            if self.algorithm == "hetero" and self.diagnostics:
+                raise ConfigError("--diagnostics: not with --algorithm hetero on the packed "
+                                  "backend; use the horovod backend")
             if self.slowdown:
                 raise ConfigError("--slowdown: needs the horovod backend (packed replicas "
                                   "share one process)")

@@ -154,6 +154,14 @@ class Heterogeneous:
         done = round_s > self.budget_s if self.budget_s > 0 else step % self.intervals[worker] == 0
         return [Event(GLOBAL, all_workers(self.workers))] if done else []
 
+    def lockstep(self, step_in_round: int) -> tuple[list[bool], list[Event]]:
+        """Algorithm 3 with all workers in one process (packed backend), advancing together:
+        at the round's `step_in_round`-th iteration (1-based), which workers make a step (worker
+        i makes its first I_i) and whether the round's average comes now (after max I_i)."""
+        active = [step_in_round <= i for i in self.intervals]
+        done = step_in_round >= max(self.intervals)
+        return active, ([Event(GLOBAL, all_workers(self.workers))] if done else [])
+
     def total_rounds(self, total_steps: int) -> int:
         """Rounds in a run of `total_steps` reference steps (at least one)."""
         return max(1, total_steps // self.reference)

@@ -182,6 +182,9 @@ class Trainer:
         # Algorithm 3: workers make different numbers of steps, so the run and its reported
         # epochs are counted in rounds, which every worker shares (see _period_done).
         self.hetero = isinstance(self.schedule, Heterogeneous)
+        # Packed Algorithm 3: every worker in this process, advancing in lockstep iterations in
+        # which only the workers with steps left in the round step (schedule.lockstep).
+        self.lockstep = self.hetero and cfg.backend == "packed"
         if self.hetero:
             self.total_rounds = self.schedule.total_rounds(self.total_steps)
             self.rounds_per_epoch = max(1, self.steps_per_epoch // self.schedule.reference)
@@ -231,7 +234,9 @@ class Trainer:
         self.rounds_done = 0        # global rounds this worker took part in
         self.step_in_round = 0      # local steps since this worker's last global round
         self.worker_steps = 0       # local steps of all workers together (reduced per epoch)
-        self._round_steps: list[int] = []   # Algorithm 3: this epoch's steps per round
+        self._round_steps: list = []   # Algorithm 3: this epoch's steps per round (per worker)
+        self.worker_step_counts = [0] * self.N   # lockstep: each worker's own local steps
+        self._plans: dict[int, data_mod.EpochPlan] = {}   # lockstep: plans by data epoch
         self._plan, self._plan_epoch = None, -1
         self.run_dirs = self._make_run_dirs()
         self.run_dir = self.run_dirs[0]
@@ -364,6 +369,38 @@ class Trainer:
             y = y.repeat(1, self.C)
         return x, y
 
+    def _lockstep_batch(self):
+        """Packed Algorithm 3: each worker's batch for its own local step (workers move through
+        their shards at their own pace; an idle worker gets its last batch, discarded)."""
+        cfg, spe = self.cfg, self.steps_per_epoch
+        where = [divmod(max(k, 1) - 1, spe) for k in self.worker_step_counts]
+        for e in {e for e, _ in where} - set(self._plans):
+            self._plans[e] = data_mod.epoch_plan(len(self.dataset.train_y), self.workers, self.N,
+                                                 cfg.batch_size, cfg.seed, e,
+                                                 cfg.augment).to(self.device)
+        oldest = min(e for e, _ in where)
+        self._plans = {e: p for e, p in self._plans.items() if e >= oldest}
+        parts = [torch.stack([getattr(self._plans[e], f)[w, col] for w, (e, col)
+                              in enumerate(where)]) for f in ("index", "oy", "ox", "flip")]
+        self.batch_index = parts[0]
+        return self.images.batch(*parts)
+
+    def _masked_step(self, x, y, lr: float, active: list[bool]):
+        """A local step of the active replicas only: idle replicas' parameters, BN statistics
+        and momentum are put back afterwards (their forward/backward is wasted, not wrong)."""
+        idle = [w for w, a in enumerate(active) if not a]
+        if not idle:
+            return self.local_step(x, y, lr)
+        rows = torch.tensor(idle, device=self.device)
+        views = [self.fm.flat[o:o + k].view(self.replicas, -1)
+                 for o, k in self.fm.region_segments(True)]
+        saved = [v[rows] for v in views]          # advanced indexing: copies
+        out = self.local_step(x, y, lr)
+        with torch.no_grad():
+            for v, kept in zip(views, saved):
+                v[rows] = kept
+        return out
+
     def _period_done(self, end: int) -> bool:
         """A reported epoch ends after `end` local steps, or for Algorithm 3 after `end` rounds:
         every worker then reaches the epoch's collectives (metrics, evaluation) together."""
@@ -386,7 +423,7 @@ class Trainer:
         # First step with a non-finite loss, per replica (0 = none): kept on the device, so
         # finding where a run diverged costs no host synchronisation per step.
         first_bad = torch.zeros(n, device=self.device, dtype=torch.int64)
-        steps = 0
+        steps = torch.zeros(n, dtype=torch.float64)   # local steps of each replica this epoch
         region = self.fm.region(cfg.average_momentum)
         counters = self.comm.counters
         diag_s0 = self.diag.seconds if self.diag is not None else 0.0
@@ -403,6 +440,20 @@ class Trainer:
                     self.runner.begin_epoch(self._plan)
                 self.runner.set_lr(lr)
                 self.runner.step(self.step - 1 - self.epoch * self.steps_per_epoch)
+            elif self.lockstep:
+                active, lock_events = self.schedule.lockstep(self.step_in_round)
+                self.worker_step_counts = [k + a for k, a in
+                                           zip(self.worker_step_counts, active)]
+                self.step = self.worker_step_counts[0]   # what rank 0 counts under Horovod
+                x, y = self._lockstep_batch()
+                loss, corr = self._masked_step(x.to(self.dtype), y, lr, active)
+                act = torch.tensor(active, device=self.device)
+                own = torch.tensor(self.worker_step_counts, device=self.device)
+                loss_sum += torch.where(act, loss, 0)
+                first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss) & act, own,
+                                        first_bad)
+                correct += torch.where(act, corr, 0)
+                steps += torch.tensor(active, dtype=torch.float64)
             else:
                 x, y = self._batch(self.step)
                 loss, corr = self.local_step(x.to(self.dtype), y, lr)
@@ -414,12 +465,14 @@ class Trainer:
                 self.diag.after_step(lr)
             if self.slowdown > 1.0:
                 self._simulate_slowness(t_step, comm0)
-            steps += 1
+            if not self.lockstep:
+                steps += 1
             now = time.perf_counter()   # this round's length if one more such step were made
             round_s = (now - round_start) + (now - t_step)
             events = []
             for c, schedule in enumerate(self.schedules):   # one schedule per packed run
-                run_events = schedule.events(self.step, self.workers[0], round_s)
+                run_events = lock_events if self.lockstep else \
+                    schedule.events(self.step, self.workers[0], round_s)
                 if self.optimizer is None:  # gradient_allreduce averaged the gradients already
                     for ev in run_events:
                         if self.diag is not None:
@@ -430,8 +483,9 @@ class Trainer:
                             self.comm.average_(region, ev, config=c, graphs=self.avg_graphs)
                 events += run_events if c == 0 else []
             if any(ev.level == GLOBAL for ev in events):
-                if self.hetero:
-                    self._round_steps.append(self.step_in_round)
+                if self.hetero:   # lockstep: every worker made its I_i steps
+                    self._round_steps.append(list(self.schedule.intervals) if self.lockstep
+                                             else self.step_in_round)
                 self.rounds_done += 1
                 self.step_in_round = 0
                 round_start = time.perf_counter()
@@ -447,8 +501,8 @@ class Trainer:
         # first non-finite step of each worker]. Workers may have made different numbers of steps
         # (Algorithm 3), so each sends its own counts.
         C, per = self.C, n // self.C
-        counts = torch.tensor([[steps * per, steps * per * cfg.batch_size]] * C,
-                              dtype=torch.float64)
+        batches = steps.view(C, per).sum(1)
+        counts = torch.stack([batches, batches * cfg.batch_size], 1)
         bad = torch.zeros(C, self.N, dtype=torch.float64)   # worker w's first bad step at [c, w]
         bad[:, self.workers] = first_bad.cpu().double().view(C, per)
         sums = torch.stack([loss_sum.view(C, per).sum(1), correct.view(C, per).sum(1).double()], 1)
@@ -463,7 +517,8 @@ class Trainer:
         """Algorithm 3: rank 0 appends the steps every worker made in each round of this epoch to
         rounds.jsonl. One gather per epoch; every worker had the same number of rounds."""
         mine = torch.tensor(self._round_steps, dtype=torch.int64)
-        table = self.comm.gather_rows(mine).tolist()     # (workers, rounds)
+        table = mine.T.tolist() if self.lockstep else self.comm.gather_rows(mine).tolist()
+        # table: (workers, rounds)
         first = self.rounds_done - len(self._round_steps)
         if self.is_writer:
             with open(self.run_dir / "rounds.jsonl", "a") as f:
