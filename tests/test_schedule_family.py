@@ -116,7 +116,8 @@ def test_heterogeneous_time_budget():
     (["--algorithm", "varying", "--epoch-lengths", "2", "--epoch-growth", "0.5"],
      "--epoch-growth"),
     (["--slowdown", "1,0.5"], "--slowdown"),
-    (["--algorithm", "hetero", "--backend", "packed"], "--algorithm"),
+    (["--algorithm", "hetero", "--round-budget-s", "1", "--backend", "packed"],
+     "--round-budget-s"),
     (["--slowdown", "1,2", "--backend", "packed"], "--slowdown"),
     (["--algorithm", "gradient_allreduce", "--backend", "packed"], "--backend"),
 ])

@@ -297,7 +297,9 @@ class Checkpointer:
                 # Round bookkeeping of Algorithm 3 (per worker: their rounds advance at their pace).
                 "loop": {"step": t.step, "rounds_done": t.rounds_done, "step_in_round": t.step_in_round,
                          "worker_steps": t.worker_steps,
-                         "worker_step_counts": list(t.worker_step_counts)},
+                         # packed Algorithm 3: every worker's own step count
+                         **({"worker_step_counts": list(t.worker_step_counts)}
+                            if t.lockstep else {})},
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda"
                 else None}
