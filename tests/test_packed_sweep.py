@@ -217,3 +217,20 @@ def test_sweep_driver_resumes_an_interrupted_pack(tmp_path):
     for rid in ("I2-s0", "I3-s0"):
         pd.testing.assert_frame_equal(rows(cut / "runs" / rid),
                                       rows(tmp_path / "whole" / "runs" / rid))
+
+
+def test_packed_sweep_diagnostics_equal_the_separate_runs(tmp_path):
+    """--diagnostics in a packed sweep: each run measures its own replicas and writes its own
+    diagnostics.csv, the same as that interval run alone."""
+    from prsgd.train import run
+    fp64 = ["--precision", "fp64", "--diagnostics"]
+    sweep(tmp_path, "--run-id", "sw", *fp64)
+    base = [a for a in ARGS if a not in ("--intervals", "3,5")]
+    for interval in (3, 5):
+        run(config_mod.from_args([*base, *fp64, "--interval", str(interval), "--out",
+                                  str(tmp_path), "--run-id", f"alone{interval}"]))
+        strip = lambda d: pd.read_csv(d / "diagnostics.csv").drop(columns=["diag_seconds"])
+        packed, alone = strip(tmp_path / f"sw-I{interval}"), strip(tmp_path / f"alone{interval}")
+        pd.testing.assert_frame_equal(packed, alone, check_exact=False, rtol=1e-8)
+        assert (packed["consensus_mean"] > 0).all() and (packed["interval"] == interval).all()
+    assert not strip(tmp_path / "sw-I3").equals(strip(tmp_path / "sw-I5"))

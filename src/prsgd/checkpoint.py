@@ -264,7 +264,8 @@ class Checkpointer:
             w.close()
             os.replace(tmp, run_dir / "metrics.csv")
         keep_rounds_through(d / ROUNDS, ck["epoch"])
-        keep_csv_through(d / DIAGNOSTICS, ck["epoch"])
+        for run_dir in self.run_dirs:
+            keep_csv_through(run_dir / DIAGNOSTICS, ck["epoch"])
         return ck
 
     def _restore(self, ck: dict) -> None:

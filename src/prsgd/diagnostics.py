@@ -57,9 +57,13 @@ class Diagnostics:
     """Per-process diagnostics state; the train loop calls `after_step`, `average_` (instead of
     `comm.average_`) and, once per epoch, `epoch_row`."""
 
-    def __init__(self, fm, comm, horovod: bool, num_workers: int):
+    def __init__(self, fm, comm, horovod: bool, num_workers: int, config: int = 0):
+        """`config`: which packed run of a packed sweep (replicas config*N .. config*N+N-1)."""
         self.fm, self.comm, self.horovod, self.N = fm, comm, horovod, num_workers
         self.n = fm.replicas
+        self.config = config
+        self.rows = slice(config * num_workers, (config + 1) * num_workers) \
+            if not horovod else slice(None)   # this run's replicas
         self.ref = fm.params.detach().clone() if horovod else None
         self.seconds = 0.0
         self._reset_epoch()
@@ -76,7 +80,11 @@ class Diagnostics:
     def after_step(self, lr: float):
         t0 = time.perf_counter()
         g = self.fm.grad
-        self.grad_sq += g.double().square().sum()   # summed over replicas; count below is n per step
+        if self.horovod or self.n == self.N:
+            self.grad_sq += g.double().square().sum()   # over replicas; count below is n per step
+        else:   # this run's replicas only (parameter segments have the same offsets in grad)
+            for o, k in self.fm.segments[:self._num_param_segments()]:
+                self.grad_sq += g[o:o + k].view(self.n, -1)[self.rows].double().square().sum()
         self.grad_count += 1
         self.max_lr = max(self.max_lr, float(lr))
         _sync(g)
@@ -92,7 +100,7 @@ class Diagnostics:
             self.consensus.append(self.packed_consensus(event))
             _sync(region)
             self.seconds += time.perf_counter() - t0
-            self.comm.average_(region, event)
+            self.comm.average_(region, event, config=self.config)
 
     def _average_horovod(self, region: torch.Tensor, event: Event):
         t0 = time.perf_counter()
@@ -121,7 +129,7 @@ class Diagnostics:
         per = self.comm.workers_per_config
         total = torch.zeros((), dtype=torch.float64, device=fm.flat.device)
         for o, k in fm.segments[:self._num_param_segments()]:
-            v = fm.flat[o:o + k].view(n, -1)[:per].double()
+            v = fm.flat[o:o + k].view(n, -1)[self.rows].double()
             for g in event.groups:
                 rows = v[g[0]:g[-1] + 1]
                 total += (rows - rows.mean(0, keepdim=True)).square().sum()
@@ -150,7 +158,8 @@ class Diagnostics:
         """Reduce this epoch's diagnostics across workers (one collective) and reset them."""
         t0 = time.perf_counter()
         c = torch.stack(self.consensus).cpu() if self.consensus else torch.zeros(0, dtype=torch.float64)
-        local = torch.tensor([float(c.sum()), float(self.grad_sq), float(self.grad_count * self.n),
+        per = 1 if self.horovod else self.N       # this process's replicas of this run
+        local = torch.tensor([float(c.sum()), float(self.grad_sq), float(self.grad_count * per),
                               float(c[-1]) if len(c) else 0.0, float(c.max()) if len(c) else 0.0],
                              dtype=torch.float64)
         tot = self.comm.sum_metrics(local)

@@ -120,7 +120,7 @@ def run_one(setup: Setup, workers: int, interval: int, x, y, f_star: float) -> d
     except TargetReached as hit:
         steps, gap = hit.step, hit.gap
     finally:
-        for w in (trainer.writer, getattr(trainer, "diag_writer", None)):
+        for w in (trainer.writer, *trainer.diag_writers):
             if w is not None:
                 w.close()
     return {"K": workers, "H": interval, "b": setup.batch, "seed": setup.seed,

@@ -149,9 +149,6 @@ class Trainer:
         # Packed sweeps: C runs (one per interval) of N workers each in one process.
         self.intervals = tuple(cfg.intervals) or (cfg.interval,)
         self.C = len(self.intervals)
-        if self.C > 1 and cfg.diagnostics:
-            raise ConfigError("--intervals: packed sweeps do not support --diagnostics; run the "
-                              "intervals separately for those")
 
         # Data: rank 0 decodes and fills the cache first, the others then read the cache.
         load = lambda: data_mod.load(cfg.dataset, cfg.data, cfg.train_subset, cfg.test_subset,
@@ -223,8 +220,10 @@ class Trainer:
                                  weight_decay=cfg.weight_decay, channels_last=cfg.channels_last,
                                  cuda_graph=cfg.cuda_graph, device=self.device)
         self.avg_graphs = GraphCache(self.device) if cfg.cuda_graph and not self.hvd else None
-        self.diag = Diagnostics(self.fm, self.comm, self.hvd is not None, self.N) \
-            if cfg.diagnostics else None
+        # One Diagnostics per packed run (each measures its own N replicas); usually one.
+        self.diags = [Diagnostics(self.fm, self.comm, self.hvd is not None, self.N, config=c)
+                      for c in range(self.C)] if cfg.diagnostics else []
+        self.diag = self.diags[0] if self.diags else None
         self.optimizer = self._gradient_allreduce_optimizer() \
             if cfg.algorithm == "gradient_allreduce" else None
 
@@ -243,8 +242,8 @@ class Trainer:
         self.writers = [MetricsWriter(d / "metrics.csv") for d in self.run_dirs] \
             if self.is_writer else []
         self.writer = self.writers[0] if self.writers else None
-        self.diag_writer = MetricsWriter(self.run_dir / "diagnostics.csv", DIAG_COLUMNS) \
-            if self.is_writer and self.diag else None
+        self.diag_writers = [MetricsWriter(d / "diagnostics.csv", DIAG_COLUMNS)
+                             for d in self.run_dirs] if self.is_writer and self.diags else []
 
     def _new_model(self, replicas: int):
         if self.cfg.model == "logreg":
@@ -426,7 +425,7 @@ class Trainer:
         steps = torch.zeros(n, dtype=torch.float64)   # local steps of each replica this epoch
         region = self.fm.region(cfg.average_momentum)
         counters = self.comm.counters
-        diag_s0 = self.diag.seconds if self.diag is not None else 0.0
+        diag_s0 = sum(d.seconds for d in self.diags)
         t0 = round_start = time.perf_counter()
         lr = self.lr(self.step + 1)
         while not self._period_done(end):
@@ -461,8 +460,8 @@ class Trainer:
                 first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), self.step,
                                         first_bad)
                 correct += corr
-            if self.diag is not None:
-                self.diag.after_step(lr)
+            for diag in self.diags:
+                diag.after_step(lr)
             if self.slowdown > 1.0:
                 self._simulate_slowness(t_step, comm0)
             if not self.lockstep:
@@ -475,8 +474,8 @@ class Trainer:
                     schedule.events(self.step, self.workers[0], round_s)
                 if self.optimizer is None:  # gradient_allreduce averaged the gradients already
                     for ev in run_events:
-                        if self.diag is not None:
-                            self.diag.average_(region, ev)  # same round, plus consensus distance
+                        if self.diags:   # the same round, plus the consensus distance
+                            self.diags[c].average_(region, ev)
                         elif self.hvd:
                             self.comm.average_(region, ev)
                         else:
@@ -493,8 +492,8 @@ class Trainer:
                 self.hooks.after_step(self, self.step, events)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.train_seconds += time.perf_counter() - t0 - (self.diag.seconds - diag_s0
-                                                          if self.diag is not None else 0.0)
+        self.train_seconds += time.perf_counter() - t0 - (sum(d.seconds for d in self.diags)
+                                                          - diag_s0)
         if self.cfg.cuda_graph:
             loss_sum, correct = self.runner.loss_sum, self.runner.correct
         # One metric reduction per epoch, per packed run c: [loss sum, correct, batches, samples,
@@ -576,10 +575,10 @@ class Trainer:
             evals = None
             if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == epochs):
                 evals = self.averaged_eval()
-            if self.diag is not None:
-                drow = self.diag.epoch_row(self.epoch, self.step, cfg.interval)
-                if self.diag_writer:
-                    self.diag_writer.write(drow)
+            for c, diag in enumerate(self.diags):
+                drow = diag.epoch_row(self.epoch, self.step, self.intervals[c])
+                if self.diag_writers:
+                    self.diag_writers[c].write(drow)
             rows = []
             for k, (loss, acc) in enumerate(results):
                 c = self.comm.config_counters[k] if not self.hvd else self.comm.counters
@@ -604,8 +603,8 @@ class Trainer:
             self.checkpoint.end_of_epoch(rows, last=self.epoch == epochs)
         for w in self.writers:
             w.close()
-        if self.diag_writer:
-            self.diag_writer.close()
+        for w in self.diag_writers:
+            w.close()
         return self.run_dir
 
 
