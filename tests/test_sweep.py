@@ -278,3 +278,20 @@ def test_subset_is_a_fixed_random_sample_not_the_first_images():
     assert torch.bincount(a.train_y).min() >= 20
     assert len(a.test_y) == 100
     assert ds.subset(0, 0).train_y is y
+
+
+def test_run_records_hold_no_machine_paths(tmp_path):
+    from prsgd.results import REPO, portable_command, portable_path
+    assert portable_path(str(REPO / "src" / "prsgd" / "train.py")) == "src/prsgd/train.py"
+    assert portable_path(str(REPO.parent / "shared" / "data" / "x")) == "../shared/data/x"
+    assert portable_path(f"--data={REPO.parent / 'shared'}") == "--data=../shared"
+    assert portable_path("/opt/venv/bin/python3.12") == "python"
+    assert portable_path(str(tmp_path / "runs")) == "runs"
+    assert portable_path("relative/path") == "relative/path"
+    assert portable_command(["/x/bin/horovodrun", "-np", "2"]) == "horovodrun -np 2"
+    # A real sweep's manifest and run config keep none of this machine's absolute paths.
+    out = tmp_path / "sw"
+    run_python(sweep_cmd(out, "--backend", "packed", "--np", "2", "--intervals", "2"), timeout=300)
+    for f in (out / "manifest.json", out / "runs" / "I2-s0" / "config.json"):
+        text = f.read_text()
+        assert str(tmp_path) not in text and str(REPO) not in text, f

@@ -23,6 +23,30 @@ METRIC_COLUMNS = (
 )
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def portable_path(text: str) -> str:
+    """A path as a run record may keep it: relative to the repository (`../shared/...` for the
+    folder beside it), `python`/`horovodrun` for the launchers, and other absolute paths by
+    their name only, so that committed records hold no path of one machine. `--flag=PATH` too."""
+    flag, eq, value = text.partition("=") if text.startswith("--") else ("", "", text)
+    if not os.path.isabs(value):
+        return text
+    path = Path(value)
+    if path.parent.name == "bin" and (path.name.startswith("python") or
+                                      path.name == "horovodrun"):
+        out = "python" if path.name.startswith("python") else "horovodrun"
+    else:
+        rel = os.path.relpath(path, REPO)
+        out = rel if not rel.startswith(os.pardir + os.sep + os.pardir) else path.name
+    return flag + eq + out
+
+
+def portable_command(args) -> str:
+    return " ".join(portable_path(str(a)) for a in args)
+
+
 def new_run_id() -> str:
     return time.strftime("%m%d-%H%M%S-") + secrets.token_hex(2)
 
@@ -65,9 +89,10 @@ def provenance(*, world_size: int, devices: list[str], dataset) -> dict:
         # Horovod's tuning knobs as this run saw them (init_horovod sets the cycle time default).
         "horovod_env": {k: os.environ[k] for k in HOROVOD_KNOBS if k in os.environ},
         "devices": devices,
-        "dataset": {"name": dataset.name, "source": dataset.source, "sha256": dataset.checksum,
+        "dataset": {"name": dataset.name, "sha256": dataset.checksum,
+                    "source": portable_path(str(dataset.source)) if dataset.source else None,
                     "train_size": len(dataset.train_y), "test_size": len(dataset.test_y)},
-        "command": " ".join(sys.argv),
+        "command": portable_command(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "assumptions": {"weight_decay": "1e-4 is our assumption; the paper does not state it"},
     }

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .results import git_info, write_json_atomic
+from .results import git_info, portable_command, portable_path, write_json_atomic
 
 DEFAULT_INTERVALS = (1, 4, 8, 16, 32)
 # Flags the sweep sets itself for every run; passing them as training arguments is refused.
@@ -141,7 +141,7 @@ class Manifest:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, {
-            "spec": asdict(self.spec), "created": self.created, "git": git_info(),
+            "spec": portable_spec(self.spec), "created": self.created, "git": git_info(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "runs": [self.runs[k] for k in sorted(self.runs, key=_order(self.runs))],
         })
@@ -151,8 +151,15 @@ def _order(runs):
     return lambda k: (runs[k]["interval"], runs[k]["seed"])
 
 
+def portable_spec(spec: SweepSpec) -> dict:
+    """The spec as manifest.json keeps it: paths in the training arguments made portable."""
+    d = asdict(spec)
+    d["train_args"] = [portable_path(a) for a in d["train_args"]]
+    return d
+
+
 def _check_compatible(old: dict, spec: SweepSpec, path: Path) -> None:
-    new = asdict(spec)
+    new = portable_spec(spec)
     for key in SweepSpec.FIXED:
         if key in old and old[key] != new[key]:
             raise SweepError(f"{path} was made with {key}={old[key]!r}, not {new[key]!r}; "
@@ -342,7 +349,7 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
                     shutil.rmtree(runs_dir / rid)
         try:
             for rid in rids:
-                manifest.update(rid, status="running", command=shlex.join(cmd), error=None,
+                manifest.update(rid, status="running", command=portable_command(cmd), error=None,
                                 started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resume,
                                 run_dir=str((runs_dir / rid).relative_to(sweep_dir)),
                                 **({"pack": pack} if pack else {}))

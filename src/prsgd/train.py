@@ -29,7 +29,7 @@ from .config import Config, ConfigError
 from .models import LogReg, ResNet20, tile_state
 from .diagnostics import Diagnostics, DIAG_COLUMNS, corollary1
 from .features import FeatureData
-from .results import MetricsWriter, new_run_id, provenance, write_json_atomic
+from .results import MetricsWriter, new_run_id, portable_path, provenance, write_json_atomic
 from .schedule import GLOBAL, Heterogeneous, lr_at, make_schedule, Varying
 from .step import DTYPES, GraphCache, StepRunner
 
@@ -308,7 +308,9 @@ class Trainer:
             derived["packed"] = {"intervals": list(self.intervals), "index": c,
                                  "replicas": self.replicas, "sweep_run_id": cfg.run_id}
         meta = {
-            "config": cfg_c.to_dict(),
+            # Paths as the record may keep them (no path of this machine in results/).
+            "config": dict(cfg_c.to_dict(), data=portable_path(cfg_c.data),
+                           out=portable_path(cfg_c.out)),
             "derived": derived,
             "provenance": provenance(world_size=self.hvd.size() if self.hvd else 1,
                                      devices=devices, dataset=self.dataset),
