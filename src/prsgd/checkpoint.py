@@ -338,9 +338,7 @@ class Checkpointer:
             write_json_atomic(run_dir / STATUS, {
                 "status": status, "message": message, "run_id": run_dir.name,
                 "epoch": t.epoch, "step": t.step,
-                # Algorithm 3 reports epochs of rounds (as Trainer.train counts them)
-                "epochs": -(-t.total_rounds // t.rounds_per_epoch) if t.hetero
-                else -(-t.total_steps // t.steps_per_epoch),
+                "epochs": t.num_epochs,   # Algorithm 3: epochs of shared rounds
                 "checkpoint_epoch": self.saved_epoch,
                 "resumed_from_epoch": self.resumed_from, "pid": os.getpid(),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

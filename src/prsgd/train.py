@@ -223,7 +223,6 @@ class Trainer:
         # One Diagnostics per packed run (each measures its own N replicas); usually one.
         self.diags = [Diagnostics(self.fm, self.comm, self.hvd is not None, self.N, config=c)
                       for c in range(self.C)] if cfg.diagnostics else []
-        self.diag = self.diags[0] if self.diags else None
         self.optimizer = self._gradient_allreduce_optimizer() \
             if cfg.algorithm == "gradient_allreduce" else None
 
@@ -402,6 +401,13 @@ class Trainer:
                 v[rows] = kept
         return out
 
+    @property
+    def num_epochs(self) -> int:
+        """Reported epochs of the run: of local steps, or for Algorithm 3 of shared rounds."""
+        if self.hetero:
+            return math.ceil(self.total_rounds / self.rounds_per_epoch)
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
     def _period_done(self, end: int) -> bool:
         """A reported epoch ends after `end` local steps, or for Algorithm 3 after `end` rounds:
         every worker then reaches the epoch's collectives (metrics, evaluation) together."""
@@ -555,8 +561,7 @@ class Trainer:
 
     def train(self):
         cfg = self.cfg
-        epochs = (math.ceil(self.total_rounds / self.rounds_per_epoch) if self.hetero
-                  else math.ceil(self.total_steps / self.steps_per_epoch))
+        epochs = self.num_epochs
         run_ids = [c.run_id for c in self.run_configs()]
         while self.epoch < epochs:
             results, lr = self.run_epoch()
@@ -632,8 +637,9 @@ def train_packed_sweep(cfg: Config, intervals=None, hooks=None) -> list[Path]:
 
     `cfg`: the common config (`backend` is forced to packed; `workers` N must be set); `intervals`
     defaults to `cfg.intervals`; `cfg.run_id` may hold `{interval}` (see `packed_run_id`). With
-    `cfg.resume` it continues from the checkpoint in the first run's directory. Same seed => every packed run sees the batches the separate run
-    (or the Horovod ranks) would see, from the same initial weights.
+    `cfg.resume` it continues from the checkpoint in the first run's directory. Same seed =>
+    every packed run sees the batches the separate run (or the Horovod ranks) would see, from
+    the same initial weights.
     """
     intervals = tuple(intervals if intervals is not None else cfg.intervals)
     if not intervals:
