@@ -1,0 +1,4 @@
+"""Communication backends: `base.Comm` (the interface) and one module per backend."""
+from .base import BACKENDS, Comm, Counters, backend_class, make_comm
+
+__all__ = ["BACKENDS", "Comm", "Counters", "backend_class", "make_comm"]

@@ -1,0 +1,182 @@
+"""The communicator interface every backend implements completely, and the registry of backends.
+
+A `Comm` moves ONE flat buffer (`comm.FlatModel`: `[params | BN stats | momentum]`) between the
+workers of a run. The train loop, the algorithms, the checkpointer and the diagnostics talk only
+to this interface; none of them asks which backend it has.
+
+Workers and processes
+- `size` processes (`rank` = this one) hold `num_workers` N workers; `workers` lists the worker
+  indices this process holds: `[rank]` for one-worker-per-process backends (Horovod,
+  torch.distributed), `range(N)` for the packed backend (every worker a replica of one model).
+- A packed process may hold several runs (a packed sweep: `runs` C, replica = run * N + worker).
+  `view(run)` is that run's communicator: it averages only the run's replicas and has its own
+  counters. Backends with one run per process return `self`.
+
+Regions
+- `region` arguments are one of `fm.params`, `fm.state` (params + BN stats), `fm.flat` (+
+  momentum), or `fm.grad`, of the flat model given to `attach`: a packed backend finds the
+  replica rows of each tensor from it; process backends use the tensor as it is.
+
+Initialisation: `make_comm(cfg, ...)` is the ONE place a backend is initialised (it calls the
+registered class's `launch`). `attach(fm, runs)` then binds the flat buffer once it exists.
+
+Adding a backend: subclass `Comm`, implement every abstract method, and register it:
+`BACKENDS["name"] = "prsgd.backends.module:Class"` (imported lazily, so a missing library only
+fails the runs that use it).
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from ..schedule import Event
+
+
+@dataclass
+class Counters:
+    """Rounds, bytes and seconds of averaging per level (`global`, `local`), of one run."""
+    rounds: dict = field(default_factory=lambda: {"global": 0, "local": 0})
+    bytes: dict = field(default_factory=lambda: {"global": 0, "local": 0})
+    seconds: dict = field(default_factory=lambda: {"global": 0.0, "local": 0.0})
+
+    def add(self, level: str, nbytes: int, seconds: float):
+        self.rounds[level] += 1
+        self.bytes[level] += nbytes
+        self.seconds[level] += seconds
+
+    def total(self, what: str):
+        return sum(getattr(self, what).values())
+
+    def to_dict(self) -> dict:
+        return {"rounds": dict(self.rounds), "bytes": dict(self.bytes),
+                "seconds": dict(self.seconds)}
+
+    def load(self, d: dict):
+        self.rounds, self.bytes, self.seconds = (dict(d[k]) for k in ("rounds", "bytes", "seconds"))
+
+    # the checkpoint's protocol
+    state_dict = to_dict
+    load_state_dict = load
+
+
+def sync(t: torch.Tensor):
+    """Wait for the device, so that a timed collective measures the collective only."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+
+
+class Comm(ABC):
+    """One backend's communicator (see the module docstring). Collective methods must be called
+    by every process of the run (or of the event's group) in the same order."""
+
+    name: str = ""
+    rank: int = 0          # this process
+    size: int = 1          # processes
+    local_rank: int = 0    # this process among those on its machine (device choice, threads)
+    local_size: int = 1
+    num_workers: int = 1   # N workers of a run
+    workers: list[int]     # worker indices held by this process
+    counters: Counters     # this run's (or this view's) averaging counters
+    timed: bool = True     # synchronise the device around rounds so their seconds are true
+
+    # --- set-up ---------------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def launch(cls, *, workers: int = 0, dynamic_groups: bool = False, device_type: str = "cpu",
+               comm=None) -> "Comm":
+        """Initialise the backend for this process and return its communicator. `workers`: N
+        (packed: required; process backends: 0 or the launcher's world size); `dynamic_groups`:
+        groups will be registered after start (Hier-AVG); `device_type`: where ranks train;
+        `comm`: an existing communicator to run on (an mpi4py communicator for Horovod)."""
+
+    def attach(self, fm, runs: int = 1) -> None:
+        """Bind the flat buffer (`runs` packed runs of `len(workers)` replicas each)."""
+        self.fm, self.runs = fm, runs
+
+    def view(self, run: int) -> "Comm":
+        """The communicator of packed run `run` (own replicas, own counters); default: self."""
+        if run != 0:
+            raise ValueError(f"{self.name}: one run per process, no run {run}")
+        return self
+
+    def register_groups(self, groups) -> None:
+        """Create what averaging within `groups` needs (process sets); collective, same order on
+        every process. Default: nothing to create."""
+
+    # --- collectives over the flat buffer ------------------------------------------------------
+    @abstractmethod
+    def average_(self, region: torch.Tensor, event: Event, extra: torch.Tensor | None = None):
+        """Average `region` in place within each group of `event` (this process's workers, their
+        groups), counting one round of `event.level`. `extra`: a few more values averaged within
+        the same groups in the same collective (one row per worker of this process, or 1-d with
+        one worker per process)."""
+
+    @abstractmethod
+    def average_copy(self, region: torch.Tensor) -> torch.Tensor:
+        """The mean over ALL N workers of the run of `region`, as a new tensor laid out as for one
+        replica; the buffer is untouched (evaluation of the averaged model)."""
+
+    # --- small collectives ---------------------------------------------------------------------
+    @abstractmethod
+    def sum_metrics(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of `t` (CPU, float64) over processes: each process sends its workers' sums."""
+
+    @abstractmethod
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Every worker's row: `t` is (len(workers), L) (or 1-d with one worker per process);
+        returns the (N, L) table in worker order, on every process."""
+
+    @abstractmethod
+    def broadcast_(self, t: torch.Tensor, root: int = 0) -> None:
+        """Overwrite `t` with process `root`'s `t`, in place."""
+
+    @abstractmethod
+    def broadcast_object(self, obj, root: int = 0):
+        """Process `root`'s picklable `obj`, returned on every process."""
+
+    @abstractmethod
+    def allgather_object(self, obj) -> list:
+        """Every process's picklable `obj`, as a list by rank."""
+
+    @abstractmethod
+    def barrier(self) -> None:
+        ...
+
+    def shutdown(self) -> None:
+        """Release the backend at the end of the process (default: nothing)."""
+
+    # --- helpers for implementations -----------------------------------------------------------
+    def _timed(self, region: torch.Tensor, fn):
+        """Run `fn()`, timing it with the device synchronised around it when `timed`."""
+        if self.timed:
+            sync(region)
+        t0 = time.perf_counter()
+        fn()
+        if self.timed:
+            sync(region)
+        return time.perf_counter() - t0
+
+
+# name -> "module:Class", imported on first use (a backend's library may be missing).
+BACKENDS: dict[str, str] = {
+    "horovod": "prsgd.backends.horovod:HorovodComm",
+    "packed": "prsgd.backends.packed:PackedComm",
+}
+
+
+def backend_class(name: str) -> type[Comm]:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_comm(name: str, *, workers: int = 0, dynamic_groups: bool = False,
+              device_type: str = "cpu", comm=None) -> Comm:
+    """The one place a backend is initialised (see `Comm.launch`)."""
+    return backend_class(name).launch(workers=workers, dynamic_groups=dynamic_groups,
+                                      device_type=device_type, comm=comm)

@@ -1,0 +1,116 @@
+"""Horovod: one worker per process; a round is one in-place `allreduce_(op=Average)` over the
+group's process set (Gloo, MPI or NCCL underneath, whatever Horovod was built with)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..schedule import Event
+from .base import Comm, Counters
+
+# HOROVOD_CYCLE_TIME for ranks that train on a GPU (`make bench-comm`, results/bench/comm-*.json):
+# a round's allreduce waits for the background thread's next cycle. With a rank that leaves the
+# CPU cores free, 0.1 ms instead of Horovod's 1 ms cut that wait by ~45% at no compute cost;
+# with ranks that keep every core busy (CPU training) the faster-polling thread slowed compute
+# (2 ranks on 2 cores: rounds 15% slower), so CPU runs keep Horovod's default.
+GPU_CYCLE_TIME_MS = "0.1"
+
+
+def cycle_time_default(device_type: str) -> str | None:
+    """The HOROVOD_CYCLE_TIME this process sets unless the user set one: None keeps Horovod's."""
+    return GPU_CYCLE_TIME_MS if device_type == "cuda" else None
+
+
+def init_horovod(dynamic_process_sets: bool = False, device_type: str = "cpu", comm=None):
+    """The one place Horovod is initialised. `dynamic_process_sets`: allow `hvd.add_process_set`
+    after init (Hier-AVG's groups; it sets HOROVOD_DYNAMIC_PROCESS_SETS=1 for this process).
+    `device_type`: where this rank trains, for the cycle-time default (a user's env var wins).
+    `comm`: an mpi4py communicator (or list of ranks) to run on, passed to `hvd.init(comm=...)`
+    (Horovod built with MPI); None = all ranks of the launcher."""
+    import horovod.torch as hvd
+    cycle = cycle_time_default(device_type)
+    if cycle is not None:
+        os.environ.setdefault("HOROVOD_CYCLE_TIME", cycle)
+    kwargs = {"process_sets": "dynamic" if dynamic_process_sets else None}
+    if comm is not None:
+        kwargs["comm"] = comm
+    hvd.init(**kwargs)
+    return hvd
+
+
+# Horovod process sets by their ranks; one Horovod (and so one set of process sets) per process.
+_PROCESS_SETS: dict[tuple[int, ...], object] = {}
+
+
+class HorovodComm(Comm):
+    """Averaging across Horovod ranks. This process is one worker: `workers == [rank]`."""
+
+    name = "horovod"
+
+    def __init__(self, hvd, timed: bool = True):
+        self.hvd = hvd
+        self.rank, self.size = hvd.rank(), hvd.size()
+        self.local_rank, self.local_size = hvd.local_rank(), hvd.local_size()
+        self.num_workers = self.size
+        self.workers = [self.rank]
+        self.counters = Counters()
+        self.timed = timed
+
+    @classmethod
+    def launch(cls, *, workers: int = 0, dynamic_groups: bool = False, device_type: str = "cpu",
+               comm=None) -> "HorovodComm":
+        return cls(init_horovod(dynamic_groups, device_type, comm=comm))
+
+    def process_set(self, group: tuple[int, ...]):
+        if len(group) == self.size:
+            return self.hvd.global_process_set
+        return _PROCESS_SETS[group]
+
+    def register_groups(self, groups):
+        """Create the process sets of `groups` (Hier-AVG's). Needs Horovod initialised with
+        dynamic process sets (`launch(dynamic_groups=True)`). Process sets live as long as
+        Horovod, so they are kept per process: a second run in the same process reuses them."""
+        for g in sorted(tuple(g) for g in groups):
+            if 1 < len(g) < self.size and g not in _PROCESS_SETS:
+                _PROCESS_SETS[g] = self.hvd.add_process_set(list(g))
+
+    def average_(self, region: torch.Tensor, event: Event, extra: torch.Tensor | None = None):
+        """`extra` is fused with `region` into ONE allreduce by Horovod (diagnostics: each
+        worker's ‖x_i − ref‖², see diagnostics.py)."""
+        group = event.group_of(self.rank)
+        hvd, name = self.hvd, f"avg.{event.level}"
+
+        def collective():
+            if len(group) > 1 and extra is not None:
+                hvd.grouped_allreduce_([region, extra], op=hvd.Average, name=name,
+                                       process_set=self.process_set(group))
+            elif len(group) > 1:
+                hvd.allreduce_(region, op=hvd.Average, name=name,
+                               process_set=self.process_set(group))
+
+        seconds = self._timed(region, collective)
+        nbytes = region.numel() * region.element_size() if len(group) > 1 else 0
+        self.counters.add(event.level, nbytes, seconds)
+
+    def average_copy(self, region: torch.Tensor) -> torch.Tensor:
+        return self.hvd.allreduce(region.detach().clone(), op=self.hvd.Average, name="avg.copy")
+
+    def sum_metrics(self, t: torch.Tensor) -> torch.Tensor:
+        return self.hvd.allreduce(t, op=self.hvd.Sum, name="metrics")
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        return self.hvd.allgather(t.reshape(1, -1), name="gather.rows")
+
+    def broadcast_(self, t: torch.Tensor, root: int = 0) -> None:
+        self.hvd.broadcast_(t, root_rank=root, name="bcast.tensor")
+
+    def broadcast_object(self, obj, root: int = 0):
+        # An explicit name: the default is the type's name, which differs between ranks for None.
+        return self.hvd.broadcast_object(obj, root_rank=root, name="bcast.object")
+
+    def allgather_object(self, obj) -> list:
+        return self.hvd.allgather_object(obj, name="gather.object")
+
+    def barrier(self) -> None:
+        self.hvd.barrier()
