@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "one_shot": "periodic:OneShotAveraging",
     "post_local": "periodic:PostLocal",
     "hetero": "hetero:Hetero",                  # Algorithm 3
+    "diloco": "diloco:DiLoCo",                  # DiLoCo: rounds through an outer optimizer
 }
 
 

@@ -101,6 +101,10 @@ class Algorithm:
         return cls.name
 
     # --- the schedule and the step ----------------------------------------------------------------
+    def start(self, fm) -> None:
+        """Called once the flat buffer holds the initial model (the same on every worker), before
+        a resume restores any state (keep a reference copy here, as DiLoCo does)."""
+
     def make_schedule(self):
         raise NotImplementedError
 
