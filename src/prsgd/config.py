@@ -17,7 +17,7 @@ ALGORITHMS = ("prsgd", "kavg", "gradient_allreduce", "hier", "varying", "one_sho
               "hetero")
 DATASETS = ("synthetic", "cifar10", "imagefolder", "synthetic_logreg")
 MODELS = ("resnet20", "logreg")  # logreg: Stich's convex experiment (stich.py)
-BACKENDS = ("horovod", "packed")
+BACKENDS = ("horovod", "packed", "torchdist")
 PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: for exact-equivalence tests
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -165,6 +165,7 @@ class Comm(ABC):
 BACKENDS: dict[str, str] = {
     "horovod": "prsgd.backends.horovod:HorovodComm",
     "packed": "prsgd.backends.packed:PackedComm",
+    "torchdist": "prsgd.backends.torchdist:TorchDistComm",
 }
 
 
