@@ -1,5 +1,5 @@
-"""Exact resume beyond Algorithm 1: the gradient-allreduce baseline (Horovod's optimizer keeps the
-momentum) and Algorithm 3 (workers make different numbers of steps per round).
+"""Exact resume beyond Algorithm 1: the gradient-allreduce baseline (momentum with averaged
+gradients) and Algorithm 3 (workers make different numbers of steps per round).
 
 Each config is run uninterrupted, and a twin of it is stopped after its first epoch
 deterministically by `--max-steps` (not a MATH_FIELDS field; for these configs it only decides
@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from prsgd import checkpoint
+from prsgd.comm import FlatModel
 from prsgd.config import preset
+from prsgd.models import ResNet20
 
 from conftest import ROOT, horovodrun
 from test_checkpoint import load_ckpt, metric_rows, status
@@ -51,8 +53,10 @@ def resume(args: list[str], run_dir: Path, from_epoch: int) -> None:
 
 
 def momentum_buffers(rank_state: dict) -> list[torch.Tensor]:
-    state = rank_state["optimizer"]["state"]
-    return [state[k]["momentum_buffer"] for k in sorted(state)]
+    """Each parameter's momentum buffer: its segment of the flat buffer's momentum part (the
+    baseline averages the gradients, then steps the flat SGD like every algorithm)."""
+    fm = FlatModel(ResNet20(replicas=1), 1)
+    return [rank_state["flat"][o:o + k] for o, k in fm.momentum_segments]
 
 
 # --- the gradient-allreduce baseline ----------------------------------------------------------
@@ -61,11 +65,11 @@ def test_gradient_allreduce_resume_restores_the_momentum_and_is_bit_identical(fi
     ref, cut = first_runs / "gar_ref" / "run", first_runs / "gar_cut" / "run"
     first = load_ckpt(cut)
     assert (first["epoch"], first["step"]) == (1, 8)
-    # The momentum lives in the optimizer, not in the flat buffer: after 8 steps every buffer is
-    # non-zero, so a resume that dropped it would make different updates from step 9 on.
+    # After 8 steps every parameter's momentum buffer is non-zero, so a resume that dropped it
+    # would make different updates from step 9 on.
     for r in (0, 1):
         bufs = momentum_buffers(first["ranks"][r])
-        assert len(bufs) == len(list(first["ranks"][r]["optimizer"]["param_groups"][0]["params"]))
+        assert len(bufs) == len(list(ResNet20(replicas=1).parameters()))
         assert all(b.abs().sum() > 0 for b in bufs)
 
     resume(GAR, cut, from_epoch=1)

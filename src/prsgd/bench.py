@@ -87,8 +87,8 @@ def bench_ours(name: str, device, workers: int, copies: int, steps: int, warmup:
     runner = StepRunner(model, fm, dd, replicas=R, copies=copies, precision=precision,
                         momentum=0.9, weight_decay=1e-4, channels_last=channels_last,
                         cuda_graph=cuda_graph, device=device)
-    comm = PackedComm(fm, workers, timed=False, configs=copies)
-    graphs = GraphCache(device) if cuda_graph else None
+    comm = PackedComm(fm, workers, timed=False, runs=copies,
+                      graphs=GraphCache(device) if cuda_graph else None)
     scheds = [Periodic(i, workers) for i in intervals]
     region = fm.region(False)
     per_epoch = data_mod.steps_per_epoch(len(ds.train_y), workers, batch)
@@ -106,7 +106,7 @@ def bench_ours(name: str, device, workers: int, copies: int, steps: int, warmup:
             done += 1
             for c, sch in enumerate(scheds):
                 for ev in sch.events(done):
-                    comm.average_(region, ev, config=c, graphs=graphs)
+                    comm.view(c).average_(region, ev)
             if done == warmup + steps:
                 break
         epoch += 1

@@ -2,11 +2,14 @@
 
 A run directory holds, besides `config.json` and `metrics.csv`:
 
-- `checkpoint.pt`: the state after the last completed checkpointed epoch: every worker's flat
-  buffer (parameters, BN statistics, momentum: local models differ between averagings, so all N
-  are kept), the optimizer state of the gradient-allreduce baseline, RNG states, step, epoch,
-  train_seconds, the communication counters of every worker and the metric rows so far. Only
-  tensors, numbers, strings, lists and dicts: it loads with `torch.load(weights_only=True)`.
+- `checkpoint.pt`: the state after the last completed checkpointed epoch, as DINO keeps it: the
+  run variables (step, epoch, train_seconds, metric rows so far) and, per rank, a named dict of
+  the `state_dict()` of every stateful part (`ranks[r][name]`): `flat` (every worker's flat buffer:
+  parameters, BN statistics, momentum; local models differ between averagings, so all N are
+  kept), `loop` (the loop's counters), `counters`/`config_counters` (communication counters of
+  each run), `algorithm` (each run's algorithm state, e.g. DiLoCo's outer optimizer) and `rng`.
+  Restoring calls `load_state_dict` on each part of a fully built trainer. Only tensors, numbers,
+  strings, lists and dicts: it loads with `torch.load(weights_only=True)`.
   Written to `checkpoint.pt.tmp`, fsynced, then `os.replace`d: the previous one stays until the
   new one is complete, so a kill at any moment leaves a valid checkpoint (or none).
 - `status.json`: `running`, `done`, `diverged`, `interrupted` (SIGTERM/SIGINT) or `failed`, with
@@ -38,12 +41,13 @@ from pathlib import Path
 
 import torch
 
-from .config import MATH_FIELDS, ConfigError
+from .config import MATH_FIELDS
+from .errors import ConfigError
 from .results import MetricsWriter, write_json_atomic
 
 CHECKPOINT = "checkpoint.pt"
 STATUS = "status.json"
-FORMAT = 1
+FORMAT = 2   # 2: per-rank named state dicts (1: attributes of the old Trainer)
 ROUNDS = "rounds.jsonl"   # Algorithm 3: each round's steps per worker, appended once per epoch
 DIAGNOSTICS = "diagnostics.csv"   # --diagnostics: one row per epoch
 # Files a run writes into its directory; `--restart` removes exactly these.
@@ -173,16 +177,53 @@ def save_atomic(obj, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-class Checkpointer:
-    """Checkpoint, resume and status of one Trainer's run directory. Collective methods
-    (`prepare`, `save`, `end_of_epoch`) must be called by every rank in the same order."""
+class ListState:
+    """Stateful parts of several packed runs as one part (a list of their state dicts)."""
 
-    def __init__(self, trainer, run_dirs: list[Path]):
-        self.t = trainer
-        self.run_dirs = [Path(d) for d in run_dirs]   # one per packed run; usually one
+    def __init__(self, parts):
+        self.parts = list(parts)
+
+    def state_dict(self) -> list:
+        return [p.state_dict() for p in self.parts]
+
+    def load_state_dict(self, states: list) -> None:
+        if len(states) != len(self.parts):
+            raise ConfigError(f"--resume: the checkpoint holds {len(states)} runs, not "
+                              f"{len(self.parts)}; pass --restart to start over")
+        for p, s in zip(self.parts, states):
+            p.load_state_dict(s)
+
+
+class RngState:
+    """The RNG streams of this process (CPU, and the training GPU's)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def state_dict(self) -> dict:
+        return {"cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                else None}
+
+    def load_state_dict(self, d: dict) -> None:
+        torch.set_rng_state(d["cpu"])
+        if d.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(d["cuda"], self.device)
+
+
+class Checkpointer:
+    """Checkpoint, resume and status of a run's directories (one per packed run; the first holds
+    the checkpoint). `parts`: name -> stateful part of this process (`state_dict` and
+    `load_state_dict`). Collective methods (`prepare`, `save`, `end_of_epoch`) must be called by
+    every rank in the same order."""
+
+    def __init__(self, *, cfg, comm, runs, parts: dict, loop, workers: int, dataset,
+                 num_epochs: int):
+        self.cfg, self.comm, self.runs, self.parts, self.loop = cfg, comm, runs, parts, loop
+        self.N, self.dataset, self.num_epochs = workers, dataset, num_epochs
+        self.is_writer = comm.rank == 0
+        self.run_dirs = [Path(r.run_dir) for r in runs]
         self.run_dir = self.run_dirs[0]               # holds the checkpoint
-        # Metric rows so far, one list per run directory (identical on every rank).
-        self.rows: list[list[dict]] = [[] for _ in self.run_dirs]
         self.resumed_from: int | None = None
         self.saved_epoch: int | None = None   # epoch of the checkpoint on disk
 
@@ -194,15 +235,14 @@ class Checkpointer:
     def prepare(self) -> dict | None:
         """Refuse a directory holding another run, clear it on --restart, load it on --resume.
         Rank 0 decides and every rank gets the same answer, so an error stops all ranks alike.
-        Returns the checkpoint (restored into the trainer already) or None for a fresh start."""
-        t = self.t
+        Returns the checkpoint (restored into the parts already) or None for a fresh start."""
         answer = None
-        if t.is_writer:
+        if self.is_writer:
             try:
                 answer = ("ok", self._decide())
             except ConfigError as e:
                 answer = ("error", str(e))
-        answer = t.comm.broadcast_object(answer)
+        answer = self.comm.broadcast_object(answer)
         if answer[0] == "error":
             raise ConfigError(answer[1])
         ck = answer[1]
@@ -216,7 +256,7 @@ class Checkpointer:
                 (d / f).unlink(missing_ok=True)
 
     def _decide(self) -> dict | None:
-        t, cfg, d = self.t, self.t.cfg, self.run_dir
+        cfg, d = self.cfg, self.run_dir
         if cfg.restart:
             self._clear()
             return None
@@ -228,7 +268,7 @@ class Checkpointer:
             raise ConfigError(f"--out/--run-id: {holding[0]} already holds a run (status "
                               f"{status}); pass --resume to continue it, --restart to replace it, "
                               "or choose another --run-id")
-        now = effective_config(cfg, t.N)
+        now = effective_config(cfg, self.N)
         if self.path.exists():
             ck = load_checkpoint(self.path)
             old, sha = json.loads(ck["config"]), ck["dataset_sha256"]
@@ -244,9 +284,9 @@ class Checkpointer:
             if "packed" in meta["derived"]:   # config.json holds one run of the packed sweep
                 old["intervals"] = meta["derived"]["packed"]["intervals"]
         diffs = math_differences(old, now)
-        if sha != t.dataset.checksum:
+        if sha != self.dataset.checksum:
             diffs.append(f"dataset: sha256 {sha[:12]}... in the run, "
-                         f"{t.dataset.checksum[:12]}... now")
+                         f"{self.dataset.checksum[:12]}... now")
         if diffs:
             raise ConfigError(f"--resume: {d} was made with a different configuration: "
                               + "; ".join(diffs) + ". Pass --restart to start it over with the "
@@ -263,82 +303,62 @@ class Checkpointer:
                 w.write(row)
             w.close()
             os.replace(tmp, run_dir / "metrics.csv")
-        keep_rounds_through(d / ROUNDS, ck["epoch"])
         for run_dir in self.run_dirs:
+            keep_rounds_through(run_dir / ROUNDS, ck["epoch"])
             keep_csv_through(run_dir / DIAGNOSTICS, ck["epoch"])
         return ck
 
     def _restore(self, ck: dict) -> None:
-        t = self.t
-        mine = ck["ranks"][t.rank]
-        with torch.no_grad():
-            t.fm.flat.copy_(mine["flat"].to(t.fm.flat.device))
-        if t.optimizer is not None:
-            t.optimizer.load_state_dict(mine["optimizer"])
-        t.comm.counters.load(mine["counters"])
-        for counters, saved in zip(getattr(t.comm, "config_counters", []),
-                                   mine.get("config_counters", [])):
-            counters.load(saved)
-        torch.set_rng_state(mine["rng_cpu"])
-        if mine.get("rng_cuda") is not None and t.device.type == "cuda":
-            torch.cuda.set_rng_state(mine["rng_cuda"], t.device)
-        t.step, t.epoch, t.train_seconds = ck["step"], ck["epoch"], ck["train_seconds"]
-        for k, v in mine.get("loop", {}).items():   # per worker; overrides rank 0's step
-            setattr(t, k, v)
-        self.rows = [[dict(r) for r in rows] for rows in checkpoint_rows(ck)]
+        """Every part loads its own state (the run variables first: `loop` may refine them)."""
+        loop = self.loop
+        loop.step, loop.epoch, loop.train_seconds = ck["step"], ck["epoch"], ck["train_seconds"]
+        mine = ck["ranks"][self.comm.rank]
+        missing = sorted(set(self.parts) - set(mine))
+        if missing:
+            raise ConfigError(f"--resume: {self.path} lacks the state of {', '.join(missing)}; "
+                              "pass --restart to start the run over")
+        for name, part in self.parts.items():
+            part.load_state_dict(mine[name])
+        for run, rows in zip(self.runs, checkpoint_rows(ck)):
+            run.rows = [dict(r) for r in rows]
         self.resumed_from = self.saved_epoch = ck["epoch"]
 
     # --- during the run -----------------------------------------------------------------------
-    def _local_state(self) -> dict:
-        t = self.t
-        return {"flat": t.fm.flat.detach().cpu().clone(),
-                "optimizer": t.optimizer.state_dict() if t.optimizer is not None else None,
-                "counters": t.comm.counters.to_dict(),
-                "config_counters": [c.to_dict() for c in getattr(t.comm, "config_counters", [])],
-                # Round bookkeeping of Algorithm 3 (per worker: their rounds advance at their pace).
-                "loop": {"step": t.step, "rounds_done": t.rounds_done, "step_in_round": t.step_in_round,
-                         "worker_steps": t.worker_steps,
-                         # packed Algorithm 3: every worker's own step count
-                         **({"worker_step_counts": list(t.worker_step_counts)}
-                            if t.lockstep else {})},
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda"
-                else None}
-
     def save(self) -> None:
-        """Collective: gather every worker's state to rank 0, which writes the file."""
-        t = self.t
-        local = self._local_state()
-        ranks = t.hvd.allgather_object(local, name="ckpt.gather") if t.hvd else [local]
-        if not t.is_writer:
+        """Collective: gather every rank's named state dict to rank 0, which writes the file."""
+        local = {name: part.state_dict() for name, part in self.parts.items()}
+        ranks = self.comm.allgather_object(local)
+        if not self.is_writer:
             return
-        ck = {"format": FORMAT, "config": json.dumps(effective_config(t.cfg, t.N)),
-              "dataset_sha256": t.dataset.checksum, "epoch": t.epoch, "step": t.step,
-              "train_seconds": t.train_seconds, "rows": self.rows[0],
-              "packed_rows": self.rows[1:], "ranks": ranks,
+        loop = self.loop
+        ck = {"format": FORMAT, "config": json.dumps(effective_config(self.cfg, self.N)),
+              "dataset_sha256": self.dataset.checksum, "epoch": loop.epoch, "step": loop.step,
+              "train_seconds": loop.train_seconds, "rows": self.runs[0].rows,
+              "packed_rows": [r.rows for r in self.runs[1:]], "ranks": ranks,
               "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_atomic(ck, self.path)
-        self.saved_epoch = t.epoch
+        self.saved_epoch = loop.epoch
 
-    def end_of_epoch(self, rows: list[dict], last: bool) -> None:
-        """Called by every rank after the epoch's rows (one per run directory) are written."""
-        for kept, row in zip(self.rows, rows):
-            kept.append(dict(row))
-        every = self.t.cfg.checkpoint_every
-        if every and (self.t.epoch % every == 0 or last):
+    def end_of_epoch(self, last: bool) -> None:
+        """Called by every rank after the epoch's rows are appended to each run's `rows`."""
+        every = self.cfg.checkpoint_every
+        if every and (self.loop.epoch % every == 0 or last):
             self.save()
             self.status("running")
 
-    def status(self, status: str, message: str = "") -> None:
-        t = self.t
-        if not t.is_writer:
+    def status(self, status: str, message: str = "", per_run: dict | None = None) -> None:
+        """status.json of every run directory; `per_run`: run index -> (status, message) for
+        runs whose outcome differs (a packed sweep where some runs diverged)."""
+        if not self.is_writer:
             return
-        for run_dir in self.run_dirs:
+        loop = self.loop
+        for k, run_dir in enumerate(self.run_dirs):
+            st, msg = (per_run or {}).get(k, (status, message))
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / STATUS, {
-                "status": status, "message": message, "run_id": run_dir.name,
-                "epoch": t.epoch, "step": t.step,
-                "epochs": t.num_epochs,   # Algorithm 3: epochs of shared rounds
+                "status": st, "message": msg, "run_id": run_dir.name,
+                "epoch": loop.epoch, "step": loop.step,
+                "epochs": self.num_epochs,   # Algorithm 3: epochs of shared rounds
                 "checkpoint_epoch": self.saved_epoch,
                 "resumed_from_epoch": self.resumed_from, "pid": os.getpid(),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -346,7 +366,9 @@ class Checkpointer:
     @contextmanager
     def guard(self, diverged_type):
         """Around the training loop: SIGTERM/SIGINT raise `Interrupted`; the outcome is recorded
-        in status.json (done, diverged, interrupted, failed) and the exception goes on."""
+        in each run's status.json (done, diverged, interrupted, failed) and the exception goes
+        on. A diverged exception's `runs` (indices) name the packed runs that diverged; the
+        others stopped with them and are `failed`, saying why."""
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
         def on_signal(signum, frame):
@@ -358,7 +380,10 @@ class Checkpointer:
         try:
             yield
         except diverged_type as e:
-            self.status("diverged", str(e))
+            bad = getattr(e, "runs", None) or range(len(self.run_dirs))
+            others = {k: ("failed", f"stopped: a run packed with it diverged ({e})")
+                      for k in range(len(self.run_dirs)) if k not in bad}
+            self.status("diverged", str(e), per_run=others)
             raise
         except Interrupted as e:
             where = ("no checkpoint yet: --resume starts it over" if self.saved_epoch is None

@@ -92,6 +92,16 @@ class FlatModel:
             p.add_(g, alpha=-lr)
 
 
+    # the checkpoint's protocol: every worker's whole buffer (local models differ between rounds)
+    def state_dict(self) -> torch.Tensor:
+        return self.flat.detach().cpu().clone()
+
+    def load_state_dict(self, flat: torch.Tensor) -> None:
+        if flat.shape != self.flat.shape:
+            raise ValueError(f"flat buffer of {flat.numel()} values, not {self.flat.numel()}")
+        with torch.no_grad():
+            self.flat.copy_(flat.to(self.flat.device))
+
     def replica(self, r: int, region: torch.Tensor | None = None) -> torch.Tensor:
         """Replica `r`'s params + stats (or the segments of `region`), laid out as for one."""
         segs = self.segments if region is None else self.region_segments(

@@ -13,8 +13,11 @@ import json
 import typing
 from dataclasses import dataclass, field, fields
 
-ALGORITHMS = ("prsgd", "kavg", "gradient_allreduce", "hier", "varying", "one_shot", "post_local",
-              "hetero")
+# Every algorithm and its own options, validation and label: prsgd.algorithms (one module each).
+from .algorithms import REGISTRY as _ALGORITHM_REGISTRY, algorithm_class, all_options  # noqa: E402
+from .errors import ConfigError  # noqa: E402,F401  (re-exported: config.ConfigError)
+
+ALGORITHMS = tuple(_ALGORITHM_REGISTRY)
 DATASETS = ("synthetic", "cifar10", "imagefolder", "synthetic_logreg")
 MODELS = ("resnet20", "logreg")  # logreg: Stich's convex experiment (stich.py)
 BACKENDS = ("horovod", "packed", "torchdist")
@@ -22,12 +25,9 @@ PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: for exact-equivalence tests
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ConfigError(ValueError):
-    """A user-facing configuration error; the message names the argument and what is allowed."""
-
-
 @dataclass
-class Config:
+class CoreConfig:
+    """The fields every run has; `Config` adds each algorithm's own options (see below)."""
     # --- what to run -------------------------------------------------------------------------
     preset: str = "paper"
     algorithm: str = "prsgd"        # prsgd (Algorithm 1), kavg (alias of prsgd), ... see ALGORITHMS
@@ -47,15 +47,7 @@ class Config:
     epochs: int = 300               # global epochs: all workers together pass once over the data
     average_momentum: bool = False  # also average the momentum buffers in each round
     max_steps: int = 0              # stop after this many local steps (0 = run all epochs)
-    # --- related algorithms (issue: the whole family) ---------------------------------------
-    group_size: int = 0             # Hier-AVG: S workers per group
-    global_every: int = 1           # Hier-AVG: K2 local (group) rounds per global round
-    epoch_lengths: tuple[int, ...] = ()   # Algorithm 2: K^s local steps per averaging epoch
-    epoch_lrs: tuple[float, ...] = ()     # Algorithm 2: lr gamma^s per averaging epoch
-    epoch_growth: float = 1.0       # Algorithm 2: after the list, each K^s = previous * growth
-    local_epochs: int = 0           # post-local SGD: I = 1 for this many global epochs first
-    worker_intervals: tuple[int, ...] = ()  # Algorithm 3: I_i local steps per round for worker i
-    round_budget_s: float = 0.0     # Algorithm 3: wall-clock seconds of local steps per round
+    # --- execution of the family (the algorithms' own options are added to Config below) -----
     slowdown: tuple[float, ...] = ()      # simulated slowness per worker (1.0 = normal speed)
     # --- data ---------------------------------------------------------------------------------
     dataset: str = "cifar10"
@@ -99,11 +91,9 @@ class Config:
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 bad(name, "must be a positive integer")
         for name in ("max_steps", "train_subset", "test_subset", "eval_every", "workers",
-                     "local_epochs", "group_size", "checkpoint_every"):
+                     "checkpoint_every"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
-        if self.global_every <= 0:
-            bad("global_every", "must be a positive integer")
         if self.lr <= 0:
             bad("lr", "must be > 0")
         if not 0 <= self.momentum < 1:
@@ -117,79 +107,47 @@ class Config:
                 "--model resnet20 with an image dataset")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             bad("lr_milestones", "must be increasing")
-        if any(k <= 0 for k in self.epoch_lengths):
-            bad("epoch_lengths", "every K^s must be a positive integer")
-        if self.epoch_lrs and len(self.epoch_lrs) != len(self.epoch_lengths):
-            bad("epoch_lrs", "needs one lr per entry of --epoch-lengths")
         if self.intervals and self.backend != "packed":
             bad("intervals", "packs several runs into one process: needs --backend packed")
-        if self.intervals and self.algorithm not in ("prsgd", "kavg"):
-            bad("intervals", "packing several intervals supports --algorithm prsgd|kavg only")
-        if self.cuda_graph and self.algorithm == "gradient_allreduce":
-            bad("cuda_graph", "not available with --algorithm gradient_allreduce")
-        if any(k <= 0 for k in self.worker_intervals):
-            bad("worker_intervals", "every I_i must be a positive integer")
+        algorithm = algorithm_class(self.algorithm)
+        if self.intervals and not algorithm.packable:
+            packable = "|".join(a for a in ALGORITHMS if algorithm_class(a).packable)
+            bad("intervals", f"packing several intervals supports --algorithm {packable} only")
         if any(s < 1 for s in self.slowdown):
             bad("slowdown", "every factor must be >= 1 (1 = full speed, 2 = half speed)")
-        if self.epoch_growth < 1:
-            bad("epoch_growth", "must be >= 1 (1 repeats the last epoch length)")
-        if self.round_budget_s < 0:
-            bad("round_budget_s", "must be >= 0")
         if self.dataset in ("imagefolder",) and not self.data:
             bad("data", "--dataset imagefolder needs --data PATH (a folder or a .zip)")
         if self.resume and self.restart:
             bad("restart", "--resume and --restart exclude each other")
-        if world_size is not None and self.backend == "horovod":
+        if world_size is not None and self.backend != "packed":
             if self.workers and self.workers != world_size:
                 bad("workers", f"does not match the launcher's {world_size} ranks")
         n = self.num_workers(world_size)
         if n <= 0:
             bad("workers", "the packed backend needs --workers N (N >= 1)")
-        for name in ("worker_intervals", "slowdown"):
-            v = getattr(self, name)
-            if v and len(v) != n:
-                bad(name, f"needs one value per worker ({n})")
-        if self.algorithm == "hier":
-            if self.group_size <= 0 or n % self.group_size:
-                bad("group_size", f"Hier-AVG needs a group size S >= 1 that divides N={n}")
-        if self.algorithm == "varying" and not self.epoch_lengths:
-            bad("epoch_lengths", "--algorithm varying needs --epoch-lengths K1,K2,...")
-        if self.algorithm == "gradient_allreduce" and self.backend != "horovod":
-            bad("backend", "gradient_allreduce runs only on the horovod backend")
-        self._validate_family()
+        if self.slowdown and len(self.slowdown) != n:
+            bad("slowdown", f"needs one value per worker ({n})")
+        self._validate_algorithm(algorithm, n)
         return self
 
-    # Which options belong to which algorithm: a flag that the chosen algorithm would ignore is
-    # refused, so that a sweep cannot silently run something other than what it names.
-    _FAMILY_OPTIONS = (("group_size", 0, ("hier",)), ("global_every", 1, ("hier",)),
-                       ("epoch_lengths", (), ("varying",)), ("epoch_lrs", (), ("varying",)),
-                       ("epoch_growth", 1.0, ("varying",)), ("local_epochs", 0, ("post_local",)),
-                       ("worker_intervals", (), ("hetero",)), ("round_budget_s", 0.0, ("hetero",)))
-
-    def _validate_family(self):
-        for name, default, algorithms in self._FAMILY_OPTIONS:
-            if getattr(self, name) != default and self.algorithm not in algorithms:
+    def _validate_algorithm(self, algorithm, n: int):
+        # Which options belong to which algorithm: a flag that the chosen algorithm would ignore is
+        # refused, so that a sweep cannot silently run something other than what it names.
+        for opt, owners in all_options():
+            if getattr(self, opt.name) != opt.default and self.algorithm not in owners:
                 raise ConfigError(
-                    f"--{name.replace('_', '-')}: applies only to --algorithm "
-                    f"{' or '.join(algorithms)} (got --algorithm {self.algorithm})")
-        if self.algorithm == "hetero" and self.worker_intervals and self.round_budget_s:
-            raise ConfigError("--round-budget-s: give either --worker-intervals or "
-                              "--round-budget-s for --algorithm hetero, not both")
+                    f"--{opt.name.replace('_', '-')}: applies only to --algorithm "
+                    f"{' or '.join(owners)} (got --algorithm {self.algorithm})")
+        algorithm.validate(self, n)
+        if hasattr(algorithm, "validate_combination"):
+            algorithm.validate_combination(self)
         if self.backend == "packed":
-            # Packed replicas share one process and one clock: Algorithm 3 runs there with fixed
-            # per-worker intervals (idle replicas keep their state), never with time budgets.
-            if self.algorithm == "hetero" and self.round_budget_s:
-                raise ConfigError("--round-budget-s: needs the horovod backend (packed replicas "
-                                  "share one clock); use --worker-intervals")
-            if self.algorithm == "hetero" and self.diagnostics:
-                raise ConfigError("--diagnostics: not with --algorithm hetero on the packed "
-                                  "backend; use the horovod backend")
             if self.slowdown:
                 raise ConfigError("--slowdown: needs the horovod backend (packed replicas "
                                   "share one process)")
 
     def num_workers(self, world_size: int | None = None) -> int:
-        if self.backend == "horovod":
+        if self.backend != "packed":   # one worker per process: the launcher's world
             return world_size if world_size is not None else (self.workers or 1)
         return self.workers
 
@@ -206,12 +164,22 @@ class Config:
         return cls(**kw)
 
 
+def _with_algorithm_options(core: type) -> type:
+    """`Config`: the core fields, then every algorithm's own options as fields (and flags)."""
+    extra = [(opt.name, opt.type, field(default=opt.default)) for opt, _ in all_options()]
+    cls = dataclasses.make_dataclass("Config", extra, bases=(core,))
+    cls.__module__, cls.__doc__ = __name__, core.__doc__
+    return cls
+
+
+Config = _with_algorithm_options(CoreConfig)
+
 # Fields that change the mathematics of a run: a checkpoint made under other values is refused.
+# Every algorithm option does (they exist only to change the mathematics).
 MATH_FIELDS = ("algorithm", "interval", "workers", "backend", "batch_size", "lr", "momentum",
                "weight_decay", "lr_milestones", "lr_gamma", "epochs", "average_momentum",
-               "group_size", "global_every", "epoch_lengths", "epoch_lrs", "local_epochs",
-               "worker_intervals", "round_budget_s", "dataset", "train_subset", "augment", "seed",
-               "precision", "intervals", "epoch_growth", "slowdown", "model", "lr_decay_shift")
+               "dataset", "train_subset", "augment", "seed", "precision", "intervals", "slowdown",
+               "model", "lr_decay_shift", *(opt.name for opt, _ in all_options()))
 
 PRESETS: dict[str, dict] = {
     # The paper's Section 5: ResNet20 / CIFAR-10, 8 workers, 300 epochs.

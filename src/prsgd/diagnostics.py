@@ -54,17 +54,25 @@ def _sync(t: torch.Tensor):
 
 
 class Diagnostics:
-    """Per-process diagnostics state; the train loop calls `after_step`, `average_` (instead of
-    `comm.average_`) and, once per epoch, `epoch_row`."""
+    """Per-run diagnostics state, wrapped around the run's communicator: it IS the run's `Comm`
+    for the algorithm (a round through `average_` measures the consensus distance on the way;
+    every other attribute is the wrapped communicator's). The loop calls `after_step` and, once
+    per epoch, `epoch_row`."""
 
-    def __init__(self, fm, comm, horovod: bool, num_workers: int, config: int = 0):
-        """`config`: which packed run of a packed sweep (replicas config*N .. config*N+N-1)."""
-        self.fm, self.comm, self.horovod, self.N = fm, comm, horovod, num_workers
+    def __init__(self, fm, comm, horovod: bool | None = None, num_workers: int | None = None,
+                 config: int = 0):
+        """`comm`: the run's communicator (or a packed process's, with `config` the run);
+        `horovod`: whether workers are processes (default: from `comm`)."""
+        comm = comm.view(config)
+        self.fm, self.comm = fm, comm
+        self.N = num_workers or comm.num_workers
+        # One worker per process (Horovod, torch.distributed): the fused-collective measurement.
+        self.horovod = len(comm.workers) == 1 and comm.size > 1 if horovod is None else horovod
         self.n = fm.replicas
-        self.config = config
-        self.rows = slice(config * num_workers, (config + 1) * num_workers) \
-            if not horovod else slice(None)   # this run's replicas
-        self.ref = fm.params.detach().clone() if horovod else None
+        run = getattr(comm, "run", 0)
+        self.rows = slice(run * self.N, (run + 1) * self.N) \
+            if not self.horovod else slice(None)   # this run's replicas
+        self.ref = fm.params.detach().clone() if self.horovod else None
         self.seconds = 0.0
         self._reset_epoch()
 
@@ -91,16 +99,23 @@ class Diagnostics:
         self.seconds += time.perf_counter() - t0
 
     # --- per averaging round -------------------------------------------------------------------
+    def __getattr__(self, name):   # the wrapped communicator's counters, collectives, ...
+        if name == "comm":
+            raise AttributeError(name)
+        return getattr(self.comm, name)
+
     @torch.no_grad()
-    def average_(self, region: torch.Tensor, event: Event):
-        if self.horovod:
+    def average_(self, region: torch.Tensor, event: Event, extra=None):
+        if region.data_ptr() == self.fm.grad.data_ptr() or extra is not None:
+            self.comm.average_(region, event, extra)   # not a model round (gradients)
+        elif self.horovod:
             self._average_horovod(region, event)
         else:
             t0 = time.perf_counter()
             self.consensus.append(self.packed_consensus(event))
             _sync(region)
             self.seconds += time.perf_counter() - t0
-            self.comm.average_(region, event, config=self.config)
+            self.comm.average_(region, event)
 
     def _average_horovod(self, region: torch.Tensor, event: Event):
         t0 = time.perf_counter()
@@ -126,7 +141,7 @@ class Diagnostics:
     def packed_consensus(self, event: Event) -> torch.Tensor:
         """(1/N) Σ_i ‖x_i − x̄_{G(i)}‖² computed directly from the replicas, in float64."""
         fm, n = self.fm, self.n
-        per = self.comm.workers_per_config
+        per = self.N
         total = torch.zeros((), dtype=torch.float64, device=fm.flat.device)
         for o, k in fm.segments[:self._num_param_segments()]:
             v = fm.flat[o:o + k].view(n, -1)[self.rows].double()
@@ -145,12 +160,10 @@ class Diagnostics:
         all_w = Event("global", (tuple(range(self.N)),))
         if not self.horovod:
             return float(self.packed_consensus(all_w))
-        hvd = self.comm.hvd
-        p = self.fm.params
-        ref = self.ref
-        d = hvd.allreduce((p - ref).double().square().sum().reshape(1), op=hvd.Average,
-                          name="diag.measure.d")
-        mean = hvd.allreduce(p.detach().clone(), op=hvd.Average, name="diag.measure.x")
+        p, ref = self.fm.params, self.ref
+        d = self.comm.sum_metrics((p - ref).double().square().sum().reshape(1).cpu())
+        d = d / self.comm.size
+        mean = self.comm.average_copy(p).to(ref.device)
         return max(float(d[0] - (mean - ref).double().square().sum()), 0.0)
 
     # --- per epoch -----------------------------------------------------------------------------

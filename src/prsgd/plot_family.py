@@ -16,28 +16,12 @@ from .results import find_runs, load_run
 
 
 def label(cfg: dict) -> str:
-    """A short name for a run's algorithm and the options that define it."""
+    """A short name for a run's algorithm and the options that define it (the algorithm's own
+    `label`, prsgd.algorithms)."""
+    from .algorithms import REGISTRY, algorithm_class
     c = cfg["config"] if "config" in cfg else cfg
-    a = c["algorithm"]
-    if a in ("prsgd", "kavg"):
-        return f"{'PR-SGD (Alg 1)' if a == 'prsgd' else 'K-AVG'} {'I' if a == 'prsgd' else 'K'}" \
-               f"={c['interval']}"
-    if a == "gradient_allreduce":
-        return "gradient allreduce"
-    if a == "hier":
-        return f"Hier-AVG S={c['group_size']} K1={c['interval']} K2={c['global_every']}"
-    if a == "varying":
-        grow = f" x{c['epoch_growth']:g}" if c.get("epoch_growth", 1) != 1 else ""
-        return f"Alg 2 K={','.join(map(str, c['epoch_lengths']))}{grow}"
-    if a == "one_shot":
-        return "one-shot"
-    if a == "post_local":
-        return f"post-local E={c['local_epochs']} I={c['interval']}"
-    if a == "hetero":
-        if c.get("round_budget_s"):
-            return f"Alg 3 budget {c['round_budget_s']:g}s/round"
-        return f"Alg 3 I_i={','.join(map(str, c['worker_intervals'] or [c['interval']]))}"
-    return a
+    return algorithm_class(c["algorithm"]).label(c) if c["algorithm"] in REGISTRY \
+        else c["algorithm"]
 
 
 def load_family(root) -> list[tuple[str, dict, "pandas.DataFrame"]]:

@@ -48,6 +48,8 @@ class StepRunner:
         self.plan = None        # eager: the epoch plan; graph: static copies of it
         self.pos = torch.zeros(1, device=device, dtype=torch.long)
         self.graph = None
+        # Optional () -> None between backward and the SGD update (gradient allreduce's round).
+        self.grad_hook: Callable[[], None] | None = None
 
     # --- per epoch / per step ------------------------------------------------------------------
     def set_lr(self, lr: float):
@@ -102,9 +104,26 @@ class StepRunner:
         per = F.cross_entropy(out.to(self.dtype).reshape(-1, out.shape[-1]), y.reshape(-1),
                               reduction="none").view(-1, self.R).mean(0)   # each replica's loss
         per.sum().backward()
+        if self.grad_hook is not None:
+            self.grad_hook()
         if step:
             self.fm.sgd_step(self.lr_t, self.momentum, self.weight_decay)
         return per.detach(), (out.detach().argmax(-1) == y).sum(0)
+
+    def masked_update(self, x, y, active: list[bool]):
+        """`update` for the active replicas only: idle replicas' parameters, BN statistics and
+        momentum are put back afterwards (their forward/backward is wasted, not wrong)."""
+        idle = [w for w, a in enumerate(active) if not a]
+        if not idle:
+            return self.update(x, y)
+        rows = torch.tensor(idle, device=self.device)
+        views = [self.fm.flat[o:o + k].view(self.R, -1) for o, k in self.fm.region_segments(True)]
+        saved = [v[rows] for v in views]          # advanced indexing: copies
+        out = self.update(x, y)
+        with torch.no_grad():
+            for v, kept in zip(views, saved):
+                v[rows] = kept
+        return out
 
     def _graph_body(self):
         col = [t.index_select(1, self.pos).squeeze(1) for t in self.plan]
@@ -153,3 +172,30 @@ class GraphCache:
             torch.cuda.current_stream(self.device).wait_stream(stream)
             self.graphs[key] = g
         g.replay()
+
+
+class LocalSteps:
+    """One local step of this process's active workers: eager (all step), masked (Algorithm 3's
+    idle workers keep their state) or the captured graph (`--cuda-graph`, same arithmetic)."""
+
+    def __init__(self, runner: StepRunner, feed, dtype, steps_per_epoch: int):
+        self.runner, self.feed, self.dtype, self.spe = runner, feed, dtype, steps_per_epoch
+        self.captured = runner.cuda_graph
+
+    def __call__(self, loop, lr: float, active: list[bool] | None):
+        """Returns each replica's (loss, number correct), or None when the captured step sums
+        them on the device itself (`runner.loss_sum`, `runner.correct`)."""
+        r = self.runner
+        if self.captured:
+            s = loop.step - 1
+            if s % self.spe == 0:   # a new epoch: its plan goes into the graph's static buffers
+                r.begin_epoch(self.feed.plan(s // self.spe))
+            r.set_lr(lr)
+            r.step(s % self.spe)
+            return None
+        r.set_lr(lr)
+        if active is None:
+            x, y = self.feed.batch(loop.step)
+            return r.update(x.to(self.dtype), y)
+        x, y = self.feed.batch_per_worker(loop.worker_step_counts)
+        return r.masked_update(x.to(self.dtype), y, active)

@@ -1,0 +1,168 @@
+"""The `Algorithm` interface: when and over whom to average, which workers step, the learning
+rate, what a round does, and the algorithm's own options, validation, label and state.
+
+The train loop asks an algorithm, and nothing else, about the mathematics of a run:
+
+    active = algorithm.active(loop)                 # None = every worker of this process steps
+    lr = algorithm.lr(loop)
+    ...local step of the active workers (algorithm.on_gradients, if any, runs before SGD)...
+    for event in algorithm.events(loop, round_s):  # the pure schedule (schedule.py)
+        algorithm.on_round(event, fm, comm)        # default: average in place
+
+Adding an algorithm: subclass `Algorithm` in its own module, list its config fields in `options`
+(they become `Config` fields and `--flags`, refused with other algorithms), and add one line to
+`REGISTRY` in `algorithms/__init__.py`. `algorithms/diloco.py` is the worked example.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..errors import ConfigError
+from ..schedule import lr_at
+
+
+@dataclass(frozen=True)
+class Option:
+    """A config field an algorithm owns: `--name` on the command line, `cfg.name` in code."""
+    name: str
+    type: type
+    default: object
+    help: str = ""
+
+
+@dataclass
+class LoopState:
+    """Where the loop of this process stands. `step`: the local steps of this process's (first)
+    worker; `rounds_done`: global rounds taken part in; `step_in_round`: local steps since the
+    last one; `worker_steps`: local steps of all workers together (reduced per epoch);
+    `worker_step_counts`: each local worker's own steps when they differ (packed Algorithm 3)."""
+    step: int = 0
+    epoch: int = 0
+    train_seconds: float = 0.0
+    rounds_done: int = 0
+    step_in_round: int = 0
+    worker_steps: int = 0
+    worker_step_counts: list = field(default_factory=list)
+    per_worker: bool = False   # keep worker_step_counts (only when workers step unequally)
+
+    def advance(self, active: list[bool] | None) -> None:
+        """One iteration of the loop: every active local worker made one step."""
+        self.step_in_round += 1
+        if active is None:
+            self.step += 1
+            self.worker_step_counts = [k + 1 for k in self.worker_step_counts]
+        else:
+            self.worker_step_counts = [k + a for k, a in zip(self.worker_step_counts, active)]
+            self.step = self.worker_step_counts[0]   # what rank 0 counts under a process backend
+
+    def state_dict(self) -> dict:
+        d = {"step": self.step, "rounds_done": self.rounds_done,
+             "step_in_round": self.step_in_round, "worker_steps": self.worker_steps}
+        if self.per_worker:
+            d["worker_step_counts"] = list(self.worker_step_counts)
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        self.step, self.rounds_done = d["step"], d["rounds_done"]
+        self.step_in_round, self.worker_steps = d["step_in_round"], d["worker_steps"]
+        if "worker_step_counts" in d:
+            self.worker_step_counts = list(d["worker_step_counts"])
+        else:
+            self.worker_step_counts = [self.step] * len(self.worker_step_counts)
+
+
+class Algorithm:
+    """One algorithm of a run, on this process. Subclasses override what differs."""
+
+    name: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()   # config fields this algorithm owns
+    dynamic_groups: ClassVar[bool] = False       # registers groups after start (Hier-AVG)
+    capturable: ClassVar[bool] = False           # its step + rounds may run as CUDA graphs
+    packable: ClassVar[bool] = False             # --intervals: several I packed in a process
+    counts_rounds: ClassVar[bool] = False        # epochs are counted in shared rounds (Alg. 3)
+
+    def __init__(self, cfg, *, workers: int, local_workers: list[int], steps_per_epoch: int,
+                 total_steps: int, backend: str):
+        self.cfg, self.N, self.local_workers = cfg, workers, list(local_workers)
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.backend = backend
+        self.schedule = self.make_schedule()
+
+    # --- configuration (class level: no run needed) ---------------------------------------------
+    @classmethod
+    def validate(cls, cfg, workers: int) -> None:
+        """Raise ConfigError naming the flag, for this algorithm's own options."""
+
+    @classmethod
+    def label(cls, c: dict) -> str:
+        """A short name for plots, from a run's config dict."""
+        return cls.name
+
+    # --- the schedule and the step ----------------------------------------------------------------
+    def start(self, fm) -> None:
+        """Called once the flat buffer holds the initial model (the same on every worker), before
+        a resume restores any state (keep a reference copy here, as DiLoCo does)."""
+
+    def make_schedule(self):
+        raise NotImplementedError
+
+    def groups(self):
+        """Groups other than 'all workers' that rounds average over (process sets to create)."""
+        return getattr(self.schedule, "subgroups", ())
+
+    def active(self, loop: LoopState) -> list[bool] | None:
+        """Which of this process's workers make the next step (None: all)."""
+        return None
+
+    def lr(self, loop: LoopState) -> float:
+        """The learning rate of the step the loop is making (`loop.step` already counts it)."""
+        return self._lr_at(loop.step)
+
+    def _lr_at(self, step: int, **kw) -> float:
+        cfg = self.cfg
+        return lr_at(step, base_lr=cfg.lr, steps_per_epoch=self.steps_per_epoch,
+                     milestones=cfg.lr_milestones, gamma=cfg.lr_gamma, shift=cfg.lr_decay_shift,
+                     **kw)
+
+    on_gradients = None   # optional (fm, comm) -> None, between backward and the SGD update
+
+    def events(self, loop: LoopState, round_s: float) -> list:
+        """The rounds right after this step (the first local worker's view, as under a process
+        backend; the packed replicas of one run share it)."""
+        return self.schedule.events(loop.step, self.local_workers[0], round_s)
+
+    def on_round(self, event, fm, comm) -> None:
+        """What a round does. Default: average the flat buffer in place (params + BN statistics,
+        + momentum with --average-momentum)."""
+        comm.average_(fm.region(self.cfg.average_momentum), event)
+
+    def round_done(self, loop: LoopState) -> None:
+        """Called when a global round ended (after `loop.rounds_done` counted it)."""
+
+    def end_epoch(self, run, loop: LoopState) -> None:
+        """Called by every process at the end of each reported epoch (`run`: the RunView)."""
+
+    # --- epochs ------------------------------------------------------------------------------------
+    @property
+    def num_epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def epoch_end(self, loop: LoopState) -> int:
+        return min((loop.epoch + 1) * self.steps_per_epoch, self.total_steps)
+
+    def epoch_done(self, loop: LoopState, end: int) -> bool:
+        return loop.step >= end
+
+    # --- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict) -> None:
+        pass
+
+
+def bad(cfg, name: str, why: str):
+    """Raise the ConfigError of a bad option: `--flag: why (got value)`."""
+    raise ConfigError(f"--{name.replace('_', '-')}: {why} (got {getattr(cfg, name)!r})")

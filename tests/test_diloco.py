@@ -1,0 +1,147 @@
+"""DiLoCo (src/prsgd/algorithms/diloco.py): rounds through an outer Nesterov optimizer.
+
+- With outer lr 1 and no outer momentum a round makes x − (x − a) where Algorithm 1 makes a
+  (the average): equal up to rounding, NOT bitwise; we assert 1e-12 in fp64.
+- The packed backend equals `horovodrun -np 2 --gloo` in fp64.
+- An interrupted run resumes bit-identically, and only because the outer momentum (and the
+  global copy) are in the checkpoint: zeroing the saved momentum changes the result.
+
+2 workers x 64-image shards / batch 8 = 8 steps per epoch; I = 2: 4 rounds per epoch.
+"""
+from __future__ import annotations
+
+import signal
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import horovodrun
+from prsgd import config as config_mod
+from prsgd.checkpoint import Interrupted, save_atomic
+from prsgd.comm import FlatModel
+from prsgd.models import ResNet20
+from prsgd.train import run
+
+BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",
+        "64", "--batch-size", "8", "--epochs", "2", "--lr-milestones", "1", "--seed", "3",
+        "--interval", "2", "--momentum", "0.9", "--precision", "fp64", "--progress", "false",
+        "--device", "cpu"]
+DILOCO = [*BASE, "--algorithm", "diloco"]
+PACKED = ["--backend", "packed", "--workers", "2"]
+WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
+
+
+def ckpt(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
+
+
+def rows(run_dir):
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK)
+
+
+def train(out, *args, hooks=None):
+    return run(config_mod.from_args([*args, "--out", str(out)]), hooks=hooks)
+
+
+def replica_rows(flat: torch.Tensor, replicas: int) -> list[torch.Tensor]:
+    """A packed flat buffer as each replica's [params | BN stats | momentum] (Horovod's layout)."""
+    fm = FlatModel(ResNet20(replicas=replicas), replicas)
+    return [torch.cat([flat[o:o + k].view(replicas, -1)[r]
+                       for o, k in fm.region_segments(True)]) for r in range(replicas)]
+
+
+class StopAt:
+    """Hook: a SIGTERM-like interruption right after local step `step` (mid epoch 2)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def after_step(self, trainer, step, events):
+        if step == self.step:
+            raise Interrupted(signal.SIGTERM)
+
+
+def test_outer_lr_one_without_momentum_is_algorithm_1(tmp_path):
+    a1 = ckpt(train(tmp_path, *BASE, *PACKED, "--run-id", "alg1"))
+    dl = ckpt(train(tmp_path, *DILOCO, *PACKED, "--outer-lr", "1", "--outer-momentum", "0",
+                    "--run-id", "diloco"))
+    x, y = a1["ranks"][0]["flat"], dl["ranks"][0]["flat"]
+    assert float((x - y).abs().max()) < 1e-12 * float(x.abs().max())
+    # The copy DiLoCo keeps is the last global model, i.e. the weights after the last round.
+    fm = FlatModel(ResNet20(replicas=2), 2)
+    assert torch.equal(dl["ranks"][0]["algorithm"][0]["copy"], y[:fm.num_params])
+    # Not vacuous: the run trained (16 steps, 8 rounds) and the workers drift between rounds.
+    assert int(rows(tmp_path / "diloco")["rounds"].iloc[-1]) == 8
+    start = ckpt(train(tmp_path, *BASE, *PACKED, "--max-steps", "1", "--epochs", "1",
+                       "--run-id", "start"))["ranks"][0]["flat"]
+    assert float((y - start).abs().max()) > 1e-3
+
+
+def test_default_outer_optimizer_differs_from_algorithm_1(tmp_path):
+    """Nesterov 0.9 / lr 0.7 (the defaults) really act: the weights leave Algorithm 1's."""
+    a1 = ckpt(train(tmp_path, *BASE, *PACKED, "--run-id", "alg1"))["ranks"][0]["flat"]
+    dl = ckpt(train(tmp_path, *DILOCO, *PACKED, "--run-id", "diloco"))
+    assert float((a1 - dl["ranks"][0]["flat"]).abs().max()) > 1e-3
+    assert float(dl["ranks"][0]["algorithm"][0]["outer_momentum"].abs().max()) > 0
+    cfg = config_mod.from_args(DILOCO)
+    assert (cfg.outer_lr, cfg.outer_momentum, cfg.outer_nesterov) == (0.7, 0.9, True)
+
+
+@pytest.mark.parametrize("flag, value", [("--outer-lr", "0"), ("--outer-momentum", "1")])
+def test_bad_outer_options_are_refused(flag, value):
+    with pytest.raises(config_mod.ConfigError, match=flag):
+        config_mod.from_args([*DILOCO, *PACKED, flag, value]).validate()
+    with pytest.raises(config_mod.ConfigError, match="applies only to --algorithm diloco"):
+        config_mod.from_args([*BASE, *PACKED, "--outer-lr", "0.5"]).validate()
+
+
+def test_resume_is_bit_identical_and_needs_the_outer_momentum(tmp_path):
+    args = [*DILOCO, *PACKED, "--run-id", "d"]
+    whole = ckpt(train(tmp_path / "whole", *args))
+    with pytest.raises(Interrupted):                    # step 11: mid epoch 2, after round 5
+        train(tmp_path / "cut", *args, hooks=StopAt(11))
+    cut_dir = tmp_path / "cut" / "d"
+    first = ckpt(cut_dir)
+    assert first["epoch"] == 1
+    saved = first["ranks"][0]["algorithm"][0]["outer_momentum"]
+    assert float(saved.abs().max()) > 0                 # 4 rounds: the momentum is non-zero
+    # Spoil a copy of the checkpoint: the same run with its outer momentum forgotten.
+    spoiled_dir = tmp_path / "spoiled" / "d"
+    spoiled_dir.mkdir(parents=True)
+    for f in ("config.json", "metrics.csv"):
+        (spoiled_dir / f).write_bytes((cut_dir / f).read_bytes())
+    first["ranks"][0]["algorithm"][0]["outer_momentum"] = torch.zeros_like(saved)
+    save_atomic(first, spoiled_dir / "checkpoint.pt")
+
+    train(tmp_path / "cut", *args, "--resume")
+    train(tmp_path / "spoiled", *args, "--resume")
+    resumed, spoiled = ckpt(cut_dir), ckpt(spoiled_dir)
+    assert torch.equal(resumed["ranks"][0]["flat"], whole["ranks"][0]["flat"])
+    for k in ("copy", "outer_momentum"):
+        assert torch.equal(resumed["ranks"][0]["algorithm"][0][k],
+                           whole["ranks"][0]["algorithm"][0][k])
+    pd.testing.assert_frame_equal(rows(cut_dir), rows(tmp_path / "whole" / "d"))
+    assert float((spoiled["ranks"][0]["flat"] - whole["ranks"][0]["flat"]).abs().max()) > 1e-6
+
+
+@pytest.mark.horovod
+def test_packed_equals_horovodrun(tmp_path):
+    horovodrun(2, ["-m", "prsgd.train", *DILOCO, "--out", str(tmp_path), "--run-id", "hvd"],
+               timeout=600)
+    h = ckpt(tmp_path / "hvd")
+    p = ckpt(train(tmp_path, *DILOCO, *PACKED, "--run-id", "packed"))
+    packed = replica_rows(p["ranks"][0]["flat"], 2)
+    fm = FlatModel(ResNet20(replicas=2), 2)
+    P = fm.num_params
+    copies = p["ranks"][0]["algorithm"][0]["copy"].view(-1)
+    for r in range(2):
+        ref = h["ranks"][r]["flat"]
+        assert float((packed[r] - ref).norm() / ref.norm()) < 1e-9, f"worker {r}"
+        hc = h["ranks"][r]["algorithm"][0]["copy"]
+        pc = torch.cat([copies[o:o + k].view(2, -1)[r] for o, k in
+                        fm.segments[:len(fm.momentum_segments)]])
+        assert float((pc - hc).norm() / hc.norm()) < 1e-9, f"worker {r} outer copy"
+    pd.testing.assert_frame_equal(rows(tmp_path / "packed"), rows(tmp_path / "hvd"),
+                                  check_exact=False, rtol=1e-8)
+    assert float((packed[0] - packed[1]).norm()) > 0   # the workers drift between rounds
