@@ -242,17 +242,68 @@ def test_dead_rank_ends_the_job_and_resume_is_bit_identical(tmp_path, tiny_torch
     assert [r["from_epoch"] for r in meta["resumes"]] == [left["checkpoint_epoch"]]
 
 
-def test_torchdist_without_torchrun_is_refused_in_one_line(tmp_path):
-    """Started with plain python (no torchrun variables): one line naming torchrun, exit 2, no
-    run directory."""
+def test_hung_rank_times_out_and_the_job_ends(tmp_path):
+    """SIGSTOP one rank (alive, silent): the other's next collective fails after
+    PRSGD_TORCHDIST_TIMEOUT_S, its status says failed, and torchrun ends the job."""
     out = tmp_path / "runs"
+    run_dir = out / "hung"
+    proc = subprocess.Popen(torchrun_command(2, [*TINY, *TORCHDIST, "--out", str(out),
+                                                 "--run-id", "hung"]),
+                            env=subprocess_env(PRSGD_TORCHDIST_TIMEOUT_S=5),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    pids = {}
+    try:
+        _wait_for(lambda: status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
+        pids = _rank_pids("hung")
+        assert sorted(pids) == [0, 1], pids
+        stopped = time.monotonic()
+        os.kill(pids[1], signal.SIGSTOP)
+        proc.wait(180)
+        elapsed = time.monotonic() - stopped
+    finally:
+        for pid in pids.values():
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    # 5 s of collective timeout, then torchrun's grace period before it SIGKILLs the stopped rank.
+    print(f"torchrun exited {proc.returncode} {elapsed:.1f} s after SIGSTOP of rank 1")
+    assert proc.returncode != 0
+    left = status(run_dir)
+    assert left["status"] == "failed" and "Timed out" in left["message"], left
+
+
+def _without_torchrun_env(**extra) -> dict:
     env = {k: v for k, v in subprocess_env().items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                        "MASTER_PORT")}
+                        "MASTER_PORT", "PRSGD_TORCHDIST_TIMEOUT_S")}
+    return dict(env, **{k: str(v) for k, v in extra.items()})
+
+
+def _one_error_line(env: dict, out: Path) -> str:
     proc = subprocess.run([sys.executable, *TINY, *TORCHDIST, "--out", str(out), "--run-id", "x"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and "torchrun" in lines[0] and "--backend torchdist" in lines[0], \
-        proc.stderr
+    assert len(lines) == 1, proc.stderr
     assert not (out / "x").exists()
+    return lines[0]
+
+
+def test_torchdist_without_torchrun_is_refused_in_one_line(tmp_path):
+    """Started with plain python (no torchrun variables): one line naming torchrun, exit 2, no
+    run directory. A bad timeout (with a one-rank torchrun environment) likewise."""
+    line = _one_error_line(_without_torchrun_env(), tmp_path / "a")
+    assert "--backend torchdist" in line and "torchrun" in line and "RANK" in line, line
+    one_rank = dict(RANK=0, WORLD_SIZE=1, LOCAL_RANK=0, LOCAL_WORLD_SIZE=1,
+                    MASTER_ADDR="127.0.0.1", MASTER_PORT=29999)
+    for bad in ("abc", "0", "nan"):
+        env = _without_torchrun_env(**one_rank, PRSGD_TORCHDIST_TIMEOUT_S=bad)
+        line = _one_error_line(env, tmp_path / "b")
+        assert f"PRSGD_TORCHDIST_TIMEOUT_S: must be a positive number of seconds (got '{bad}')" \
+            in line, line
