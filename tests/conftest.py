@@ -40,6 +40,27 @@ def horovodrun(np_: int, args: list[str], timeout: float = 300, check: bool = Tr
     return proc
 
 
+def torchrun(nproc: int, args: list[str], timeout: float = 300, check: bool = True,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `torchrun --standalone --nproc-per-node N ARGS...` for real (torchrun from the venv
+    that runs the tests; --standalone: a private rendezvous on a free localhost port)."""
+    cmd = torchrun_command(nproc, args)
+    proc = subprocess.run(cmd, env=subprocess_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n"
+                             f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    exe = shutil.which("torchrun", path=subprocess_env()["PATH"])
+    if exe is None:
+        pytest.fail("torchrun not found next to the test's python: run the tests through "
+                    "`make test`")
+    return [exe, "--standalone", "--nproc-per-node", str(nproc), *args]
+
+
 def run_python(args: list[str], timeout: float = 300, check: bool = True, env=None):
     proc = subprocess.run([sys.executable, *args], env=subprocess_env(**(env or {})),
                           capture_output=True, text=True, timeout=timeout)

@@ -234,7 +234,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     for run in runs:
         run.write_config(sweep_cfg=cfg, derived=derived, world_size=comm.size, device=device,
                          dataset=dataset, resumed_from=resumed["epoch"] if resumed else None,
-                         packed=packed)
+                         packed=packed, comm=comm.provenance())
         run.open_writers()
     return Parts(cfg=cfg, comm=comm, N=N, device=device, dataset=dataset, model=model, fm=fm,
                  replicas=replicas, steps=steps, runner=runner, feed=feed, runs=runs,

@@ -20,7 +20,7 @@ from .errors import ConfigError  # noqa: E402,F401  (re-exported: config.ConfigE
 ALGORITHMS = tuple(_ALGORITHM_REGISTRY)
 DATASETS = ("synthetic", "cifar10", "imagefolder", "synthetic_logreg")
 MODELS = ("resnet20", "logreg")  # logreg: Stich's convex experiment (stich.py)
-BACKENDS = ("horovod", "packed")
+BACKENDS = ("horovod", "packed", "torchdist")
 PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: for exact-equivalence tests
 DEVICES = ("auto", "cpu", "cuda")
 

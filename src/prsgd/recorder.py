@@ -62,7 +62,8 @@ class RunView:
         return row
 
     def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,
-                     resumed_from: int | None, packed: dict | None) -> None:
+                     resumed_from: int | None, packed: dict | None,
+                     comm: dict | None = None) -> None:
         """config.json: the run's config, derived values, provenance, Corollary 1; a resume keeps
         the original provenance and logs itself."""
         if not self.is_writer:
@@ -78,7 +79,8 @@ class RunView:
             # Paths as the record may keep them (no path of this machine in results/).
             "config": dict(cfg.to_dict(), data=portable_path(cfg.data), out=portable_path(cfg.out)),
             "derived": derived,
-            "provenance": provenance(world_size=world_size, devices=devices, dataset=dataset),
+            "provenance": dict(provenance(world_size=world_size, devices=devices, dataset=dataset),
+                               comm=comm or {}),   # the backend as it ran (Comm.provenance)
             "theory": corollary1(derived["total_steps"], derived["workers"], cfg.interval),
         }
         path = self.run_dir / "config.json"

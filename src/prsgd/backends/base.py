@@ -149,6 +149,10 @@ class Comm(ABC):
     def shutdown(self) -> None:
         """Release the backend at the end of the process (default: nothing)."""
 
+    def provenance(self) -> dict:
+        """What config.json's provenance records about the backend (`comm`); default its name."""
+        return {"backend": self.name}
+
     # --- helpers for implementations -----------------------------------------------------------
     def _timed(self, region: torch.Tensor, fn):
         """Run `fn()`, timing it with the device synchronised around it when `timed`."""
@@ -165,6 +169,7 @@ class Comm(ABC):
 BACKENDS: dict[str, str] = {
     "horovod": "prsgd.backends.horovod:HorovodComm",
     "packed": "prsgd.backends.packed:PackedComm",
+    "torchdist": "prsgd.backends.torchdist:TorchDistComm",
 }
 
 
