@@ -29,6 +29,7 @@ from .config import Config, ConfigError
 from .models import LogReg, ResNet20, tile_state
 from .diagnostics import Diagnostics, DIAG_COLUMNS, corollary1
 from .features import FeatureData
+from .doctor import horovod_record
 from .results import MetricsWriter, new_run_id, portable_path, provenance, write_json_atomic
 from .schedule import GLOBAL, Heterogeneous, lr_at, make_schedule, Varying
 from .step import DTYPES, GraphCache, StepRunner
@@ -59,15 +60,17 @@ def cycle_time_default(device_type: str) -> str | None:
     return GPU_CYCLE_TIME_MS if device_type == "cuda" else None
 
 
-def init_horovod(dynamic_process_sets: bool = False, device_type: str = "cpu"):
+def init_horovod(dynamic_process_sets: bool = False, device_type: str = "cpu", comm=None):
     """The one place Horovod is initialised. `dynamic_process_sets`: allow `hvd.add_process_set`
     after init (Hier-AVG's groups; it sets HOROVOD_DYNAMIC_PROCESS_SETS=1 for this process).
-    `device_type`: where this rank trains, for the cycle-time default (a user's env var wins)."""
+    `device_type`: where this rank trains, for the cycle-time default (a user's env var wins).
+    `comm`: an mpi4py communicator (or list of world ranks) this run's ranks share, instead of
+    all of them (prsgd.mpi_sweep: one communicator per interval in one mpirun job)."""
     import horovod.torch as hvd
     cycle = cycle_time_default(device_type)
     if cycle is not None:
         os.environ.setdefault("HOROVOD_CYCLE_TIME", cycle)
-    hvd.init(process_sets="dynamic" if dynamic_process_sets else None)
+    hvd.init(comm=comm, process_sets="dynamic" if dynamic_process_sets else None)
     return hvd
 
 
@@ -119,10 +122,10 @@ class Trainer:
     """State of one run on this process. `hooks.after_step(trainer, step, events)` is called after
     each local step and its averaging rounds (tests use it to look at the weights)."""
 
-    def __init__(self, cfg: Config, hooks=None):
+    def __init__(self, cfg: Config, hooks=None, comm=None):
         self.hooks = hooks
         gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-        self.hvd = init_horovod(cfg.algorithm == "hier", "cuda" if gpu else "cpu") \
+        self.hvd = init_horovod(cfg.algorithm == "hier", "cuda" if gpu else "cpu", comm) \
             if cfg.backend == "horovod" else None
         world = self.hvd.size() if self.hvd else None
         cfg.validate(world)
@@ -315,6 +318,7 @@ class Trainer:
                                      devices=devices, dataset=self.dataset),
             "theory": corollary1(self.total_steps, self.N, cfg_c.interval),
         }
+        meta["provenance"]["horovod_build"] = horovod_record(self.hvd, self.device.type)
         if resumed is not None and (run_dir / "config.json").exists():
             # Keep the original provenance; log every resumption.
             old = json.loads((run_dir / "config.json").read_text())
@@ -621,9 +625,10 @@ def _say_resumed(trainer: Trainer) -> None:
               f"{trainer.checkpoint.resumed_from} (step {trainer.step})", flush=True)
 
 
-def run(cfg: Config, hooks=None) -> Path | None:
-    """Train; returns the run directory on the writing rank, None on the others."""
-    trainer = Trainer(cfg, hooks)
+def run(cfg: Config, hooks=None, comm=None) -> Path | None:
+    """Train; returns the run directory on the writing rank, None on the others. `comm`: see
+    `init_horovod`."""
+    trainer = Trainer(cfg, hooks, comm)
     _say_resumed(trainer)
     with trainer.checkpoint.guard(Diverged):  # status.json: done/diverged/interrupted/failed
         run_dir = trainer.train()
