@@ -29,7 +29,7 @@ def test_doctor_runs_the_real_two_rank_check(tmp_path):
     p = subprocess.run([sys.executable, "-m", "prsgd.doctor", "--json", str(out)],
                        env=subprocess_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, p.stdout + p.stderr
-    for line in ("torch ", "GPUs ", "horovod ", "CUDA allreduce", "check gloo       ok: 2 ranks"):
+    for line in ("torch ", "GPUs ", "horovod ", "CUDA allreduce", "check gloo       ok: 2 rank(s)"):
         assert line in p.stdout, (line, p.stdout)
     rep = json.loads(out.read_text())
     gloo = rep["checks"]["gloo"]

@@ -97,7 +97,8 @@ def test_mpi_sweep_equals_separate_runs(tmp_path):
     for interval in (3, 5):
         horovodrun(2, ["-m", "prsgd.train", *ARGS, "--interval", str(interval), "--seed", "1",
                        "--out", str(tmp_path / "alone"), "--run-id", f"I{interval}-s1"], cwd=ROOT)
-        job, alone = tmp_path / "job" / f"I{interval}-s1", tmp_path / "alone" / f"I{interval}-s1"
+        job = tmp_path / "job" / "runs" / f"I{interval}-s1"
+        alone = tmp_path / "alone" / f"I{interval}-s1"
         pd.testing.assert_frame_equal(metrics(job), metrics(alone))
         wj, wa = weights(job), weights(alone)
         assert wj and sorted(wj) == sorted(wa)
@@ -105,7 +106,10 @@ def test_mpi_sweep_equals_separate_runs(tmp_path):
             assert torch.equal(wj[k], wa[k]), (interval, k)
         cfg = json.loads((job / "config.json").read_text())
         assert cfg["config"]["interval"] == interval and cfg["provenance"]["world_size"] == 2
-    assert not metrics(tmp_path / "job" / "I3-s1").equals(metrics(tmp_path / "job" / "I5-s1"))
+    runs = tmp_path / "job" / "runs"
+    assert not metrics(runs / "I3-s1").equals(metrics(runs / "I5-s1"))
+    man = json.loads((tmp_path / "job" / "manifest.json").read_text())
+    assert [(r["run_id"], r["status"]) for r in man["runs"]] == [("I3-s1", "done"), ("I5-s1", "done")]
 
 
 def test_mpi_sweep_rejects_uneven_split(tmp_path):

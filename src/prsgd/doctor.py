@@ -71,6 +71,11 @@ def worker() -> int:
     hvd.init()
     r, n = hvd.rank(), hvd.size()
     out = {"rank": r, "size": n, "controller": controller_of(hvd), "checks": []}
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    # NCCL takes one GPU per rank: with fewer GPUs than ranks the CUDA check is the 1-rank one.
+    cuda = gpus > 0 and (gpus >= n or not hvd.nccl_built())
+    if gpus and not cuda:
+        out["cuda_skipped"] = f"{gpus} GPU(s) for {n} NCCL ranks"
 
     def data(numel, dtype, k):   # rank-dependent, exactly representable sums
         return (torch.arange(numel, dtype=torch.float64) * (r + 1) + k).to(dtype)
@@ -81,8 +86,8 @@ def worker() -> int:
             cpu = hvd.allreduce(data(numel, dtype, 3), op=hvd.Average, name=f"c{dtype}{numel}")
             err = (cpu.double() - want).abs().max().item()
             out["checks"].append({"device": "cpu", "dtype": str(dtype), "numel": numel, "err": err})
-            if torch.cuda.is_available():
-                dev = torch.device("cuda", hvd.local_rank() % torch.cuda.device_count())
+            if cuda:
+                dev = torch.device("cuda", hvd.local_rank() % gpus)
                 for k in range(5):   # repeated: a late staging copy shows up as a mismatch
                     x = data(numel, dtype, 3).to(dev)
                     y = hvd.allreduce(x, op=hvd.Average, name=f"g{dtype}{numel}.{k}")
@@ -95,7 +100,7 @@ def worker() -> int:
     return 0 if out["ok"] else 1
 
 
-def run_check(prefix: list[str], timeout: float = 300) -> dict:
+def run_check(prefix: list[str], np_: int = 2, timeout: float = 300) -> dict:
     """Launch the 2-rank check with `prefix` (horovodrun / mpirun); collect the ranks' lines."""
     env = dict(os.environ, **launch.root_env())
     cmd = [*prefix, sys.executable, "-m", "prsgd.doctor", "--worker"]
@@ -105,7 +110,7 @@ def run_check(prefix: list[str], timeout: float = 300) -> dict:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s", "ranks": []}
     ranks = [json.loads(line.split("DOCTOR ", 1)[1]) for line in p.stdout.splitlines()
              if "DOCTOR {" in line]
-    res = {"ok": p.returncode == 0 and len(ranks) == 2 and all(r["ok"] for r in ranks),
+    res = {"ok": p.returncode == 0 and len(ranks) == np_ and all(r["ok"] for r in ranks),
            "ranks": ranks, "returncode": p.returncode}
     if not res["ok"]:
         res["error"] = (p.stderr or p.stdout).strip().splitlines()[-5:]
@@ -147,9 +152,12 @@ def report(f: dict, checks: dict) -> str:
         devs = sorted({ch["device"] for r in c["ranks"] for ch in r["checks"]})
         worst = max((ch["err"] for r in c["ranks"] for ch in r["checks"]), default=None)
         ctrl = c["ranks"][0]["controller"] if c["ranks"] else "?"
-        lines.append(f"check {name:<10} {'ok' if c['ok'] else 'FAILED'}: 2 ranks, controller "
+        lines.append(f"check {name:<10} {'ok' if c['ok'] else 'FAILED'}: {len(c['ranks'])} "
+                     "rank(s), controller "
                      f"{ctrl}, devices {'+'.join(devs) or '-'}, max |error| {worst}"
-                     + ("" if c["ok"] else f"  {c.get('error')}"))
+                     + ("" if c["ok"] else f"  {c.get('error')}")
+                     + "".join(f"  (CUDA not checked: {r['cuda_skipped']})"
+                               for r in c["ranks"][:1] if r.get("cuda_skipped")))
     return "\n".join(lines)
 
 
@@ -165,6 +173,8 @@ def main(argv=None) -> int:
     checks: dict = {}
     if not a.no_check and f["horovod"].get("torch"):
         checks["gloo"] = run_check(launch.horovodrun_prefix(2, gloo=True))
+        if len(f["gpus"]) == 1 and f["horovod"].get("nccl"):
+            checks["nccl-1gpu"] = run_check(launch.horovodrun_prefix(1, gloo=True), np_=1)
         if not f["horovod"].get("mpi"):
             checks["mpirun"] = {"skipped": "Horovod built without MPI", "ok": True}
         elif launch.find_tool("mpirun") is None:

@@ -5,10 +5,14 @@
 
 The job's W ranks are split (mpi4py: MPI.COMM_WORLD.Split) into K = len(intervals) consecutive
 groups of W/K ranks; group k calls hvd.init(comm=its communicator) and trains interval k as an
-ordinary Horovod run of W/K workers, writing OUT/I{interval}-s{seed} exactly as
+ordinary Horovod run of W/K workers, writing OUT/runs/I{interval}-s{seed} exactly as
 `horovodrun -np W/K python -m prsgd.train --interval I --run-id I{I}-s{seed}` would (same
 directory names as scripts/sweep.py). This is the shape of a cluster allocation: 40 GPUs, five
 intervals of 8 workers, one scheduler job. Needs Horovod built with MPI, and mpi4py.
+
+OUT is laid out as scripts/sweep.py lays a sweep directory: OUT/runs/I{I}-s{seed}/ and
+OUT/manifest.json (written by world rank 0: running, then done / diverged / failed per run), so
+`scripts/plot_figure3.py OUT` and the notebook read it unchanged.
 """
 from __future__ import annotations
 
@@ -16,7 +20,11 @@ import argparse
 import sys
 import traceback
 
-from .sweep import MANAGED_FLAGS, run_id
+from pathlib import Path
+
+from .sweep import MANAGED_FLAGS, Manifest, SweepError, SweepSpec, run_id
+
+STATUS = {0: "done", 3: "diverged"}   # prsgd.train's exit codes; any other is "failed"
 
 
 class MpiSweepError(ValueError):
@@ -52,7 +60,7 @@ def parse(argv: list[str]):
     p.add_argument("--intervals", required=True,
                    type=lambda s: [int(x) for x in s.split(",") if x.strip()])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder of the run directories")
+    p.add_argument("--out", required=True, help="the sweep directory (run dirs in OUT/runs)")
     a = p.parse_args(argv)
     if len(set(a.intervals)) != len(a.intervals) or any(i <= 0 for i in a.intervals):
         raise MpiSweepError(f"--intervals: distinct positive integers (got {a.intervals})")
@@ -69,10 +77,25 @@ def main(argv=None) -> int:
         blocks = groups(world.Get_size(), a.intervals)
         color = next(k for k, b in enumerate(blocks) if rank in b)
         interval = a.intervals[color]
-        args = train_args_for(interval, a.seed, a.out, train_args)
+        args = train_args_for(interval, a.seed, str(Path(a.out) / "runs"), train_args)
     except MpiSweepError as e:
         if rank == 0:
             print(f"mpi_sweep: error: {e}", file=sys.stderr)
+        return 2
+    manifest, err = None, None
+    if rank == 0:   # the others wait for its verdict: a refusal must not leave them hanging
+        try:
+            spec = SweepSpec(intervals=a.intervals, seeds=[a.seed], np=len(blocks[0]),
+                             train_args=train_args, launcher="mpi_sweep")
+            manifest = Manifest(Path(a.out), spec)
+            for i in a.intervals:
+                manifest.update(run_id(i, a.seed), status="running", ranks=len(blocks[0]))
+        except (SweepError, OSError) as e:
+            err = str(e)
+    err = world.bcast(err, root=0)
+    if err:
+        if rank == 0:
+            print(f"mpi_sweep: error: {err}", file=sys.stderr)
         return 2
     comm = world.Split(color, key=rank)
     rc = _train(args, comm)
@@ -81,9 +104,11 @@ def main(argv=None) -> int:
     if rank == 0:
         for i in a.intervals:
             codes = sorted({c for j, _, c in outcomes if j == i})
+            manifest.update(run_id(i, a.seed), status=STATUS.get(max(codes), "failed"),
+                            exit_code=max(codes))
             print(f"mpi_sweep: interval {i}: {len(blocks[0])} ranks, "
                   f"{'done' if codes == [0] else 'exit ' + ','.join(map(str, codes))} -> "
-                  f"{a.out}/{run_id(i, a.seed)}", flush=True)
+                  f"{Path(a.out) / 'runs' / run_id(i, a.seed)}", flush=True)
     return max(c for _, _, c in outcomes) if rank == 0 else rc
 
 
