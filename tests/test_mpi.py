@@ -56,9 +56,18 @@ def metrics(run_dir):
     return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK, errors="ignore")
 
 
+def tensors(obj, path=""):
+    """Every tensor of a nested checkpoint (per-rank weights, momenta, BN statistics), by path."""
+    if isinstance(obj, torch.Tensor):
+        return {path: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
+        if isinstance(obj, (list, tuple)) else ()
+    return {k: v for key, sub in items for k, v in tensors(sub, f"{path}/{key}").items()}
+
+
 def weights(run_dir):
     ck = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-    return {k: v for k, v in ck.items() if isinstance(v, torch.Tensor)}
+    return tensors(ck["ranks"])
 
 
 def hvd_record(run_dir):

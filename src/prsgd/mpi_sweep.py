@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     if rank == 0:   # the others wait for its verdict: a refusal must not leave them hanging
         try:
             spec = SweepSpec(intervals=a.intervals, seeds=[a.seed], np=len(blocks[0]),
-                             train_args=train_args, launcher="mpi_sweep")
+                             train_args=train_args, gloo=False, launcher="mpi_sweep")
             manifest = Manifest(Path(a.out), spec)
             for i in a.intervals:
                 manifest.update(run_id(i, a.seed), status="running", ranks=len(blocks[0]))
