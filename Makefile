@@ -13,12 +13,12 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train clean family stich reproduce reproduce-1gpu demo figure bench bench-comm
+.PHONY: help install doctor test smoke train clean family stich reproduce reproduce-1gpu demo figure bench bench-comm
 
 help:  ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/install_horovod.sh scripts/patches/horovod-0.28.1.patch
+$(STAMP): pyproject.toml scripts/install_horovod.sh scripts/patches/horovod-0.28.1.patch src/prsgd/hvd_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml scripts/install_horovod.sh scripts/patches/horovod-0.28
 	touch $@
 
 install: $(STAMP)  ## create .venv: torch, prsgd, Horovod (cached build)
+
+doctor: $(STAMP)  ## versions, GPUs, Horovod's build and allreduce path, a real 2-rank allreduce check
+	$(PY) -m prsgd.doctor
 
 test: $(STAMP)  ## run the test suite (unit + real horovodrun -np 2 --gloo tests)
 	$(PY) -m pytest -q

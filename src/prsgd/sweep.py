@@ -63,6 +63,7 @@ class SweepSpec:
     pack: bool = False                # packed backend: a seed's intervals in one process
     train_args: list[str] = field(default_factory=list)
     overrides: dict[str, list[str]] = field(default_factory=dict)   # run id -> extra arguments
+    launcher: str = "horovodrun"      # horovod backend: horovodrun, or mpirun (Horovod with MPI)
 
     FIXED = ("np", "backend", "gloo", "train_args", "pack")
 
@@ -95,6 +96,12 @@ def train_command(spec: SweepSpec, runs_dir: Path, rid: str, interval: int, seed
         args.append("--resume")
     if spec.backend == "packed":
         return [sys.executable, *args, "--backend", "packed", "--workers", str(spec.np)]
+    if spec.launcher == "mpirun":
+        from .launch import LaunchError, mpirun_prefix
+        try:
+            return [*mpirun_prefix(spec.np), sys.executable, *args]
+        except LaunchError as e:
+            raise SweepError(str(e)) from None
     hvdrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent) + os.pathsep
                           + os.environ.get("PATH", ""))
     if hvdrun is None:
@@ -450,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(intervals x np replicas; Figure 3 on one GPU)")
     p.add_argument("--no-gloo", dest="gloo", action="store_false",
                    help="launch horovodrun without --gloo (MPI; NCCL GPU builds)")
+    p.add_argument("--launcher", choices=("horovodrun", "mpirun"), default="horovodrun",
+                   help="how the horovod backend starts a run's ranks (mpirun: Horovod built "
+                        "with MPI, e.g. OpenMPI; see README, MPI and Slurm)")
     p.add_argument("--data", default=None,
                    help="auto, synthetic, a cifar-10-batches-py folder or an ImageFolder tree/zip "
                         "(default: leave the data flags to the training arguments)")
@@ -484,7 +494,8 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
     if args.data is not None:
         train_args = [*data_args(args.data), *train_args]
     spec = SweepSpec(intervals=args.intervals, seeds=args.seeds, np=args.np, backend=args.backend,
-                     gloo=args.gloo, pack=args.pack, train_args=train_args)
+                     gloo=args.gloo, pack=args.pack, train_args=train_args,
+                     launcher=args.launcher)
     known = {rid for rid, _, _ in spec.run_ids()}
     for item in args.override:
         rid, sep, extra = item.partition("=")

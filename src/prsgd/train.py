@@ -276,8 +276,8 @@ def _say_resumed(trainer: Trainer) -> None:
               f"{trainer.checkpoint.resumed_from} (step {trainer.step})", flush=True)
 
 
-def _train(cfg: Config, hooks) -> Trainer:
-    trainer = Trainer(cfg, hooks)
+def _train(cfg: Config, hooks, backend_comm=None) -> Trainer:
+    trainer = Trainer(hooks=hooks, parts=build(cfg, backend_comm))
     try:
         _say_resumed(trainer)
         with trainer.checkpoint.guard(Diverged):  # status.json: done/diverged/interrupted/failed
@@ -287,9 +287,10 @@ def _train(cfg: Config, hooks) -> Trainer:
     return trainer
 
 
-def run(cfg: Config, hooks=None) -> Path | None:
-    """Train; returns the run directory on the writing rank, None on the others."""
-    trainer = _train(cfg, hooks)
+def run(cfg: Config, hooks=None, comm=None) -> Path | None:
+    """Train; returns the run directory on the writing rank, None on the others. `comm`: an
+    mpi4py communicator for `hvd.init(comm=...)` (prsgd.mpi_sweep: one per interval)."""
+    trainer = _train(cfg, hooks, comm)
     return trainer.run_dir if trainer.is_writer else None
 
 

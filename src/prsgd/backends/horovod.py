@@ -60,7 +60,16 @@ class HorovodComm(Comm):
     @classmethod
     def launch(cls, *, workers: int = 0, dynamic_groups: bool = False, device_type: str = "cpu",
                comm=None) -> "HorovodComm":
-        return cls(init_horovod(dynamic_groups, device_type, comm=comm))
+        self = cls(init_horovod(dynamic_groups, device_type, comm=comm))
+        self.device_type = device_type
+        return self
+
+    def provenance(self) -> dict:
+        """The backend as it ran: Horovod's build flags and the path a tensor's allreduce took
+        (NCCL, or staged through the CPU: see prsgd.doctor)."""
+        from ..doctor import horovod_record
+        return {"backend": self.name,
+                "horovod_build": horovod_record(self.hvd, getattr(self, "device_type", "cpu"))}
 
     def process_set(self, group: tuple[int, ...]):
         if len(group) == self.size:
