@@ -245,6 +245,9 @@ def cmd_combine(args) -> int:
             parts[key] = network_preset(src.split(":", 1)[1], cycle_time_ms=args.cycle_time_ms)
         else:
             doc = json.loads(Path(src).read_text())
+            if key == "compute" and "rows" in doc:      # a `make bench` file (prsgd.bench)
+                parts[key] = compute_from_bench(doc, args.compute_variant, src)
+                continue
             if not doc.get(key):
                 raise CalibrationError(f"{src}: has no {key!r} part")
             parts[key] = doc[key]
@@ -268,6 +271,25 @@ def select_variant(compute: dict, variant: str, src: str) -> dict:
     out = {k: v for k, v in compute.items() if k != "variants"}
     out.update(variants[variant], variant=variant)
     return out
+
+
+def compute_from_bench(bench: dict, variant: str, src: str) -> dict:
+    """The compute part from one row of a `make bench` JSON (prsgd.bench: our StepRunner step,
+    timed over `steps` steps after `warmup`)."""
+    rows = {r["variant"]: r for r in bench["rows"]}
+    if variant not in rows:
+        raise CalibrationError(f"{src}: no bench variant {variant!r} (has: {', '.join(rows)})")
+    r = rows[variant]
+    if r.get("replicas", 1) != 1:
+        raise CalibrationError(f"{src}: variant {variant!r} steps {r['replicas']} packed "
+                               "replicas; the clock needs one worker's step")
+    return {"seconds_per_step": r["ms_per_step"] / 1000, "variant": variant,
+            "device": bench.get("device"), "options": {k: r.get(k) for k in (
+                "precision", "channels_last", "cuda_graph")},
+            "source": f"measured: `make bench` ({Path(src).name}, row {variant!r}: "
+                      f"{r['steps']} timed steps, mean)",
+            "provenance": {k: bench.get(k) for k in ("git", "torch", "python", "host", "time",
+                                                      "device", "batch")}}
 
 
 def cmd_presets(args) -> int:
