@@ -172,3 +172,39 @@ def test_predict_and_combine_commands(tmp_path):
                     "preset:10gbe", "--name", "t", "--out", str(tmp_path / "x.json")], check=False)
     assert p.returncode == 2 and "no network preset" in p.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.horovod
+@pytest.mark.slow
+def test_calibrate_commands_under_horovodrun(tmp_path):
+    """Real ranks: calibrate-network fits a level from real allreduces, calibrate-compute times
+    the trainer's step on every rank at once; both files load as calibrations."""
+    from conftest import horovodrun
+    net, comp = tmp_path / "net.json", tmp_path / "compute.json"
+    # sizes far apart: on a busy shared machine the time must still grow with the size
+    sizes = (4096, 1084392, 33554432)
+    horovodrun(2, ["-m", "prsgd.clock", "calibrate-network", "--sizes", ",".join(map(str, sizes)),
+                   "--repeats", "3", "--warmup", "1", "--note", "loopback", "--out", str(net)])
+    doc = json.loads(net.read_text())["network"]
+    assert doc["hosts"] == [doc["hosts"][0]] * 2 and doc["ranks_per_node"] == 2
+    assert {p["bytes"] for p in doc["points"]} == set(sizes)
+    assert all(p["repeats"] == 3 and p["n"] == 2 for p in doc["points"])
+    level = doc["levels"]["intra"]          # one host: the only level is inside the node
+    assert level["bandwidth_Bps"] > 0 and level["alpha_s"] >= 0 and level["fit"]["points"] == 3
+    assert doc["provenance"]["versions"]["horovod"] and doc["overhead_s"] == 0.0005
+    horovodrun(2, ["-m", "prsgd.clock", "calibrate-compute", "--steps", "2", "--warmup", "1",
+                   "--batch-size", "8", "--out", str(comp)])
+    c = json.loads(comp.read_text())["compute"]
+    assert len(c["per_rank_seconds_per_step"]) == 2 and c["ranks"] == 2
+    assert c["seconds_per_step"] == max(c["per_rank_seconds_per_step"]) > 0
+    out = tmp_path / "cal.json"
+    run_python(["-m", "prsgd.clock", "combine", "--compute", str(comp), "--network", str(net),
+                "--name", "loopback", "--out", str(out)])
+    cal = Calibration.load(out)
+    assert cal.compute_per_rank and cal.collective_seconds((0, 1), 1e6) > cal.overhead_s
+
+
+def test_calibrate_network_refuses_to_run_alone(tmp_path):
+    p = run_python(["-m", "prsgd.clock", "calibrate-network", "--out", str(tmp_path / "n.json")],
+                   check=False)
+    assert p.returncode == 2 and "horovodrun" in p.stderr and not (tmp_path / "n.json").exists()

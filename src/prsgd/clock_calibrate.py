@@ -238,6 +238,11 @@ def cmd_network(args) -> int:
                       cycle_ms=cycle_ms, overhead=overhead, note=args.note)
     doc["name"] = args.name or f"network {len(set(hosts))} nodes x {hosts.count(hosts[0])} ranks"
     _write(args.out, doc)
+    failed = [v["error"] for v in doc["network"]["levels"].values() if "error" in v]
+    if failed:
+        print("prsgd.clock calibrate-network: error: no fit for " + "; ".join(failed) +
+              f" (the points are in {args.out})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -257,7 +262,11 @@ def network_doc(per_rank_raw, *, levels, hosts, cycle_ms, overhead, note="") -> 
                        "repeats": len(slowest)})
     for level in levels:
         pts = [(p["n"], p["bytes"], p["mean_s"]) for p in points if p["level"] == level]
-        fit = fit_alpha_beta(pts, overhead)
+        try:
+            fit = fit_alpha_beta(pts, overhead)
+        except ValueError as e:     # kept in the file, with the points, for a look
+            fits[level] = {"error": f"level {level}: {e}"}
+            continue
         fits[level] = {"alpha_s": fit["alpha_s"], "bandwidth_Bps": fit["bandwidth_Bps"],
                        "source": "measured: least-squares fit of the ring model to the points",
                        "fit": fit}
