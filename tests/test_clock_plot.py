@@ -114,3 +114,18 @@ def test_plot_figure3_clock_flag(sweep, tmp_path):
     p = run_python([str(ROOT / "scripts" / "plot_figure3.py"), str(sweep), "--out",
                     str(tmp_path / "x"), "--clock", str(bad)], check=False)
     assert p.returncode == 2 and "not a readable calibration" in p.stderr
+
+
+def test_validation_table_and_figure(sweep, tmp_path):
+    from prsgd import clock_validate
+    cal = calibration(tmp_path)
+    out = tmp_path / "val"
+    assert clock_validate.main(["--setting", f"toy={sweep},{cal}", "--out", str(out)]) == 0
+    t = pd.read_csv(out / "table.csv").set_index("label")
+    # I = 1: 48 steps x 0.01 s + 48 rounds x 1.5 s against the measured 30 s
+    assert t.loc["I=1", "modelled_s"] == pytest.approx(3 * 24.16)
+    assert t.loc["I=1", "error"] == pytest.approx(3 * 24.16 / 30 - 1)
+    assert t.loc["I=4", "measured_comm_s"] == 3.0
+    assert "0 of 2 predictions within 15%" in (out / "table.md").read_text()
+    assert (out / "predicted_vs_measured.png").stat().st_size > 1000
+    assert clock_validate.main(["--setting", "toy", "--out", str(out)]) == 2
