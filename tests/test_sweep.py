@@ -262,7 +262,10 @@ def test_notebook_runs_headless_on_the_tiny_sweep(tiny_sweep, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3                       # figure 3, accuracy, the comparison
+    # figure 3, accuracy, the comparison; loss vs rounds/bytes, measured vs modelled time per
+    # interval, the per-level split of the committed Hier-AVG run
+    assert len(images) == 6
+    assert "modelled: " in "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     text = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "| 4 | PR-SGD I=4 |" in text
 
