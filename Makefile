@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install doctor test smoke train clean family stich reproduce reproduce-1gpu demo figure bench bench-comm
+.PHONY: help install doctor test smoke train clean family stich reproduce reproduce-1gpu demo figure figure3-clock bench bench-comm
 
 help:  ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,14 @@ demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, dem
 figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (into OUT=dir, default SWEEP)
 	@[ -n "$(SWEEP)" ] || { echo "usage: make figure SWEEP=path/to/sweep-dir"; exit 2; }
 	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP) $(if $(OUT),--out $(OUT),)
+CAL := results/wallclock/calibration
+figure3-clock:  ## results/figure3 re-plotted with its modelled clock, and the time-to-target figure (issue 12)
+	$(PLOT_PY) scripts/plot_figure3.py results/figure3/sweep --out results/figure3 --clock $(CAL)/h100-pcie3-box.json
+	$(PLOT_PY) -m prsgd.plot_clock time-to-target results/figure3/sweep --out results/figure3 \
+		--clock "NVLink box=$(CAL)/h100-nvlink-box.json" --clock "PCIe gen3 box=$(CAL)/h100-pcie3-box.json" \
+		--clock "PCIe gen3 box, 2018 Horovod (5 ms cycle)=$(CAL)/h100-pcie3-box-cycle5ms.json" \
+		--clock "25 GbE, 8 nodes=$(CAL)/h100-25gbe.json" --clock "1 GbE, 8 nodes=$(CAL)/h100-1gbe.json"
+
 bench: $(STAMP)  ## step throughput side by side (plain Horovod-example loop, ours, packed); JSON in results/bench/
 	$(PY) scripts/bench.py $(ARGS)
 

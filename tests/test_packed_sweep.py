@@ -129,15 +129,21 @@ def test_committed_figure3_replots_from_its_run_directories(tmp_path):
     """results/figure3's tables come from the run directories committed beside them."""
     from prsgd import plot
     sweep_dir = ROOT / "results" / "figure3" / "sweep"
-    written = plot.write_all(sweep_dir, tmp_path)
+    # panel (b) and the modelled columns use the named calibration (results/README.md)
+    clock = ROOT / "results" / "wallclock" / "calibration" / "h100-pcie3-box.json"
+    written = plot.write_all(sweep_dir, tmp_path, clock=clock)
     fresh = pd.read_csv(written["summary.csv"])
     committed = pd.read_csv(ROOT / "results" / "figure3" / "summary.csv")
     pd.testing.assert_frame_equal(fresh, committed)
     assert list(fresh["interval"]) == [1, 4, 8, 16, 32] and set(fresh["epochs"]) == {300}
-    # One packed process: one shared clock, so no time ratio between intervals is claimed.
+    # One packed process: one shared clock, so no measured time ratio between intervals is
+    # claimed; the packed runs communicated nothing, so no comm seconds either.
     assert plot.shared_clock(plot.select(load_sweep(sweep_dir)))
-    assert fresh["speedup_vs_I1"].isna().all()
+    assert fresh["speedup_vs_I1"].isna().all() and fresh["comm_seconds"].isna().all()
     assert "share one clock" in written["summary.md"].read_text()
+    # the modelled clock: fewer rounds, less time; and it says it is modelled
+    assert fresh["modelled_seconds"].is_monotonic_decreasing
+    assert "MODELLED" in written["summary.md"].read_text()
 
 
 def test_pack_jobs_and_outcomes():

@@ -73,9 +73,11 @@ def test_tiny_sweep_then_figure(tiny_sweep, tmp_path):
     assert list(table["label"]) == ["parallel mini-batch SGD (I=1)", "PR-SGD I=4"]
     assert (table["steps"] == T).all()
     assert list(table["rounds"]) == [T // 1, T // 4]
-    # bytes per round are the same for every I: the flat buffer of one model
-    per_round = table["bytes"] / table["rounds"]
+    # buffer bytes per round are the same for every I: the flat buffer of one model; a ring
+    # allreduce between the 2 ranks sends 2(n-1)/n = 1 times that
+    per_round = table["buffer_bytes"] / table["rounds"]
     assert per_round.iloc[0] == per_round.iloc[1] > 0
+    assert (table["ring_bytes_sent"] == table["buffer_bytes"]).all()
     assert table.loc[0, "speedup_vs_I1"] == 1.0
     assert "| 4 | PR-SGD I=4 |" in (fig_dir / "summary.md").read_text()
     assert str(fig_dir / "figure3.png") in p.stdout
@@ -260,7 +262,10 @@ def test_notebook_runs_headless_on_the_tiny_sweep(tiny_sweep, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3                       # figure 3, accuracy, the comparison
+    # figure 3, accuracy, the comparison; loss vs rounds/bytes, measured vs modelled time per
+    # interval, the per-level split of the committed Hier-AVG run
+    assert len(images) == 6
+    assert "modelled: " in "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     text = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "| 4 | PR-SGD I=4 |" in text
 

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from .plot_clock import MEASURED, clock_note, load_clock, with_clock
 from .results import load_sweep
 
 PLOTTED_STATUSES = ("done", "unknown")   # unfinished or failed runs would distort the curves
@@ -102,18 +103,31 @@ SHARED_CLOCK_NOTE = ("the intervals were trained together in one packed process 
                      "clock: panel (b) cannot show what communicating less saves")
 
 
-def figure3(df: pd.DataFrame, title: str | None = None):
-    """Panel (a): training loss vs epochs; panel (b): training loss vs training seconds."""
+def figure3(df: pd.DataFrame, title: str | None = None, clock=None):
+    """Panel (a): training loss vs epochs; panel (b): training loss vs training seconds, of the
+    runs' own clock (`clock` None / "measured") or modelled from a calibration (prsgd.clock)."""
+    cal = load_clock(clock)
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     a, b = fig.subplots(1, 2)
     _draw(a, df, "train_loss", "epoch", log=True)
     a.set(xlabel="epoch (passes over the training set, all workers together)",
           ylabel="training loss (mean mini-batch cross-entropy, log scale)",
           title="(a) training loss vs epochs")
-    _draw(b, df, "train_loss", "train_seconds", log=True)
-    b.set(xlabel="training wall-clock time (s, evaluation excluded)"
-          + ("\nshared by all intervals (packed in one process)" if shared_clock(df) else ""),
-          ylabel="training loss (log scale)", title="(b) training loss vs wall-clock time")
+    _draw(b, with_clock(df, cal), "train_loss", "clock_seconds", log=True)
+    if cal is None:
+        b.set(xlabel="training wall-clock time (s, evaluation excluded)"
+              + ("\nshared by all intervals (packed in one process)" if shared_clock(df) else ""),
+              title="(b) training loss vs wall-clock time")
+    else:
+        b.set(xlabel="MODELLED wall-clock time (s)\nlocal steps x step time + averaging rounds "
+                     "x ring allreduce (prsgd.clock)",
+              title="(b) training loss vs wall-clock time (modelled)")
+    b.set(ylabel="training loss (log scale)")
+    note = clock_note(df, cal)
+    if note:    # what the clock is, on the panel itself
+        b.text(0.98, 0.97, note, transform=b.transAxes, ha="right", va="top", fontsize=8,
+               color="firebrick", wrap=True,
+               bbox=dict(boxstyle="round", facecolor="white", edgecolor="firebrick", alpha=0.9))
     for ax in (a, b):
         ax.legend(fontsize=8)
     fig.suptitle(title or f"Figure 3: ResNet20, {describe(df)}", fontsize=10)
@@ -149,35 +163,73 @@ def compare_figure(sweeps: dict[str, pd.DataFrame], y: str = "train_loss",
     return fig
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+def communicated(meta: dict | None) -> bool:
+    """False for runs whose comm counters time no communication: packed replicas average in
+    memory, and a captured (--cuda-graph) step leaves only host launch times to measure."""
+    cfg = (meta or {}).get("config", {})
+    return cfg.get("backend", "horovod") != "packed" and not cfg.get("cuda_graph")
+
+
+def ring_bytes_sent(last, meta: dict | None) -> float:
+    """Bytes one worker sends in ring allreduces: 2(n-1)/n x its buffer per round, per level
+    (n = all workers for global rounds, the group size for Hier-AVG's local ones)."""
+    cfg, n = (meta or {}).get("config", {}), int(last.get("workers") or 1)
+    s = int(cfg.get("group_size") or 0) or n
+    local = _num(last.get("bytes_local"))
+    ring = lambda k: 2 * (k - 1) / k if k > 1 else 0.0
+    return (_num(last.get("bytes")) - local) * ring(n) + local * ring(s)
+
+
+def _num(v) -> float:
+    v = pd.to_numeric(v, errors="coerce")
+    return 0.0 if pd.isna(v) else float(v)
+
+
+def summary_table(df: pd.DataFrame, clock=None) -> pd.DataFrame:
     """One row per interval (means over seeds): final training loss, final and best test
-    accuracy, averaging rounds, bytes communicated, training seconds, speed-up over I = 1."""
+    accuracy, averaging rounds, the bytes of the averaged buffers (`buffer_bytes`, one worker's
+    buffer x rounds) and what a ring allreduce sends for them (`ring_bytes_sent`, per worker),
+    training seconds, comm seconds (n/a where nothing was communicated: packed or captured
+    runs), speed-up over I = 1; with a calibration (`clock`) also the modelled seconds and the
+    modelled speed-up."""
+    cal = load_clock(clock)
+    configs = df.attrs.get("configs", {})
+    if cal is not None:
+        df = with_clock(df, cal)
     rows = []
     for interval, g in df.groupby("interval"):
         per_run = []
-        for _, r in g.groupby("run_id"):
+        for rid, r in g.groupby("run_id"):
             r = r.sort_values("epoch")
             last = r.iloc[-1]
-            per_run.append({
+            meta = configs.get(rid)
+            sent = last["rounds"] + _num(last.get("rounds_local"))
+            per_run.append({**({"modelled_seconds": last["model_seconds"]} if cal else {}),
                 "epochs": last["epoch"], "steps": last["step"],
                 "final_train_loss": last["train_loss"],
                 "final_test_acc": r["test_acc"].dropna().iloc[-1]
                 if r["test_acc"].notna().any() else float("nan"),
                 "best_test_acc": r["test_acc"].max(), "rounds": last["rounds"],
-                "bytes": last["bytes"], "train_seconds": last["train_seconds"],
-                "comm_seconds": last["comm_seconds"]})
+                "buffer_bytes": last["bytes"], "ring_bytes_sent": ring_bytes_sent(last, meta),
+                "train_seconds": last["train_seconds"],
+                "comm_seconds": last["comm_seconds"] if sent and communicated(meta)
+                else float("nan")})
         p = pd.DataFrame(per_run)
         rows.append({"interval": int(interval), "label": label(int(interval)),
                      "seeds": len(per_run), **p.mean(numeric_only=True).to_dict()})
     cols = ["interval", "label", "seeds", "epochs", "steps", "final_train_loss", "final_test_acc",
-            "best_test_acc", "rounds", "bytes", "train_seconds", "comm_seconds",
-            "speedup_vs_I1"]
-    table = pd.DataFrame(rows, columns=cols[:-1])
+            "best_test_acc", "rounds", "buffer_bytes", "ring_bytes_sent", "train_seconds",
+            "comm_seconds"] + (["modelled_seconds"] if cal else [])
+    table = pd.DataFrame(rows, columns=cols)
     base = table.loc[table["interval"] == 1, "train_seconds"]
     # Packed runs share one clock: a time ratio between them would be 1.00x and mean nothing.
     table["speedup_vs_I1"] = (base.iloc[0] / table["train_seconds"]) \
         if len(base) and not shared_clock(df) else float("nan")
-    for c in ("seeds", "epochs", "steps", "rounds", "bytes"):
+    if cal is not None:
+        mbase = table.loc[table["interval"] == 1, "modelled_seconds"]
+        table["modelled_speedup_vs_I1"] = mbase.iloc[0] / table["modelled_seconds"] \
+            if len(mbase) else float("nan")
+    for c in ("seeds", "epochs", "steps", "rounds", "buffer_bytes", "ring_bytes_sent"):
         table[c] = table[c].round().astype("int64")
     return table
 
@@ -186,7 +238,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     """A Markdown table without the optional `tabulate` dependency."""
     fmt = {"final_train_loss": "{:.4f}", "final_test_acc": "{:.4f}", "best_test_acc": "{:.4f}",
            "train_seconds": "{:.1f}", "comm_seconds": "{:.1f}", "speedup_vs_I1": "{:.2f}x",
-           "bytes": "{:,}"}
+           "buffer_bytes": "{:,}", "ring_bytes_sent": "{:,}", "modelled_seconds": "{:.1f}",
+           "modelled_speedup_vs_I1": "{:.2f}x"}
     head = "| " + " | ".join(table.columns) + " |"
     sep = "|" + "|".join("---" for _ in table.columns) + "|"
     body = ["| " + " | ".join("n/a" if isinstance(v, float) and v != v
@@ -195,26 +248,40 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body]) + "\n"
 
 
-def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES) -> dict[str, Path]:
-    """Every figure and table of a sweep into `out_dir` (default: the sweep directory)."""
+def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES, clock=None) -> dict[str, Path]:
+    """Every figure and table of a sweep into `out_dir` (default: the sweep directory).
+    `clock`: "measured"/None (the runs' own train_seconds) or a calibration file for panel (b)."""
+    cal = load_clock(clock)
     df = select(load_sweep(sweep_dir), statuses)
     if df.empty:
         raise ValueError(f"{sweep_dir}: no finished runs with metrics to plot")
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, fig in (("figure3", figure3(df)), ("test_accuracy", accuracy_figure(df))):
+    for name, fig in (("figure3", figure3(df, clock=cal)), ("test_accuracy", accuracy_figure(df))):
         for ext in ("png", "pdf"):
             path = out / f"{name}.{ext}"
             fig.savefig(path, dpi=150)
             written[f"{name}.{ext}"] = path
-    table = summary_table(df)
+    table = summary_table(df, cal)
     table.to_csv(out / "summary.csv", index=False)
     note = f"\nNote: {SHARED_CLOCK_NOTE}; train_seconds is that clock.\n" \
         if shared_clock(df) else ""
+    note += COLUMNS_NOTE
+    if cal is not None:
+        note += (f"\nmodelled_seconds: MODELLED with the calibration {cal.name!r} "
+                 "(prsgd.clock): local steps x step time + averaging rounds x ring allreduce.\n")
+    elif clock_note(df, None):
+        note += f"\nNote: {clock_note(df, None)}.\n"
     (out / "summary.md").write_text(to_markdown(table) + note)
     written["summary.csv"], written["summary.md"] = out / "summary.csv", out / "summary.md"
     return written
+
+
+COLUMNS_NOTE = ("\nbuffer_bytes: one worker's averaged buffer x rounds (metrics.csv `bytes`); "
+                "ring_bytes_sent: what a ring allreduce of it sends per worker, 2(n-1)/n x that; "
+                "comm_seconds: n/a where nothing was communicated (packed replicas, captured "
+                "steps).\n")
 
 
 def main(argv=None) -> int:
@@ -223,9 +290,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="where to write (default: the sweep directory)")
     p.add_argument("--all-runs", action="store_true",
                    help="also plot unfinished, failed and diverged runs")
+    p.add_argument("--clock", default=MEASURED, help="panel (b)'s clock: measured (the runs' "
+                   "train_seconds) or a calibration JSON (prsgd.clock) to model it")
     args = p.parse_args(argv)
     try:
-        written = write_all(args.sweep, args.out, None if args.all_runs else PLOTTED_STATUSES)
+        written = write_all(args.sweep, args.out, None if args.all_runs else PLOTTED_STATUSES,
+                            clock=args.clock)
     except (FileNotFoundError, ValueError) as e:
         print(f"plot_figure3: error: {e}", file=sys.stderr)
         return 2
