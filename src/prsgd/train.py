@@ -130,7 +130,7 @@ class Trainer:
         self.N = cfg.num_workers(world)
         self.rank = self.hvd.rank() if self.hvd else 0
         self.is_writer = self.rank == 0
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // _local_size()))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // _local_size()))
         if cfg.deterministic:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
