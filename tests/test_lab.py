@@ -26,11 +26,18 @@ REASON = lab_mod.unavailable_reason()
 GLOO_TIMEOUT = 10     # seconds a collective may wait on a dead link (horovodrun flag)
 CUT_BOUND = GLOO_TIMEOUT + 50   # documented bound: the job has exited this long after the cut
 WALL_CLOCK = ("train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local")
-# fp64, 2 workers x 64-image shards / batch 8 = 8 steps per epoch, a round every 5 steps: after
-# 48 steps the two workers' models differ, so a resume must restore both.
-TINY = ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128",
-        "--test-subset", "64", "--batch-size", "8", "--epochs", "6", "--interval", "5",
-        "--seed", "11", "--precision", "fp64", "--progress", "true"]
+# fp64 ResNet20: 2 workers x 32-image shards / batch 8 = 4 steps per epoch, a round every 3
+# steps: after 8 steps the two workers' models differ (a check that both were compared).
+TINY = ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64",
+        "--test-subset", "32", "--batch-size", "8", "--epochs", "2", "--interval", "3",
+        "--seed", "11", "--precision", "fp64", "--progress", "false"]
+# The link-cut run: logistic regression (cheap steps), 12 epochs of 32 steps, a round every 5
+# steps: most of the run is still ahead when the link is cut after the first epoch, and after
+# 384 steps the workers' models differ, so the resume must restore each of them.
+LONG = ["-m", "prsgd.train", "--model", "logreg", "--dataset", "synthetic_logreg", "--augment",
+        "false", "--train-subset", "1024", "--test-subset", "64", "--batch-size", "16",
+        "--epochs", "12", "--interval", "5", "--lr", "0.5", "--lr-milestones", "8", "--seed", "11",
+        "--precision", "fp64", "--progress", "false"]
 
 
 def lab_cli(*args, check=True) -> subprocess.CompletedProcess:
@@ -96,9 +103,9 @@ def status(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def lab_reference(lab, tmp_path_factory) -> Path:
-    """An uninterrupted 2-node run: one rank on each node, over the shaped link."""
+    """An uninterrupted 2-node LONG run: one rank on each node, over the shaped link."""
     out = tmp_path_factory.mktemp("labref")
-    run_on_lab(lab, [*TINY, "--out", str(out), "--run-id", "ref"])
+    run_on_lab(lab, [*LONG, "--out", str(out), "--run-id", "ref"])
     return out / "ref"
 
 
@@ -136,24 +143,27 @@ def test_failed_up_removes_what_it_made(lab):
     assert not (lab_mod.state_root() / name).exists()
 
 
-def test_two_nodes_equal_one_node(lab, lab_reference, tmp_path):
-    """fp64: the same run with both ranks on this machine's loopback (no lab)."""
+def test_two_nodes_equal_one_node(lab, tmp_path):
+    """fp64 ResNet20: ranks on two nodes over the shaped link = both ranks on this machine's
+    loopback (no lab), to 1e-9."""
+    run_on_lab(lab, [*TINY, "--out", str(tmp_path), "--run-id", "lab"])
     horovodrun(2, [*TINY, "--out", str(tmp_path), "--run-id", "local"], timeout=300)
-    a, b = ckpt(lab_reference), ckpt(tmp_path / "local")
-    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (6, 48)
+    a, b = ckpt(tmp_path / "lab"), ckpt(tmp_path / "local")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 8)
     for r in (0, 1):
         diff = (a["ranks"][r]["flat"] - b["ranks"][r]["flat"]).abs().max().item()
         assert diff <= 1e-9, f"rank {r}: max |difference| {diff}"
     assert not torch.equal(a["ranks"][0]["flat"], a["ranks"][1]["flat"])
-    for ra, rb in zip(rows(lab_reference), rows(tmp_path / "local")):
+    for ra, rb in zip(rows(tmp_path / "lab"), rows(tmp_path / "local"), strict=True):
         assert abs(float(ra["train_loss"]) - float(rb["train_loss"])) <= 1e-9
-    meta = json.loads((lab_reference / "config.json").read_text())
+    meta = json.loads((tmp_path / "lab" / "config.json").read_text())
     assert meta["provenance"]["host"] == lab.hosts[0]      # rank 0 ran on node 1
+    assert meta["provenance"]["world_size"] == 2
 
 
 def test_cut_link_fails_within_bound_then_resume_is_bit_identical(lab, lab_reference, tmp_path):
     run_dir = tmp_path / "cut"
-    args = [*TINY, "--out", str(tmp_path), "--run-id", "cut"]
+    args = [*LONG, "--out", str(tmp_path), "--run-id", "cut"]
     proc = in_launcher(lab, hvd_on_lab(lab, args))
     victim = lab.hosts[1]
     try:
@@ -162,7 +172,7 @@ def test_cut_link_fails_within_bound_then_resume_is_bit_identical(lab, lab_refer
             assert proc.poll() is None, f"the run ended before epoch 1:\n{proc.stdout.read()}"
             assert time.monotonic() < end, "no epoch-1 checkpoint within 240 s"
             time.sleep(0.05)
-        lab_cli("link", victim, "down", "--name", lab.name)
+        lab_mod.set_link(lab, victim, "down")      # in-process: no interpreter start-up delay
         t0 = time.monotonic()
         out, _ = proc.communicate(timeout=CUT_BOUND + 60)
         elapsed = time.monotonic() - t0
@@ -175,7 +185,8 @@ def test_cut_link_fails_within_bound_then_resume_is_bit_identical(lab, lab_refer
     assert proc.returncode != 0, out[-3000:]
     assert elapsed < CUT_BOUND, f"{elapsed:.1f} s"
     st = status(run_dir)
-    assert st["status"] == "failed" and st["epoch"] < 6, st
+    assert st["status"] == "failed" and st["epoch"] < 12, st
+    assert st["message"].startswith("HorovodInternalError"), st
     # Link back: --resume finishes the run exactly as the uninterrupted one.
     run_on_lab(lab, [*args, "--resume"])
     a, b = ckpt(run_dir), ckpt(lab_reference)

@@ -30,12 +30,13 @@ import time
 from pathlib import Path
 
 from .labnet import (IFACE, Lab, LabError, add_namespace, cpu_lists, down, lab_links,
-                     lab_namespaces, set_link, sh, shape, unavailable_reason)
+                     lab_namespaces, set_link, sh, shape, state_root, unavailable_reason)
 from .labssh import (ensure_ssh, is_sshd, launcher_prefix, ssh_check, start_sshd, stop_sshd,
                      wait_ssh, write_client_config, write_ssh_files)
 
 __all__ = ["Lab", "LabError", "up", "down", "shape", "set_link", "start_sshd", "stop_sshd",
-           "launcher_prefix", "unavailable_reason", "status", "main"]
+           "launcher_prefix", "unavailable_reason", "state_root", "lab_namespaces", "lab_links",
+           "status", "main"]
 
 
 def up(lab: Lab, install: bool = True, wait_s: float = 30.0) -> Lab:
