@@ -87,11 +87,11 @@ bench-comm: $(STAMP)  ## Horovod cycle time vs round latency, real Gloo ranks si
 LAB_NAME ?= lab
 LAB_NODES ?= 2
 LAB_SLOTS ?= 2
-LAB_RATE ?= 50mbit
+LAB_RATE ?= 40mbit
 WALLCLOCK_DIR ?= results/wallclock
 # Figure 3 on the lab, sized for 2 CPU cores: 2 nodes x 2 ranks (1 core per node), the demo
-# subset of the shared JPEG copy (4,096 images), 5 epochs.
-LAB_ARGS ?= --preset demo --test-subset 500
+# subset of the shared JPEG copy (4,096 images), 4 epochs (lr / 10 after epoch 3).
+LAB_ARGS ?= --preset demo --epochs 4 --lr-milestones 3 --test-subset 500
 LAB_REPEATS ?= 2
 lab-up:  ## build the lab (LAB_NODES nodes x LAB_SLOTS slots, links at LAB_RATE); needs root
 	$(PLOT_PY) -m prsgd.lab up --name $(LAB_NAME) --nodes $(LAB_NODES) --slots $(LAB_SLOTS) --rate $(LAB_RATE)
@@ -100,12 +100,12 @@ lab-down:  ## remove the lab
 	$(PLOT_PY) -m prsgd.lab down --name $(LAB_NAME)
 
 lab-figure3: $(STAMP)  ## measured Figure 3 on the lab: real ranks on 2 nodes over a LAB_RATE link -> results/wallclock/figure3/
-	PY=$(PY) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/figure3 $(LAB_RATE) $(INTERVALS) $(LAB_REPEATS) -- $(LAB_ARGS)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/figure3 $(LAB_RATE) $(INTERVALS) $(LAB_REPEATS) -- $(LAB_ARGS)
 	$(PY) scripts/plot_figure3.py $(WALLCLOCK_DIR)/figure3/sweep --out $(WALLCLOCK_DIR)/figure3
 	$(PY) scripts/lab_levels.py $(WALLCLOCK_DIR)/figure3
 
 lab-validation: $(STAMP)  ## the clock's validation runs on the lab, unshaped link (the shaped ones: lab-figure3)
-	PY=$(PY) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/validation-runs/unshaped none 1,4,16 $(LAB_REPEATS) -- $(LAB_ARGS)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/validation-runs/unshaped none 1,4,16 $(LAB_REPEATS) -- $(LAB_ARGS)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

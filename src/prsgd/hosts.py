@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
                    help="horovodrun --gloo-timeout-seconds: a collective waiting longer on a dead "
                         "peer or link fails the run")
     g.add_argument("--horovodrun-args", default="",
-                   help="further horovodrun flags as one string, e.g. '--disable-cache'")
+                   help="further horovodrun flags as one string: --horovodrun-args='--disable-cache'")
 
 
 def parse_hosts(text: str) -> list[tuple[str, int]]:
