@@ -87,11 +87,11 @@ bench-comm: $(STAMP)  ## Horovod cycle time vs round latency, real Gloo ranks si
 LAB_NAME ?= lab
 LAB_NODES ?= 2
 LAB_SLOTS ?= 2
-LAB_RATE ?= 40mbit
+LAB_RATE ?= 10mbit
 WALLCLOCK_DIR ?= results/wallclock
 # Figure 3 on the lab, sized for 2 CPU cores: 2 nodes x 2 ranks (1 core per node), the demo
-# subset of the shared JPEG copy (4,096 images), 4 epochs (lr / 10 after epoch 3).
-LAB_ARGS ?= --preset demo --epochs 4 --lr-milestones 3 --test-subset 500
+# subset of the shared JPEG copy (2,048 images: 16 steps per epoch per rank), 3 epochs.
+LAB_ARGS ?= --preset demo --train-subset 2048 --epochs 3 --lr-milestones 2 --test-subset 500
 LAB_REPEATS ?= 2
 lab-up:  ## build the lab (LAB_NODES nodes x LAB_SLOTS slots, links at LAB_RATE); needs root
 	$(PLOT_PY) -m prsgd.lab up --name $(LAB_NAME) --nodes $(LAB_NODES) --slots $(LAB_SLOTS) --rate $(LAB_RATE)

@@ -3,7 +3,7 @@
 level (global rounds across nodes; Hier-AVG's local rounds inside a node), with the machine's load
 while each run ran (the lab shares its machine).
 
-    python scripts/lab_levels.py results/wallclock/figure3     # -> levels.{csv,md} there
+    python scripts/lab_levels.py results/wallclock/figure3     # -> levels.{csv,md,png} there
 
 Reads every run under DIR (the sweep directories written by scripts/lab_sweep.sh), the sweeps'
 manifest.json for when each run ran, and DIR/load.txt (one `time load1 load5 load15` line per
@@ -58,10 +58,8 @@ def table(root: Path) -> pd.DataFrame:
         global_s, global_n = float(last["comm_seconds"]) - local_s, int(last["rounds"])
         t = times.get(str(run_dir.resolve()))
         load = [v for when, v in samples if t and t[0] <= when <= t[1]]
-        name = f"Hier-AVG K1={cfg['interval']} K2={cfg['global_every']} S={cfg['group_size']}" \
-            if cfg["algorithm"] == "hier" else f"I={cfg['interval']}"
         rows.append({
-            "run": name, "seed": cfg["seed"], "epochs": int(last["epoch"]),
+            "run": _name(cfg), "seed": cfg["seed"], "epochs": int(last["epoch"]),
             "steps": int(last["step"]),
             "s_per_epoch": float(last["train_seconds"]) / int(last["epoch"]),
             "train_seconds": float(last["train_seconds"]),
@@ -79,6 +77,55 @@ def table(root: Path) -> pd.DataFrame:
     order = lambda s: s.map(lambda r: (r.startswith("Hier"), int(r.split("=")[1].split()[0])))
     return df.sort_values(["run", "seed"], key=lambda s: order(s) if s.name == "run" else s) \
         .reset_index(drop=True)
+
+
+def figure(root: Path, df: pd.DataFrame):
+    """(a) training loss against measured seconds, every run including Hier-AVG (plot_figure3.py
+    draws PR-SGD alone); (b) measured seconds per averaging round, by level."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(12, 4.4), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    for k, run_dir in enumerate(sorted(find_runs(root), key=lambda d: _key(load_run(d)[0]))):
+        meta, m = load_run(run_dir)
+        if m.empty:
+            continue
+        name = _name(meta["config"])
+        a.plot(m["train_seconds"], m["train_loss"], "--" if name.startswith("Hier") else "-",
+               marker="o", ms=3, label=f"{name} (seed {meta['config']['seed']})")
+    a.set(xlabel="measured training wall-clock (s, rank 0, evaluation excluded)",
+          ylabel="training loss", yscale="log", title="(a) loss vs measured time, every run")
+    a.legend(fontsize=7)
+    per = df.groupby("run", sort=False)[["s_per_global_round", "s_per_local_round"]].mean()
+    x = range(len(per))
+    b.bar([i - 0.2 for i in x], per["s_per_global_round"], 0.4, label="global round (all ranks, "
+          "across the shaped link)")
+    b.bar([i + 0.2 for i in x], per["s_per_local_round"].fillna(0), 0.4,
+          label="local round (Hier-AVG: a node's 2 ranks)")
+    b.set_xticks(list(x), per.index, rotation=20, fontsize=8)
+    b.set(ylabel="measured seconds per averaging round (rank 0)",
+          title="(b) cost of a round, by level")
+    b.legend(fontsize=7)
+    fig.suptitle(f"Measured on the lab: {_describe(root)}", fontsize=9)
+    return fig
+
+
+def _name(cfg: dict) -> str:
+    return f"Hier-AVG K1={cfg['interval']} K2={cfg['global_every']} S={cfg['group_size']}" \
+        if cfg["algorithm"] == "hier" else f"I={cfg['interval']}"
+
+
+def _key(meta: dict):
+    cfg = meta["config"]
+    return (cfg["algorithm"] == "hier", cfg["interval"], cfg["seed"])
+
+
+def _describe(root: Path) -> str:
+    lab = json.loads((root / "lab.json").read_text()) if (root / "lab.json").exists() else {}
+    if not lab:
+        return str(root)
+    return (f"{lab['nodes']} nodes x {lab['slots']} Horovod ranks (Gloo), {lab['cpus_per_node']} "
+            f"CPU core per node, node links tc tbf {lab.get('rate') or 'unshaped'} (no delay "
+            "emulation); a shared 2-core machine (load in levels.md)")
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -101,6 +148,7 @@ def main(argv=None) -> int:
         return 2
     df.to_csv(root / "levels.csv", index=False)
     (root / "levels.md").write_text(markdown(df))
+    figure(root, df).savefig(root / "levels.png", dpi=130)
     print(markdown(df))
     return 0
 
