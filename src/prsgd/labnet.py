@@ -250,6 +250,8 @@ def down(name: str) -> list[str]:
     """Remove everything `up` made for lab `name` (also after a failed or killed `up`): the
     processes inside its namespaces (sshd and the ranks it started), the namespaces, their
     /etc/netns entries, the bridge and veths, the state directory. Returns what was removed."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, veth pairs, tc); run as root")
     removed = []
     pat = re.compile(rf"^prsgd-{name}-(n\d+|launch)$")
     for ns in lab_namespaces(name):
