@@ -13,7 +13,8 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install doctor test smoke train clean family stich reproduce reproduce-1gpu demo figure figure3-clock bench bench-comm
+.PHONY: help install doctor test smoke train clean family stich reproduce reproduce-1gpu demo figure figure3-clock \
+	bench bench-comm lab-up lab-down lab-figure3 lab-validation
 
 help:  ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,7 +32,9 @@ install: $(STAMP)  ## create .venv: torch, prsgd, Horovod (cached build)
 doctor: $(STAMP)  ## versions, GPUs, Horovod's build and allreduce path, a real 2-rank allreduce check
 	$(PY) -m prsgd.doctor
 
-test: $(STAMP)  ## run the test suite (unit + real horovodrun -np 2 --gloo tests)
+test: $(STAMP)  ## run the test suite (unit + real horovodrun -np 2 --gloo tests; lab tests as root)
+	@if [ "$$(id -u)" = 0 ]; then $(PY) -m prsgd.lab deps; \
+	else echo "make test: not root: the lab tests (tests/test_lab.py) will be skipped"; fi
 	$(PY) -m pytest -q
 
 smoke: $(STAMP)  ## a few-second 2-rank training run on synthetic data
@@ -90,6 +93,30 @@ bench: $(STAMP)  ## step throughput side by side (plain Horovod-example loop, ou
 
 bench-comm: $(STAMP)  ## Horovod cycle time vs round latency, real Gloo ranks side by side; JSON in results/bench/
 	$(PY) -m prsgd.bench_comm $(ARGS)
+
+# --- the lab: a cluster of network namespaces on this machine (src/prsgd/lab.py; root) -------
+LAB_NAME ?= lab
+LAB_NODES ?= 2
+LAB_SLOTS ?= 2
+LAB_RATE ?= 10mbit
+WALLCLOCK_DIR ?= results/wallclock
+# Figure 3 on the lab, sized for 2 CPU cores: 2 nodes x 2 ranks (1 core per node), the demo
+# subset of the shared JPEG copy (2,048 images: 16 steps per epoch per rank), 3 epochs.
+LAB_ARGS ?= --preset demo --train-subset 2048 --epochs 3 --lr-milestones 2 --test-subset 500
+LAB_REPEATS ?= 2
+lab-up:  ## build the lab (LAB_NODES nodes x LAB_SLOTS slots, links at LAB_RATE); needs root
+	$(PLOT_PY) -m prsgd.lab up --name $(LAB_NAME) --nodes $(LAB_NODES) --slots $(LAB_SLOTS) --rate $(LAB_RATE)
+
+lab-down:  ## remove the lab
+	$(PLOT_PY) -m prsgd.lab down --name $(LAB_NAME)
+
+lab-figure3: $(STAMP)  ## measured Figure 3 on the lab: real ranks on 2 nodes over a LAB_RATE link -> results/wallclock/figure3/
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/figure3 $(LAB_RATE) $(INTERVALS) $(LAB_REPEATS) -- $(LAB_ARGS)
+	$(PY) scripts/plot_figure3.py $(WALLCLOCK_DIR)/figure3/sweep --out $(WALLCLOCK_DIR)/figure3
+	$(PY) scripts/lab_levels.py $(WALLCLOCK_DIR)/figure3
+
+lab-validation: $(STAMP)  ## the clock's validation runs on the lab, unshaped link (the shaped ones: lab-figure3)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/validation-runs/unshaped none 1,4,16 $(LAB_REPEATS) -- $(LAB_ARGS)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

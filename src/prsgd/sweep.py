@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import hosts as hosts_mod
 from .results import git_info, portable_command, portable_path, write_json_atomic
 
 DEFAULT_INTERVALS = (1, 4, 8, 16, 32)
@@ -64,6 +65,7 @@ class SweepSpec:
     train_args: list[str] = field(default_factory=list)
     overrides: dict[str, list[str]] = field(default_factory=dict)   # run id -> extra arguments
     launcher: str = "horovodrun"      # horovod backend: horovodrun, or mpirun (Horovod with MPI)
+    launch: dict = field(default_factory=dict)   # hosts: horovodrun -H/--hostfile/... (hosts.py)
 
     FIXED = ("np", "backend", "gloo", "train_args", "pack")
 
@@ -98,8 +100,13 @@ def train_command(spec: SweepSpec, runs_dir: Path, rid: str, interval: int, seed
         return [sys.executable, *args, "--backend", "packed", "--workers", str(spec.np)]
     if spec.launcher == "mpirun":
         from .launch import LaunchError, mpirun_prefix
+        if set(spec.launch) - {"hosts"}:
+            raise SweepError("--launcher mpirun: takes --hosts only (--hostfile, "
+                             "--network-interface, --gloo-timeout-seconds and --horovodrun-args "
+                             "are horovodrun's); pass mpirun options through its own MCA env")
         try:
-            return [*mpirun_prefix(spec.np), sys.executable, *args]
+            return [*mpirun_prefix(spec.np, hosts=spec.launch.get("hosts")), sys.executable,
+                    *args]
         except LaunchError as e:
             raise SweepError(str(e)) from None
     hvdrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent) + os.pathsep
@@ -107,7 +114,8 @@ def train_command(spec: SweepSpec, runs_dir: Path, rid: str, interval: int, seed
     if hvdrun is None:
         raise SweepError("horovodrun not found next to this Python or on PATH; install Horovod "
                          "(make install) or use --backend packed")
-    return [hvdrun, "-np", str(spec.np), *(["--gloo"] if spec.gloo else []), sys.executable, *args]
+    return [hvdrun, "-np", str(spec.np), *(["--gloo"] if spec.gloo else []),
+            *hosts_mod.horovodrun_args(spec.launch), sys.executable, *args]
 
 
 def pack_command(spec: SweepSpec, runs_dir: Path, job: list[tuple[str, int, int]],
@@ -469,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-timeout", type=float, default=None, help="seconds per run (default: none)")
     p.add_argument("--no-preflight", dest="preflight", action="store_false",
                    help="do not load the dataset once before the first run")
+    hosts_mod.add_arguments(p)
     return p
 
 
@@ -493,9 +502,13 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
         raise SweepError(f"--intervals: each interval once (got {args.intervals})")
     if args.data is not None:
         train_args = [*data_args(args.data), *train_args]
+    try:
+        launch = hosts_mod.launch_from_args(args)
+    except hosts_mod.HostsError as e:
+        raise SweepError(str(e)) from None
     spec = SweepSpec(intervals=args.intervals, seeds=args.seeds, np=args.np, backend=args.backend,
                      gloo=args.gloo, pack=args.pack, train_args=train_args,
-                     launcher=args.launcher)
+                     launcher=args.launcher, launch=launch)
     known = {rid for rid, _, _ in spec.run_ids()}
     for item in args.override:
         rid, sep, extra = item.partition("=")
@@ -518,6 +531,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     try:
         spec = spec_from_args(args, train_args)
+        if spec.launch:
+            try:
+                hosts_mod.check(spec.launch, spec.np, spec.backend)
+            except hosts_mod.HostsError as e:
+                raise SweepError(str(e)) from None
         if args.preflight:
             preflight_data(spec.train_args)
         return run_sweep(args.out, spec, stop_after=args.stop_after, run_timeout=args.run_timeout)

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One measured sweep on the lab (python -m prsgd.lab): real Horovod ranks on NODES network-namespace
+# nodes over links shaped to RATE, launched by the sweep driver with horovodrun -H over ssh.
+# Needs root. DATA: the sweep's --data (default auto: the shared JPEG copy beside the repository).
+# Used by `make lab-figure3` and `make lab-validation` (see results/wallclock/README.md).
+#
+#   scripts/lab_sweep.sh OUT_DIR RATE INTERVALS REPEATS [-- TRAINING ARGS...]
+#
+# OUT_DIR/sweep       PR-SGD at each interval (runs I{I}-s{seed}; seed = repeat index)
+# OUT_DIR/sweep-hier  Hier-AVG, one group per node (HIER_ARGS; skipped when HIER=0)
+# OUT_DIR/lab.json    the lab's settings (link rate, burst, CPUs per node, ...)
+# OUT_DIR/load.txt    the machine's load average every 5 s while the runs ran (a shared machine)
+# Repeat r runs every variant once, in order, before repeat r+1: variants are interleaved in time,
+# so a burst of load from elsewhere hits all of them alike.
+set -euo pipefail
+OUT=$1 RATE=$2 INTERVALS=$3 REPEATS=$4
+shift 4
+[ "${1:-}" = "--" ] && shift
+PY=${PY:-python3}
+NAME=${LAB_NAME:-wc}
+NODES=${NODES:-2} SLOTS=${SLOTS:-2} CPUS=${CPUS_PER_NODE:-1}
+BURST=${BURST:-64kb}
+HIER=${HIER:-1}
+HIER_INTERVAL=${HIER_INTERVAL:-4}
+HIER_ARGS=${HIER_ARGS:-"--algorithm hier --group-size $SLOTS --global-every 4"}
+GLOO_TIMEOUT=${GLOO_TIMEOUT:-120}
+NP=$((NODES * SLOTS))
+
+lab() { local sub=$1; shift; "$PY" -m prsgd.lab "$sub" --name "$NAME" "$@"; }
+mkdir -p "$OUT"
+lab up --nodes "$NODES" --slots "$SLOTS" --cpus-per-node "$CPUS" --rate "$RATE" --burst "$BURST"
+sampler=
+cleanup() { [ -n "$sampler" ] && kill "$sampler" 2>/dev/null; lab down || true; }
+trap cleanup EXIT
+"$PY" - "$OUT/lab.json" "$NAME" <<'EOF'
+import json, os, sys
+from prsgd.labnet import Lab, state_root
+d = json.loads((state_root() / sys.argv[2] / "lab.json").read_text())
+d.pop("sshd_pids", None)
+d["machine_cpus"] = os.cpu_count()
+open(sys.argv[1], "w").write(json.dumps(d, indent=2) + "\n")
+EOF
+( while :; do echo "$(date -u +%FT%TZ) $(cut -d' ' -f1-3 /proc/loadavg)"; sleep 5; done ) \
+    >> "$OUT/load.txt" &
+sampler=$!
+hosts=$(lab hosts)
+failed=0      # a failed run is recorded in its manifest; the other runs go on
+common=(--np "$NP" --hosts "$hosts" --network-interface labnet
+        --gloo-timeout-seconds "$GLOO_TIMEOUT" --data "${DATA:-auto}")
+for ((r = 0; r < REPEATS; r++)); do
+    seeds=$(seq -s, 0 "$r")
+    echo "== repeat $r ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
+    lab exec -- "$PY" scripts/sweep.py --out "$OUT/sweep" --intervals "$INTERVALS" \
+        --seeds "$seeds" "${common[@]}" -- "$@" || failed=1
+    if [ "$HIER" = 1 ]; then
+        lab exec -- "$PY" scripts/sweep.py --out "$OUT/sweep-hier" --intervals "$HIER_INTERVAL" \
+            --seeds "$seeds" "${common[@]}" -- "$@" $HIER_ARGS || failed=1
+    fi
+done
+# Then the clock's calibration (prsgd.clock, when CLOCK_SRC holds it) on these very nodes and link:
+# allreduce timings of several sizes at both levels, and one worker's step under the same
+# contention as training. Written to CALIB_OUT (network.json, compute.json).
+if [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; then
+    mkdir -p "$CALIB_OUT"
+    hvd=(horovodrun -np "$NP" -H "$hosts" --gloo --network-interface labnet
+         --gloo-timeout-seconds "$GLOO_TIMEOUT")
+    echo "== calibration ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
+    launch=(ip netns exec "prsgd-$NAME-launch" env PYTHONPATH="$CLOCK_SRC")
+    "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-network --repeats 10 \
+        --sizes "${CALIB_SIZES:-4096,65536,262144,1084392,2168784}" --note "lab $NAME: $NODES \
+nodes x $SLOTS ranks, $CPUS CPU(s) per node, tc tbf rate $RATE burst $BURST latency 50ms on both \
+ends of each node's veth (rate none: unshaped)" --out "$CALIB_OUT/network.json" \
+        || echo "lab_sweep: calibrate-network failed (the points, if any, are in the file)"
+    "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-compute --batch-size 32 \
+        --precision fp32 --steps 20 --out "$CALIB_OUT/compute.json" \
+        || echo "lab_sweep: calibrate-compute failed"
+fi
+# Checkpoints are for resuming, not for the record.
+find "$OUT" -name 'checkpoint.pt*' -delete
+exit "$failed"
