@@ -167,19 +167,38 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
                 "bytes": last["bytes"], "train_seconds": last["train_seconds"],
                 "comm_seconds": last["comm_seconds"]})
         p = pd.DataFrame(per_run)
+        # i14: a diverged run (or one whose loss is not finite) has no meaningful time.
+        if "status" in g and g["status"].eq("diverged").any():
+            p["final_train_loss"] = float("nan")
         rows.append({"interval": int(interval), "label": label(int(interval)),
                      "seeds": len(per_run), **p.mean(numeric_only=True).to_dict()})
     cols = ["interval", "label", "seeds", "epochs", "steps", "final_train_loss", "final_test_acc",
             "best_test_acc", "rounds", "bytes", "train_seconds", "comm_seconds",
             "speedup_vs_I1"]
     table = pd.DataFrame(rows, columns=cols[:-1])
-    base = table.loc[table["interval"] == 1, "train_seconds"]
-    # Packed runs share one clock: a time ratio between them would be 1.00x and mean nothing.
-    table["speedup_vs_I1"] = (base.iloc[0] / table["train_seconds"]) \
-        if len(base) and not shared_clock(df) else float("nan")
+    table["speedup_vs_I1"] = speedups(table, df)
     for c in ("seeds", "epochs", "steps", "rounds", "bytes"):
         table[c] = table[c].round().astype("int64")
     return table
+
+
+def speedups(table: pd.DataFrame, df: pd.DataFrame) -> pd.Series:
+    """Training-time ratio of I = 1 to each interval, only where it means something: both ran
+    the same number of epochs (at least 2: one epoch is mostly start-up) with a finite final
+    loss, and on clocks of their own (packed runs share one: the ratio would be 1.00x)."""
+    nan = pd.Series(float("nan"), index=table.index)
+    base = table[table["interval"] == 1]
+    if base.empty or shared_clock(df):
+        return nan
+    b = base.iloc[0]
+
+    def ok(r):
+        return r["epochs"] >= 2 and math.isfinite(r["final_train_loss"])
+
+    if not ok(b):
+        return nan
+    good = table.apply(lambda r: ok(r) and r["epochs"] == b["epochs"], axis=1)
+    return (b["train_seconds"] / table["train_seconds"]).where(good, float("nan"))
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -224,11 +243,17 @@ def main(argv=None) -> int:
     p.add_argument("--all-runs", action="store_true",
                    help="also plot unfinished, failed and diverged runs")
     args = p.parse_args(argv)
+    import warnings
     try:
-        written = write_all(args.sweep, args.out, None if args.all_runs else PLOTTED_STATUSES)
+        with warnings.catch_warnings(record=True) as caught:   # i14: torn rows, one line each
+            warnings.simplefilter("always")
+            written = write_all(args.sweep, args.out, None if args.all_runs else PLOTTED_STATUSES)
     except (FileNotFoundError, ValueError) as e:
         print(f"plot_figure3: error: {e}", file=sys.stderr)
         return 2
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"plot_figure3: warning: {w.message}", file=sys.stderr)
     for path in written.values():
         print(path)
     return 0

@@ -25,11 +25,13 @@ from . import config as config_mod
 from . import checkpoint as checkpoint_mod
 from . import data as data_mod
 from .comm import FlatModel, HorovodComm, PackedComm
-from .config import Config, ConfigError
+from . import ownership
+from .config import Config, ConfigError, RunFinished
 from .models import LogReg, ResNet20, tile_state
 from .diagnostics import Diagnostics, DIAG_COLUMNS, corollary1
 from .features import FeatureData
-from .results import MetricsWriter, new_run_id, portable_path, provenance, write_json_atomic
+from .results import (MetricsWriter, RecordError, new_run_id, os_error_message, portable_path,
+                      provenance, read_json, write_json_atomic)
 from .schedule import GLOBAL, Heterogeneous, lr_at, make_schedule, Varying
 from .step import DTYPES, GraphCache, StepRunner
 
@@ -316,10 +318,12 @@ class Trainer:
             "theory": corollary1(self.total_steps, self.N, cfg_c.interval),
         }
         if resumed is not None and (run_dir / "config.json").exists():
-            # Keep the original provenance; log every resumption.
-            old = json.loads((run_dir / "config.json").read_text())
+            # Keep the original provenance; log every resumption (i14: with the operational
+            # fields it changed, e.g. progress; any other change was refused).
+            old = read_json(run_dir / "config.json")
             old.setdefault("resumes", []).append(
-                {"from_epoch": resumed["epoch"], "provenance": meta["provenance"]})
+                {"from_epoch": resumed["epoch"], "provenance": meta["provenance"],
+                 "changed": self.checkpoint.resume_changes})
             meta = old
         write_json_atomic(run_dir / "config.json", meta)
 
@@ -662,15 +666,23 @@ def main(argv=None) -> int:
                 print(f"run directory: {run_dir}")
             return 0
         run_dir = run(cfg)
-    except (ConfigError, data_mod.DataError) as e:
+    except (ConfigError, data_mod.DataError, RecordError) as e:
         print(f"prsgd.train: error: {e}", file=sys.stderr)
         return 2
+    except RunFinished as e:   # i14: --resume of a finished run trains nothing
+        print(f"prsgd.train: {e}", file=sys.stderr)
+        return e.exit_code
     except Diverged as e:
         print(f"prsgd.train: diverged: {e}", file=sys.stderr)
         return 3
     except checkpoint_mod.Interrupted as e:
         print(f"prsgd.train: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:   # i14: an I/O failure: one line naming the path (status.json: failed)
+        print(f"prsgd.train: error: {os_error_message(e)}", file=sys.stderr)
+        return 1
+    finally:
+        ownership.release_all()   # i14: in-process callers (tests) may start another run
     if run_dir is not None:
         print(f"run directory: {run_dir}")
     return 0
