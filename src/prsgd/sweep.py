@@ -567,11 +567,12 @@ def _refuse_managed(train_args: list[str], where: str) -> None:
 
 
 def check_runs(spec: SweepSpec) -> None:
-    """Validate every run's full training configuration before the first run starts."""
+    """Validate every run's configuration from the common training arguments before the first
+    run starts: a bad value there would fail every run. (A run's --override is checked by its
+    trainer: that run fails, recorded with the message, and the sweep goes on.)"""
     from .config import ConfigError, from_args
     for rid, interval, seed in spec.run_ids():
-        argv = ["--interval", str(interval), "--seed", str(seed), *spec.train_args,
-                *spec.overrides.get(rid, [])]
+        argv = ["--interval", str(interval), "--seed", str(seed), *spec.train_args]
         if spec.backend == "packed":
             argv += ["--backend", "packed", "--workers", str(spec.np)]
         try:
