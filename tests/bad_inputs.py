@@ -64,7 +64,7 @@ CASES = [
     Case("--backend mpi", ["--backend", "mpi"], "--backend: must be one of horovod, packed"),
     Case("--backend packed --workers 0", ["--workers", "0"],
          "--workers: the packed backend needs --workers N"),
-    Case("--workers 4 under horovodrun -np 2", ["--workers", "4"],
+    Case("--workers 4 under prsgd.launch horovodrun -np 2", ["--workers", "4"],
          "--workers: does not match the launcher's 2 ranks", launcher=True),
     Case("--slowdown 1,2,3 (2 workers)", ["--slowdown", "1,2,3"],
          "--slowdown: needs one value per worker (2)"),
@@ -306,10 +306,13 @@ def run_tool(case: Case, args: list[str]) -> tuple[int, str]:
 def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:
     """(exit code, the error line, all output) of one case."""
     args = [a.replace("DIR", str(tmp)) for a in case.args]
-    if case.launcher:
-        from conftest import horovodrun
+    if case.launcher:   # through prsgd.launch, as `make train` launches
+        from conftest import subprocess_env
         base = [a for a in BASE if a not in ("--backend", "packed", "--workers", "2")]
-        proc = horovodrun(2, ["-m", "prsgd.train", *base, *args], check=False, timeout=300)
+        exe = shutil.which("horovodrun", path=subprocess_env()["PATH"])
+        proc = subprocess.run([sys.executable, "-m", "prsgd.launch", exe, "-np", "2", "--gloo",
+                               sys.executable, "-m", "prsgd.train", *base, *args],
+                              env=subprocess_env(), capture_output=True, text=True, timeout=300)
         lines = [ln.split(">:", 1)[-1] for ln in (proc.stdout + proc.stderr).splitlines()
                  if "prsgd.train: error:" in ln]
         code, output = proc.returncode, proc.stdout + proc.stderr

@@ -123,21 +123,27 @@ def row(epoch: int, loss: str = "0.5") -> str:
     return ",".join(vals.get(c, "") for c in results.METRIC_COLUMNS)
 
 
+def run_dir_with(tmp_path: Path, lines: list[str]) -> Path:
+    run = tmp_path / "r"
+    run.mkdir(exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"config": {"run_id": "r"}}))
+    (run / "metrics.csv").write_text("\n".join([HEADER, *lines]) + "\n")
+    return run
+
+
 def test_a_torn_last_row_is_dropped_with_a_warning_naming_the_file(tmp_path):
-    path = tmp_path / "metrics.csv"
     for torn in (row(3)[: len(row(3)) // 2], row(3).rsplit(",", 3)[0] + ",0.",
                  row(3, loss="1e-")):
-        path.write_text("\n".join([HEADER, row(1), row(2), torn]) + "\n")
-        with pytest.warns(UserWarning, match=f"{path}: its last line is torn"):
-            df = results.read_metrics(path)
+        run = run_dir_with(tmp_path, [row(1), row(2), torn])
+        with pytest.warns(UserWarning, match=f"{run / 'metrics.csv'}: its last line is torn"):
+            _, df = results.load_run(run)
         assert list(df["epoch"]) == [1, 2] and list(df["train_loss"]) == [0.5, 0.5]
 
 
 def test_a_torn_row_mid_file_fails_naming_the_file(tmp_path):
-    path = tmp_path / "metrics.csv"
-    path.write_text("\n".join([HEADER, row(1)[:20], row(2)]) + "\n")
-    with pytest.raises(results.RecordError, match=f"{path}: line 2 is torn"):
-        results.read_metrics(path)
+    run = run_dir_with(tmp_path, [row(1)[:20], row(2)])
+    with pytest.raises(ValueError, match=f"{run / 'metrics.csv'}: line 2 is torn"):
+        results.load_run(run)
 
 
 # --- the speed-up column --------------------------------------------------------------------------
