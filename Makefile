@@ -38,12 +38,12 @@ test: $(STAMP)  ## run the test suite (unit + real horovodrun -np 2 --gloo tests
 	$(PY) -m pytest -q
 
 smoke: $(STAMP)  ## a few-second 2-rank training run on synthetic data
-	horovodrun -np 2 --gloo $(PY) -m prsgd.train --preset smoke --dataset synthetic --interval 4 --out runs
+	$(PY) -m prsgd.supervise horovodrun -np 2 --gloo $(PY) -m prsgd.train --preset smoke --dataset synthetic --interval 4 --out runs
 
 train: $(STAMP)  ## the main job: NP ranks (default 2), demo preset, shared JPEG CIFAR-10 or DATA=
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
 	if [ ! -e "$$data" ]; then echo "no data: set DATA=PATH (ImageFolder tree or zip of CIFAR-10)"; exit 2; fi; \
-	horovodrun -np $(NP) --gloo $(PY) -m prsgd.train --preset demo --dataset imagefolder --data "$$data" --interval 4 --out runs $(ARGS)
+	$(PY) -m prsgd.supervise horovodrun -np $(NP) --gloo $(PY) -m prsgd.train --preset demo --dataset imagefolder --data "$$data" --interval 4 --out runs $(ARGS)
 
 family: $(STAMP)  ## the family figure: every algorithm on a small real run (results/family)
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \

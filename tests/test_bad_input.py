@@ -30,15 +30,28 @@ def results(tmp_path_factory):
 def test_every_bad_input_is_refused_with_its_message(results):
     res, tmp = results
     assert len(res) == len(bad_inputs.CASES)
-    for case, code, text in res:
-        assert code != 0, (case.shown, text)
+    for case, code, text, _ in res:
+        assert code == case.exit if case.exit is not None else code != 0, (case.shown, text)
         assert case.expect in text, (case.shown, text)
-    # Nothing was started: no run directory besides the two the setup made on purpose.
+    # Nothing was started: no run directory besides the ones the setup made on purpose, none
+    # outside --out (a run id with '..'), no sweep run.
     assert list((tmp / "cwd").iterdir()) == []
-    assert sorted(p.name for p in (tmp / "runs").iterdir()) == ["broken", "done"]
-    # The refused resumes left the finished run as it was.
-    done = json.loads((tmp / "runs" / "done" / "status.json").read_text())
-    assert (done["status"], done["epoch"]) == ("done", 1)
+    assert sorted(p.name for p in (tmp / "runs").iterdir()) == [
+        "badcfg", "broken", "cut", "done", "nockpt", "owned"]
+    assert not (tmp / "escape").exists() and not (tmp / "sweep" / "runs").exists()
+    # The refused resumes left the finished runs as they were.
+    for rid in ("done", "nockpt"):
+        done = json.loads((tmp / "runs" / rid / "status.json").read_text())
+        assert (done["status"], done["epoch"]) == ("done", 1)
+
+
+@pytest.mark.horovod
+def test_no_bad_input_ends_in_a_traceback(results):
+    """Every case's whole output (stdout and stderr, the launcher's too) holds no traceback."""
+    res, _ = results
+    shown = [f"### {case.shown} (exit {code})\n{output}" for case, code, _, output in res
+             if "Traceback" in output]
+    assert not shown, "\n".join(shown)
 
 
 @pytest.mark.horovod

@@ -2,10 +2,11 @@
 gradients) and Algorithm 3 (workers make different numbers of steps per round).
 
 Each config is run uninterrupted, and a twin of it is stopped after its first epoch
-deterministically by `--max-steps` (not a MATH_FIELDS field; for these configs it only decides
-where the run ends: neither the lr nor the schedule of the steps made depends on it). The twin
-is then resumed, without `--max-steps`, by a fresh `horovodrun -np 2 --gloo python -m
-prsgd.train --resume` and must end bit-identical to the uninterrupted run.
+deterministically by `--max-steps` (for these configs it only decides where the run ends: neither
+the lr nor the schedule of the steps made depends on it). The twin's records are then made to say
+what a run of the full config killed after epoch 1 would say (a resume compares the whole config,
+so `--max-steps` itself may not change), and it is resumed by a fresh `horovodrun -np 2 --gloo
+python -m prsgd.train --resume`: it must end bit-identical to the uninterrupted run.
 """
 from __future__ import annotations
 
@@ -43,7 +44,20 @@ def first_runs(tmp_path_factory) -> Path:
             "het_ref": HETERO, "het_cut": [*HETERO, "--max-steps", "6"]}
     horovodrun(2, [str(ROOT / "tests" / "family_worker.py"), str(out), json.dumps(runs)],
                timeout=600)
+    for name in ("gar", "het"):
+        as_if_killed(out / f"{name}_cut" / "run", out / f"{name}_ref" / "run")
     return out
+
+
+def as_if_killed(cut: Path, ref: Path) -> None:
+    """The records of a run of `ref`'s config killed after its first checkpoint: the config in
+    the checkpoint and in config.json is the full run's (no --max-steps)."""
+    ck = load_ckpt(cut)
+    ck["config"] = load_ckpt(ref)["config"]
+    torch.save(ck, cut / "checkpoint.pt")
+    meta, full = (json.loads((d / "config.json").read_text()) for d in (cut, ref))
+    meta["config"], meta["derived"] = full["config"], full["derived"]
+    (cut / "config.json").write_text(json.dumps(meta))
 
 
 def resume(args: list[str], run_dir: Path, from_epoch: int) -> None:

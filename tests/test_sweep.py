@@ -115,7 +115,7 @@ def test_rerun_skips_finished_runs_and_completes_the_rest(tmp_path):
             pytest.fail("the second run never started")
         assert m["I1-s0"]["status"] == "done"
         first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=60) == 130
+        assert first.wait(timeout=60) == 128 + signal.SIGTERM   # 143 (issue 14; was 130)
     finally:
         first.kill()
     runs = manifest(out)
@@ -194,7 +194,10 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     (["--intervals", "1,0"], [], "--intervals: every I must be a positive integer"),
     (["--np", "0"], [], "--np: must be a positive integer"),
     ([], ["--interval", "4"], "--interval: the sweep sets"),
-    ([], ["--out=x"], "--out=x: the sweep sets"),
+    ([], ["--out=x"], "--out: the sweep sets"),
+    ([], ["--see", "3"], "unrecognized arguments: --see 3"),    # no abbreviations
+    (["--override", "I1-s0=--seed=4"], [], "--override I1-s0: --seed: the sweep sets"),
+    (["--seeds", "1,1"], [], "--seeds: each seed once"),
     (["--override", "I3-s0=--lr 1"], [], "--override: expected RUN_ID=ARGS with RUN_ID one of"),
 ])
 def test_bad_sweep_arguments_are_refused(opts, train, message):

@@ -234,7 +234,8 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     for run in runs:
         run.write_config(sweep_cfg=cfg, derived=derived, world_size=comm.size, device=device,
                          dataset=dataset, resumed_from=resumed["epoch"] if resumed else None,
-                         packed=packed, comm=comm.provenance())
+                         packed=packed, comm=comm.provenance(),
+                         resume_changes=checkpoint.resume_changes)
         run.open_writers()
     return Parts(cfg=cfg, comm=comm, N=N, device=device, dataset=dataset, model=model, fm=fm,
                  replicas=replicas, steps=steps, runner=runner, feed=feed, runs=runs,

@@ -41,9 +41,10 @@ from pathlib import Path
 
 import torch
 
-from .config import MATH_FIELDS
+from . import ownership
+from .config import MATH_FIELDS, RunFinished, resume_differences
 from .errors import ConfigError
-from .results import MetricsWriter, write_json_atomic
+from .results import MetricsWriter, os_error_message, write_json_atomic
 
 CHECKPOINT = "checkpoint.pt"
 STATUS = "status.json"
@@ -169,10 +170,18 @@ def _fsync_dir(path: Path) -> None:
 
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        # i14: torch.save turns a failed write into a RuntimeError; report the I/O error with
+        # the file's name (the previous checkpoint.pt stays as it was).
+        cause = e if isinstance(e, OSError) else e.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise OSError(cause.errno, cause.strerror, str(tmp)) from None
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -226,6 +235,8 @@ class Checkpointer:
         self.run_dir = self.run_dirs[0]               # holds the checkpoint
         self.resumed_from: int | None = None
         self.saved_epoch: int | None = None   # epoch of the checkpoint on disk
+        self.owners: list = []                # ownership locks of the run dirs (writer only)
+        self.resume_changes: dict = {}        # operational fields changed by this --resume
 
     @property
     def path(self) -> Path:
@@ -239,12 +250,22 @@ class Checkpointer:
         answer = None
         if self.is_writer:
             try:
+                # i14: one live owner per run directory, taken before anything is written.
+                self.owners = ownership.acquire_all(self.run_dirs)
                 answer = ("ok", self._decide())
+            except ownership.OwnedElsewhere as e:
+                answer = ("error", f"--out/--run-id: {e}")
             except ConfigError as e:
                 answer = ("error", str(e))
+            except RunFinished as e:
+                answer = ("finished", str(e), e.exit_code)
+            except OSError as e:
+                answer = ("error", os_error_message(e))
         answer = self.comm.broadcast_object(answer)
         if answer[0] == "error":
             raise ConfigError(answer[1])
+        if answer[0] == "finished":
+            raise RunFinished(answer[1], answer[2])
         ck = answer[1]
         if ck is not None:
             self._restore(ck)
@@ -278,12 +299,15 @@ class Checkpointer:
                 meta = json.loads((d / "config.json").read_text())
                 old = dict(meta["config"], workers=meta["derived"]["workers"])
                 sha = meta["provenance"]["dataset"]["sha256"]
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, TypeError):
                 raise ConfigError(f"--resume: {d} holds files of a run but no readable "
-                                  "config.json or checkpoint; pass --restart to replace it")
+                                  f"checkpoint, and its config.json is not a readable run "
+                                  "record; pass --restart to replace it")
             if "packed" in meta["derived"]:   # config.json holds one run of the packed sweep
                 old["intervals"] = meta["derived"]["packed"]["intervals"]
-        diffs = math_differences(old, now)
+        # The WHOLE resolved config must match (config.resume_differences); operational
+        # fields (progress output) may change and are logged in config.json's `resumes`.
+        diffs, self.resume_changes = resume_differences(old, now)
         if sha != self.dataset.checksum:
             diffs.append(f"dataset: sha256 {sha[:12]}... in the run, "
                          f"{self.dataset.checksum[:12]}... now")
@@ -291,6 +315,11 @@ class Checkpointer:
             raise ConfigError(f"--resume: {d} was made with a different configuration: "
                               + "; ".join(diffs) + ". Pass --restart to start it over with the "
                               "new values, or choose another --run-id")
+        if status in ("done", "diverged"):   # finished: never trained again by --resume
+            raise RunFinished(f"{d} is already {status} (epoch "
+                              f"{(read_status(holding[0]) or {}).get('epoch')}); nothing to "
+                              "resume. Pass --restart to train it again",
+                              0 if status == "done" else 3)
         if ck is None:
             self._clear(("metrics.csv", STATUS, ROUNDS, DIAGNOSTICS))
             return None
@@ -383,18 +412,40 @@ class Checkpointer:
             bad = getattr(e, "runs", None) or range(len(self.run_dirs))
             others = {k: ("failed", f"stopped: a run packed with it diverged ({e})")
                       for k in range(len(self.run_dirs)) if k not in bad}
-            self.status("diverged", str(e), per_run=others)
+            self._last_status("diverged", str(e), per_run=others)
             raise
         except Interrupted as e:
-            where = ("no checkpoint yet: --resume starts it over" if self.saved_epoch is None
-                     else f"--resume continues from the checkpoint of epoch {self.saved_epoch}")
-            self.status("interrupted", f"{e}; {where}")
+            self._last_status("interrupted", f"{e}; {self._where()}")
             raise
         except BaseException as e:
-            self.status("failed", f"{e.__class__.__name__}: {e}")
+            if peer_stopped(e):   # a peer rank's SIGTERM/SIGINT reaches rank 0 as this
+                self._last_status("interrupted", f"a peer rank stopped ({e.__class__.__name__})"
+                                  f"; {self._where()}")
+                raise Interrupted(signal.SIGTERM) from e
+            self._last_status("failed", f"{e.__class__.__name__}: {e}")
             raise
         else:
             self.status("done")
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            for owner in self.owners:
+                owner.release()
+
+    def _where(self) -> str:
+        return ("no checkpoint yet: --resume starts it over" if self.saved_epoch is None
+                else f"--resume continues from the checkpoint of epoch {self.saved_epoch}")
+
+    def _last_status(self, status: str, message: str, per_run: dict | None = None) -> None:
+        """Record how the run ended where the disk still allows it: an I/O failure must not
+        hide the error that ended the run (a read-only run dir cannot take status.json)."""
+        try:
+            self.status(status, message, per_run)
+        except OSError:
+            pass
+
+
+def peer_stopped(e: BaseException) -> bool:
+    """Horovod's error on the ranks left when a peer rank exits (a signal to that rank, or
+    horovodrun ending the job): the job was stopped, not broken. It carries no cause."""
+    return e.__class__.__name__ == "HorovodInternalError"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import typing
 from dataclasses import dataclass, field, fields
 
@@ -23,6 +25,23 @@ MODELS = ("resnet20", "logreg")  # logreg: Stich's convex experiment (stich.py)
 BACKENDS = ("horovod", "packed", "torchdist")
 PRECISIONS = ("fp32", "bf16", "fp64")  # fp64: for exact-equivalence tests
 DEVICES = ("auto", "cpu", "cuda")
+# The data's generators are seeded with (seed * 1_000_003 + epoch) * 4099 + worker, which must fit
+# in 64 bits (torch.Generator.manual_seed): hence the bounds on --seed and --epochs.
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 10**6
+# Largest finite value of each precision: an lr or weight decay beyond it is inf in the step.
+PRECISION_MAX = {"fp32": 3.4028234663852886e38, "bf16": 3.3895313892515355e38,
+                 "fp64": 1.7976931348623157e308}
+NAME_MAX = 255                  # bytes in one path component on Linux/macOS file systems
+
+
+class RunFinished(Exception):
+    """--resume of a run that already finished (done or diverged): nothing is trained and no
+    record is touched. `exit_code`: 0 for done, 3 (as when it diverged) for diverged."""
+
+    def __init__(self, message: str, exit_code: int = 0):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -79,6 +98,7 @@ class CoreConfig:
         def bad(name: str, why: str):
             raise ConfigError(f"--{name.replace('_', '-')}: {why} (got {getattr(self, name)!r})")
 
+        self._validate_types()
         for name, allowed in (("algorithm", ALGORITHMS), ("dataset", DATASETS),
                               ("backend", BACKENDS), ("precision", PRECISIONS),
                               ("device", DEVICES), ("model", MODELS)):
@@ -96,6 +116,21 @@ class CoreConfig:
                 bad(name, "must be >= 0")
         if self.lr <= 0:
             bad("lr", "must be > 0")
+        top = PRECISION_MAX.get(self.precision, PRECISION_MAX["fp32"])
+        for name in ("lr", "weight_decay"):
+            if abs(getattr(self, name)) > top:
+                bad(name, f"overflows {self.precision} (largest finite value {top:.4g})")
+        if self.lr_gamma <= 0:
+            bad("lr_gamma", "the lr decay factor must be > 0")
+        if any(v <= 0 for v in self.epoch_lrs):
+            bad("epoch_lrs", "every lr must be > 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            bad("seed", f"must be in 0..{MAX_SEED} (it seeds 64-bit data generators)")
+        if self.epochs > MAX_EPOCHS:
+            bad("epochs", f"must be at most {MAX_EPOCHS}")
+        if any(m <= 0 for m in self.lr_milestones):
+            bad("lr_milestones", "every milestone must be a positive epoch")
+        self._validate_run_id()
         if not 0 <= self.momentum < 1:
             bad("momentum", "must be in [0, 1)")
         if self.weight_decay < 0:
@@ -105,8 +140,11 @@ class CoreConfig:
         if (self.model == "logreg") != (self.dataset == "synthetic_logreg"):
             bad("model", "--model logreg goes with --dataset synthetic_logreg (features), "
                 "--model resnet20 with an image dataset")
-        if list(self.lr_milestones) != sorted(self.lr_milestones):
-            bad("lr_milestones", "must be increasing")
+        if list(self.lr_milestones) != sorted(set(self.lr_milestones)):
+            bad("lr_milestones", "must be strictly increasing (each epoch once)")
+        if len(set(self.intervals)) != len(self.intervals):
+            bad("intervals", "each interval once (a duplicate would train two runs into one "
+                "directory)")
         if self.intervals and self.backend != "packed":
             bad("intervals", "packs several runs into one process: needs --backend packed")
         algorithm = algorithm_class(self.algorithm)
@@ -128,7 +166,51 @@ class CoreConfig:
         if self.slowdown and len(self.slowdown) != n:
             bad("slowdown", f"needs one value per worker ({n})")
         self._validate_algorithm(algorithm, n)
+        self.check_out()
         return self
+
+    def _validate_types(self) -> None:
+        """Every field of its declared type; every number finite (nan/inf refused)."""
+        hints = typing.get_type_hints(Config)
+        for f in fields(self):
+            t, v, flag = hints[f.name], getattr(self, f.name), "--" + f.name.replace("_", "-")
+            inner = typing.get_args(t)[0] if typing.get_origin(t) is tuple else None
+            values = v if inner is not None and isinstance(v, tuple) else (v,)
+            want = inner or t
+            if inner is not None and not isinstance(v, tuple):
+                raise ConfigError(f"{flag}: expected a list of {want.__name__} (got {v!r})")
+            for x in values:
+                if want is float and isinstance(x, int) and not isinstance(x, bool):
+                    continue
+                if not isinstance(x, want) or (want is int and isinstance(x, bool)):
+                    raise ConfigError(f"{flag}: expected {want.__name__} (got {x!r})")
+                if want is float and not math.isfinite(x):
+                    raise ConfigError(f"{flag}: must be a finite number (got {x!r})")
+
+    def _validate_run_id(self) -> None:
+        """A run id names ONE directory inside --out: no separators, no '..', not absolute, and
+        short enough for the file system (packed runs append '-I<interval>')."""
+        rid = self.run_id
+        if not rid:
+            return
+        if rid in (".", "..") or "/" in rid or os.sep in rid or "\0" in rid:
+            raise ConfigError(f"--run-id: must be one directory name inside --out, without '/' "
+                              f"or '..' (got {rid!r})")
+        longest = len(rid.encode()) + (len(f"-I{max(self.intervals)}") if self.intervals else 0)
+        if longest > NAME_MAX:
+            raise ConfigError(f"--run-id: {longest} bytes, longer than a file name may be "
+                              f"({NAME_MAX} bytes)")
+
+    def check_out(self) -> None:
+        """--out must be (or become) a writable directory: refused before anything is written."""
+        path = os.path.abspath(self.out or ".")
+        probe = path
+        while not os.path.lexists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise ConfigError(f"--out: {probe} is not a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out: {probe} is not writable (read-only or no permission)")
 
     def _validate_algorithm(self, algorithm, n: int):
         # Which options belong to which algorithm: a flag that the chosen algorithm would ignore is
@@ -181,6 +263,40 @@ MATH_FIELDS = ("algorithm", "interval", "workers", "backend", "batch_size", "lr"
                "dataset", "train_subset", "augment", "seed", "precision", "intervals", "slowdown",
                "model", "lr_decay_shift", *(opt.name for opt, _ in all_options()))
 
+# Resume compares the WHOLE resolved config. These fields may change on --resume (they change
+# neither the mathematics nor what the run records); each change is logged in config.json's
+# `resumes`. `out` and `data` may be spelled differently for the same directory (the dataset
+# itself is compared by its sha256).
+OPERATIONAL_FIELDS = frozenset({"progress", "checkpoint_every", "out", "data"})
+# Fields that say what to do with the directory, not what the run is: never compared.
+COMMAND_FIELDS = frozenset({"resume", "restart", "run_id"})
+
+
+def _plain(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def resume_differences(old: dict, new: dict) -> tuple[list[str], dict]:
+    """(refusals, operational changes) between the config a run was made with and the one it is
+    resumed with. Refusals: '--flag: OLD in the run, NEW now' for every other differing field
+    (a field missing from the old record counts as different unless the new value is its
+    default); operational changes: field -> [old, new]."""
+    defaults = {f.name: _plain(f.default if f.default is not dataclasses.MISSING
+                               else f.default_factory()) for f in fields(Config)}
+    refused, changed = [], {}
+    for k in sorted(set(old) | set(new)):
+        if k in COMMAND_FIELDS:
+            continue
+        a, b = _plain(old.get(k, defaults.get(k))), _plain(new.get(k, defaults.get(k)))
+        if a == b:
+            continue
+        if k in OPERATIONAL_FIELDS:
+            changed[k] = [a, b]
+        else:
+            refused.append(f"--{k.replace('_', '-')}: {a!r} in the run, {b!r} now")
+    return refused, changed
+
+
 PRESETS: dict[str, dict] = {
     # The paper's Section 5: ResNet20 / CIFAR-10, 8 workers, 300 epochs.
     "paper": dict(),
@@ -229,9 +345,21 @@ def _strict_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
 
 
-def build_parser(prog: str = "python -m prsgd.train") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser whose errors are ConfigErrors (for callers that parse training arguments of
+    their own, like the sweep driver) instead of a usage message and SystemExit."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def build_parser(prog: str = "python -m prsgd.train",
+                 raise_errors: bool = False) -> argparse.ArgumentParser:
+    # allow_abbrev=False: `--see 3` is not `--seed 3`; a flag means exactly what it says, so the
+    # sweep can tell which flags a command line sets.
+    cls = _RaisingParser if raise_errors else argparse.ArgumentParser
+    p = cls(prog=prog, description=__doc__.splitlines()[0], allow_abbrev=False,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(Config)
     for f in fields(Config):
         flag = "--" + f.name.replace("_", "-")
@@ -250,11 +378,24 @@ def build_parser(prog: str = "python -m prsgd.train") -> argparse.ArgumentParser
     return p
 
 
+def given_flags(argv: list[str], raise_errors: bool = True) -> dict:
+    """The fields a command line sets explicitly (field name -> parsed value)."""
+    args = build_parser(raise_errors=raise_errors).parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None and k != "preset"}
+
+
 def from_args(argv: list[str] | None = None) -> Config:
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "preset"}
-    return preset(args.preset, **overrides)
+    cfg = preset(args.preset, **overrides)
+    # Milestones given on the command line must fall inside the run; a preset's milestones
+    # beyond a shortened run (--preset smoke --epochs 1) simply never fire.
+    ms = overrides.get("lr_milestones")
+    if ms and isinstance(cfg.epochs, int) and any(m > cfg.epochs for m in ms):
+        raise ConfigError(f"--lr-milestones: every milestone must be an epoch of the run "
+                          f"(1..{cfg.epochs}) (got {ms!r})")
+    return cfg
 
 
 def dumps(cfg: Config) -> str:
-    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, allow_nan=False)

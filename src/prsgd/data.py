@@ -42,13 +42,16 @@ CIFAR_BATCH_MD5 = {
     "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
     "test_batch": "40351d587109b95175f43aff81a1287e",
 }
-# Checksums of known copies: a file with a known name but another checksum is refused.
+# Checksums of known copies. A zip is held to its known checksum only when it is that copy: its
+# folder's README (or the README beside that folder, as in shared/data/) quotes the checksum. A
+# user's own zip that happens to be called train.zip is CRC-checked like any other.
 KNOWN_SHA256 = {
     # ../shared/data/cifar10-jpeg (JPEG quality 75 re-encoding of CIFAR-10; see its README)
     "train.zip": "7535619d681ecae959b6925f0fac250eda93d92f637e12d065098d49ceaebdd4",
     "test.zip": "c85d24bcf53f877447467edb08f30fc388d175fa00514667e43491e557f53606",
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+NUM_CLASSES = len(CLASSES)   # outputs of the models (ResNet20's last layer)
 
 
 SUBSET_SEED = 1234   # --train-subset/--test-subset pick the same images in every run
@@ -206,8 +209,22 @@ def _split_sources(path: Path) -> dict[str, tuple[Path, str]]:
     return out
 
 
-def _verify_zip(zpath: Path) -> None:
+def _claimed_sha256(zpath: Path) -> str | None:
+    """The known sha256 this zip claims to have: the shared copy's README quotes it."""
     known = KNOWN_SHA256.get(zpath.name)
+    if not known:
+        return None
+    for folder in (zpath.parent, zpath.parent.parent):
+        try:
+            if known in (folder / "README.md").read_text(errors="replace"):
+                return known
+        except OSError:
+            continue
+    return None
+
+
+def _verify_zip(zpath: Path) -> None:
+    known = _claimed_sha256(zpath)
     try:
         with zipfile.ZipFile(zpath) as z:
             bad = z.testzip()  # CRC of every member: catches a changed byte anywhere
@@ -220,24 +237,66 @@ def _verify_zip(zpath: Path) -> None:
                         "the file was changed or truncated")
 
 
-def _decode_split(container: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image  # pillow; torchvision is not needed
+def _read_file(f: Path) -> bytes:
+    """A file of an image tree, or DataError naming it (a dangling symlink, no permission...)."""
+    try:
+        return f.read_bytes()
+    except OSError as e:
+        why = "a dangling symlink" if f.is_symlink() and not f.exists() else (e.strerror or e)
+        raise DataError(f"{f}: cannot be read ({why})") from None
 
-    items: list[tuple[str, int, bytes]] = []
+
+def _image_names(container: Path, prefix: str) -> list[tuple[str, str]]:
+    """(name, class) of every image of a split, sorted; no image is read."""
+    items = []
     if container.suffix == ".zip":
         with zipfile.ZipFile(container) as z:
             for name in sorted(z.namelist()):
                 rel = name[len(prefix):] if name.startswith(prefix) else None
                 if rel and rel.lower().endswith(IMAGE_SUFFIXES) and "/" in rel:
-                    items.append((name, rel.split("/")[0], z.read(name)))
+                    items.append((name, rel.split("/")[0]))
     else:
         for f in sorted(container.rglob("*")):
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                rel = f.relative_to(container).as_posix()
-                items.append((str(f), rel.split("/")[0], f.read_bytes()))
+                items.append((str(f), f.relative_to(container).as_posix().split("/")[0]))
     if not items:
         raise DataError(f"{container}: no images under {prefix or '.'}<class>/")
-    classes = sorted({c for _, c, _ in items})
+    return items
+
+
+def check_classes(sources: dict, path) -> list[str]:
+    """The class names (sorted; label i = i-th name), the same in both splits, 2..NUM_CLASSES
+    of them: labels are indices into this one list, so a test split with another set of
+    classes would silently shift them, and the model has NUM_CLASSES outputs."""
+    names = {split: sorted({c for _, c in _image_names(*src)}) for split, src in sources.items()}
+    train, test = names["train"], names["test"]
+    where = f"--data: {path}"
+    if train != test:
+        only_train, only_test = sorted(set(train) - set(test)), sorted(set(test) - set(train))
+        raise DataError(f"{where}: the test split's classes differ from the train split's "
+                        f"(only in train: {', '.join(only_train) or '-'}; only in test: "
+                        f"{', '.join(only_test) or '-'})")
+    if len(train) < 2:
+        raise DataError(f"{where}: {len(train)} class ({', '.join(train)}); classification "
+                        "needs at least 2")
+    if len(train) > NUM_CLASSES:
+        raise DataError(f"{where}: {len(train)} classes, more than the model's {NUM_CLASSES} "
+                        "outputs")
+    return train
+
+
+def _decode_split(container: Path, prefix: str, classes: list[str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image  # pillow; torchvision is not needed
+
+    items: list[tuple[str, str, bytes]] = []
+    names = _image_names(container, prefix)
+    if container.suffix == ".zip":
+        with zipfile.ZipFile(container) as z:
+            items = [(name, c, z.read(name)) for name, c in names]
+    else:
+        items = [(name, c, _read_file(Path(name))) for name, c in names]
+    classes = classes or sorted({c for _, c, _ in items})
     index = {c: i for i, c in enumerate(classes)}
     x = np.empty((len(items), 3, 32, 32), np.uint8)
     y = np.empty(len(items), np.int64)
@@ -258,18 +317,21 @@ def _decode_split(container: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]
 def imagefolder(path: str) -> Dataset:
     sources = _split_sources(Path(path).expanduser().resolve())
     h = hashlib.sha256()
+    known = True   # every container is a known copy, by its checksum
     for split, (container, prefix) in sources.items():
         if container.suffix == ".zip":
             _verify_zip(container)
-            h.update(sha256_file(container).encode())
+            sha = sha256_file(container)
+            known &= sha == KNOWN_SHA256.get(container.name)
+            h.update(sha.encode())
         else:
+            known = False
             for f in sorted(container.rglob("*")):
-                if f.is_file():
+                if f.is_file() or f.is_symlink():   # a dangling link is named, not skipped
                     h.update(f.relative_to(container).as_posix().encode())
-                    h.update(hashlib.sha256(f.read_bytes()).digest())
+                    h.update(hashlib.sha256(_read_file(f)).digest())
     digest = h.hexdigest()
-    containers = {c for c, _ in sources.values()}
-    known = all(c.suffix == ".zip" and KNOWN_SHA256.get(c.name) for c in containers)
+    classes = check_classes(sources, path)
     name = "cifar10-jpeg-q75" if known else "imagefolder"
     cached = cache_dir() / f"imagefolder-{digest[:20]}.npz"
     if cached.is_file():
@@ -280,8 +342,8 @@ def imagefolder(path: str) -> Dataset:
             cached.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
             return imagefolder(path)
     else:
-        tx, ty = _decode_split(*sources["train"])
-        vx, vy = _decode_split(*sources["test"])
+        tx, ty = _decode_split(*sources["train"], classes)
+        vx, vy = _decode_split(*sources["test"], classes)
         arrays = [tx, ty, vx, vy]
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
@@ -291,12 +353,27 @@ def imagefolder(path: str) -> Dataset:
     return Dataset(tx, ty, vx, vy, name, str(Path(path)), digest)
 
 
+def _check_generated_size(train: int, test: int, bytes_each: int) -> None:
+    """Generated data must fit in memory (with room for the generator's int32 temporaries)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    for flag, n in (("--train-subset", train), ("--test-subset", test)):
+        need = n * bytes_each
+        if need > memory // 2:
+            raise DataError(f"{flag}: {n} generated samples need about {need / 2**30:.0f} GiB, "
+                            "more than half of this machine's memory")
+
+
 def load(dataset: str, path: str = "", train_subset: int = 0, test_subset: int = 0,
          seed: int = 0) -> Dataset:
     if dataset == "synthetic":
+        _check_generated_size(train_subset, test_subset, 3 * 32 * 32 * 9)   # uint8 + 2 int32
         return synthetic(train_subset or 2048, test_subset or 512, seed)
     if dataset == "synthetic_logreg":  # feature vectors, not images (features.py, stich.py)
-        from .features import synthetic_logreg
+        from .features import DIM, synthetic_logreg
+        _check_generated_size(train_subset, test_subset, 8 * DIM * 3)
         return synthetic_logreg(train_subset or 8192, test_subset or 1024, seed)
     if dataset == "cifar10":
         ds = official_cifar10(path)
@@ -304,6 +381,11 @@ def load(dataset: str, path: str = "", train_subset: int = 0, test_subset: int =
         ds = imagefolder(path)
     else:
         raise DataError(f"--dataset: unknown dataset {dataset!r}")
+    for flag, n, have, split in (("--train-subset", train_subset, len(ds.train_y), "training"),
+                                 ("--test-subset", test_subset, len(ds.test_y), "test")):
+        if n > have:
+            raise DataError(f"{flag}: {n} is more than the {have} {split} images of "
+                            f"{ds.source}")
     return ds.subset(train_subset, test_subset)
 
 

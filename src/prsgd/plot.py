@@ -215,16 +215,17 @@ def summary_table(df: pd.DataFrame, clock=None) -> pd.DataFrame:
                 "comm_seconds": last["comm_seconds"] if sent and communicated(meta)
                 else float("nan")})
         p = pd.DataFrame(per_run)
+        # i14: a diverged run (or one whose loss is not finite) has no meaningful time.
+        if "status" in g and g["status"].eq("diverged").any():
+            p["final_train_loss"] = float("nan")
         rows.append({"interval": int(interval), "label": label(int(interval)),
                      "seeds": len(per_run), **p.mean(numeric_only=True).to_dict()})
     cols = ["interval", "label", "seeds", "epochs", "steps", "final_train_loss", "final_test_acc",
             "best_test_acc", "rounds", "buffer_bytes", "ring_bytes_sent", "train_seconds",
             "comm_seconds"] + (["modelled_seconds"] if cal else [])
     table = pd.DataFrame(rows, columns=cols)
-    base = table.loc[table["interval"] == 1, "train_seconds"]
-    # Packed runs share one clock: a time ratio between them would be 1.00x and mean nothing.
-    table["speedup_vs_I1"] = (base.iloc[0] / table["train_seconds"]) \
-        if len(base) and not shared_clock(df) else float("nan")
+    # Packed runs share one clock, a one-epoch or diverged run has no meaningful time: n/a there.
+    table["speedup_vs_I1"] = speedups(table, df)
     if cal is not None:
         mbase = table.loc[table["interval"] == 1, "modelled_seconds"]
         table["modelled_speedup_vs_I1"] = mbase.iloc[0] / table["modelled_seconds"] \
@@ -232,6 +233,25 @@ def summary_table(df: pd.DataFrame, clock=None) -> pd.DataFrame:
     for c in ("seeds", "epochs", "steps", "rounds", "buffer_bytes", "ring_bytes_sent"):
         table[c] = table[c].round().astype("int64")
     return table
+
+
+def speedups(table: pd.DataFrame, df: pd.DataFrame) -> pd.Series:
+    """Training-time ratio of I = 1 to each interval, only where it means something: both ran
+    the same number of epochs (at least 2: one epoch is mostly start-up) with a finite final
+    loss, and on clocks of their own (packed runs share one: the ratio would be 1.00x)."""
+    nan = pd.Series(float("nan"), index=table.index)
+    base = table[table["interval"] == 1]
+    if base.empty or shared_clock(df):
+        return nan
+    b = base.iloc[0]
+
+    def ok(r):
+        return r["epochs"] >= 2 and math.isfinite(r["final_train_loss"])
+
+    if not ok(b):
+        return nan
+    good = table.apply(lambda r: ok(r) and r["epochs"] == b["epochs"], axis=1)
+    return (b["train_seconds"] / table["train_seconds"]).where(good, float("nan"))
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -293,12 +313,18 @@ def main(argv=None) -> int:
     p.add_argument("--clock", default=MEASURED, help="panel (b)'s clock: measured (the runs' "
                    "train_seconds) or a calibration JSON (prsgd.clock) to model it")
     args = p.parse_args(argv)
+    import warnings
     try:
-        written = write_all(args.sweep, args.out, None if args.all_runs else PLOTTED_STATUSES,
-                            clock=args.clock)
+        with warnings.catch_warnings(record=True) as caught:   # torn rows: one line each
+            warnings.simplefilter("always")
+            written = write_all(args.sweep, args.out, None if args.all_runs else PLOTTED_STATUSES,
+                                clock=args.clock)
     except (FileNotFoundError, ValueError) as e:
         print(f"plot_figure3: error: {e}", file=sys.stderr)
         return 2
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"plot_figure3: warning: {w.message}", file=sys.stderr)
     for path in written.values():
         print(path)
     return 0

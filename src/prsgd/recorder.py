@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .diagnostics import DIAG_COLUMNS, corollary1
-from .results import MetricsWriter, portable_path, provenance, write_json_atomic
+from .results import MetricsWriter, portable_path, provenance, read_json, write_json_atomic
 
 
 @dataclass
@@ -63,9 +63,10 @@ class RunView:
 
     def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,
                      resumed_from: int | None, packed: dict | None,
-                     comm: dict | None = None) -> None:
+                     comm: dict | None = None, resume_changes: dict | None = None) -> None:
         """config.json: the run's config, derived values, provenance, Corollary 1; a resume keeps
-        the original provenance and logs itself."""
+        the original provenance and logs itself, with the operational fields it changed (any
+        other change was refused: config.resume_differences)."""
         if not self.is_writer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,8 +86,9 @@ class RunView:
         }
         path = self.run_dir / "config.json"
         if resumed_from is not None and path.exists():
-            old = json.loads(path.read_text())
+            old = read_json(path)
             old.setdefault("resumes", []).append(
-                {"from_epoch": resumed_from, "provenance": meta["provenance"]})
+                {"from_epoch": resumed_from, "provenance": meta["provenance"],
+                 "changed": resume_changes or {}})
             meta = old
         write_json_atomic(path, meta)

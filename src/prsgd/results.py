@@ -99,9 +99,37 @@ def provenance(*, world_size: int, devices: list[str], dataset) -> dict:
 
 
 def write_json_atomic(path: Path, obj) -> None:
+    """Strict JSON (a bare NaN/Infinity is refused here, not by a reader later), atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an I/O failure: the path and what the system said about it."""
+    where = e.filename if e.filename is not None else "I/O"
+    return f"{where}: {e.strerror or e.__class__.__name__}" + (
+        f" (errno {e.errno})" if e.errno else "")
+
+
+class RecordError(ValueError):
+    """A run record (config.json, manifest.json, metrics.csv) that cannot be read; the message
+    names the file."""
+
+
+def read_json(path: Path, what: str = "") -> dict:
+    """A JSON record as a dict, or RecordError naming the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except OSError as e:
+        raise RecordError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except ValueError as e:   # also UnicodeDecodeError
+        raise RecordError(f"{path}: not valid JSON ({e}){what}") from None
+    if not isinstance(obj, dict):
+        raise RecordError(f"{path}: expected a JSON object, found {type(obj).__name__}{what}")
+    return obj
 
 
 class MetricsWriter:
@@ -133,13 +161,60 @@ def _fmt(v):
     return v
 
 
+def read_metrics(path: Path) -> "pandas.DataFrame":
+    """metrics.csv as a DataFrame. A last row torn by a kill (a missing field, a truncated
+    number) is dropped with a warning naming the file; a torn row before the last one means
+    the file was damaged otherwise: RecordError naming the file and the line."""
+    import warnings
+    import pandas as pd
+    lines = path.read_text().splitlines()
+    if not lines:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    header = next(csv.reader([lines[0]]))
+    rows = list(csv.reader(lines[1:]))
+    bad = [i for i, r in enumerate(rows) if not _whole_row(r, header)]
+    def what(row):
+        return (f"{len(row)} of {len(header)} fields" if len(row) != len(header)
+                else "a field that is not a number")
+
+    if bad and bad[0] < len(rows) - 1:
+        raise RecordError(f"{path}: line {bad[0] + 2} is torn or malformed ({what(rows[bad[0]])})"
+                          "; the file is damaged")
+    if bad:
+        warnings.warn(f"{path}: its last line is torn ({what(rows[-1])}; a run killed while "
+                      "writing it?); that row is dropped", stacklevel=2)
+        lines = lines[:-1]
+    import io
+    return pd.read_csv(io.StringIO("\n".join(lines) + "\n"))
+
+
+def _whole_row(fields: list[str], header: list[str]) -> bool:
+    """A complete metrics row: every column, an integer epoch and step, numbers elsewhere; the
+    float columns were written with repr(), so a truncated '0.12' still parses but a row cut
+    mid-field loses its later columns (and '1e-' or '0.1.' does not parse)."""
+    if len(fields) != len(header):
+        return False
+    try:
+        for name, v in zip(header, fields):
+            if name in ("epoch", "step"):
+                int(v)
+            elif v != "":
+                float(v)
+    except ValueError:
+        return False
+    return True
+
+
 def load_run(run_dir) -> tuple[dict, "pandas.DataFrame"]:
     """(config.json as a dict, metrics.csv as a DataFrame) of one run directory."""
     import pandas as pd
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg = read_json(run_dir / "config.json")
+    if not isinstance(cfg.get("config"), dict):
+        raise RecordError(f"{run_dir / 'config.json'}: has no \"config\" object; not a prsgd "
+                          "run record")
     metrics_path = run_dir / "metrics.csv"
-    df = pd.read_csv(metrics_path) if metrics_path.exists() and metrics_path.stat().st_size \
+    df = read_metrics(metrics_path) if metrics_path.exists() and metrics_path.stat().st_size \
         else pd.DataFrame(columns=METRIC_COLUMNS)
     return cfg, df
 
@@ -164,8 +239,10 @@ def load_sweep(sweep_dir) -> "pandas.DataFrame":
     manifest_path = sweep_dir / "manifest.json"
     status = {}
     if manifest_path.exists():
-        status = {r["run_id"]: r["status"]
-                  for r in json.loads(manifest_path.read_text()).get("runs", [])}
+        try:
+            status = {r["run_id"]: r["status"] for r in read_json(manifest_path).get("runs", [])}
+        except (TypeError, KeyError):
+            raise RecordError(f"{manifest_path}: its runs list is malformed") from None
     frames, configs = [], {}
     for run_dir in find_runs(sweep_dir):
         meta, df = load_run(run_dir)

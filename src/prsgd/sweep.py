@@ -33,12 +33,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import hosts as hosts_mod
-from .results import git_info, portable_command, portable_path, write_json_atomic
+from . import ownership
+from .results import (RecordError, git_info, portable_command, portable_path, read_json,
+                      write_json_atomic)
 
 DEFAULT_INTERVALS = (1, 4, 8, 16, 32)
 # Flags the sweep sets itself for every run; passing them as training arguments is refused.
 MANAGED_FLAGS = ("--interval", "--intervals", "--seed", "--out", "--run-id", "--resume",
                  "--restart")
+# How long a rerun waits for a previous driver's runs to end (they get SIGTERM when it dies).
+OWNER_WAIT_S = 60.0
 FINAL = ("done", "diverged")          # statuses a rerun of the sweep does not touch
 EXIT_DIVERGED = 3                     # prsgd.train's exit code for a diverged run
 # The shared JPEG copy next to the repository (or next to the working directory, as make sees it).
@@ -139,9 +143,12 @@ class Manifest:
         self.spec = spec
         self.runs: dict[str, dict] = {}
         if self.path.exists():
-            old = json.loads(self.path.read_text())
+            old = read_json(self.path)
             _check_compatible(old.get("spec", {}), spec, self.path)
-            self.runs = {r["run_id"]: r for r in old.get("runs", [])}
+            try:
+                self.runs = {r["run_id"]: r for r in old.get("runs", [])}
+            except (TypeError, KeyError):
+                raise RecordError(f"{self.path}: its runs list is malformed") from None
             self.created = old.get("created")
         else:
             self.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -183,7 +190,7 @@ def _check_compatible(old: dict, spec: SweepSpec, path: Path) -> None:
 
 def load_manifest(sweep_dir) -> dict | None:
     path = Path(sweep_dir) / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 # --- running one run -----------------------------------------------------------------------------
@@ -244,10 +251,12 @@ def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: f
             progress.epoch(log_name, int(m["e"]), int(m["n"]), m["loss"])
 
     out_tail, err_tail = collections.deque(maxlen=200), collections.deque(maxlen=200)
-    # A session of its own, so that an interrupt or a timeout ends every rank of the run.
+    # A session of its own, so that an interrupt or a timeout ends every rank of the run; and
+    # SIGTERM to the launcher when this driver dies, even by SIGKILL (see _die_with_parent).
     with _signals_deferred():   # an interrupt inside Popen would orphan the started ranks
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                bufsize=1, start_new_session=True, env=run_env())
+                                bufsize=1, start_new_session=True, env=run_env(),
+                                preexec_fn=_die_with_parent(os.getpid()))
     try:
         _raise_pending()
     except KeyboardInterrupt:
@@ -272,13 +281,31 @@ def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: f
     return rc, list(out_tail), list(err_tail)
 
 
+def _die_with_parent(parent: int):
+    """preexec_fn: the child (horovodrun, or a packed trainer) gets SIGTERM when this driver
+    dies, however it dies (Linux PR_SET_PDEATHSIG); horovodrun then ends its ranks, which record
+    `interrupted`. Elsewhere the driver's own SIGTERM/SIGINT handling still ends the group."""
+    def preexec():
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:   # the driver died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec if sys.platform.startswith("linux") else None
+
+
 class _Interrupts:
     deferred = False
     pending = False
+    signum = signal.SIGINT
 
 
 def _interrupt(signum, frame):
     """SIGINT/SIGTERM handler: KeyboardInterrupt now, or right after a deferred section."""
+    _Interrupts.signum = signum
     if _Interrupts.deferred:
         _Interrupts.pending = True
     else:
@@ -329,6 +356,28 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
     """Run (or continue) a sweep; returns the exit status (0: every run done)."""
     sweep_dir = Path(sweep_dir)
     runs_dir, logs = sweep_dir / "runs", sweep_dir / "logs"
+    try:   # one driver per sweep directory (released when this process ends, however)
+        owner = ownership.acquire(sweep_dir, "sweep")
+    except ownership.OwnedElsewhere as e:
+        raise SweepError(f"--out: {e}") from None
+    try:
+        return _run_sweep(sweep_dir, spec, runs_dir, logs, stop_after, run_timeout, stream)
+    finally:
+        owner.release()
+
+
+def _free(runs_dir: Path, rids: list[str], wait: float) -> None:
+    """A run directory is deleted, restarted or resumed only once no process owns it: a run
+    of a previous driver (which got SIGTERM when that driver died) is waited for, briefly."""
+    for rid in rids:
+        info = ownership.wait_until_free(runs_dir / rid, wait)
+        if info is not None:
+            raise SweepError(f"{runs_dir / rid} is still in use by a live process "
+                             f"({ownership.describe(info)}) after {wait:g} s; stop it (kill "
+                             "PID) or wait, then run the sweep again")
+
+
+def _run_sweep(sweep_dir, spec, runs_dir, logs, stop_after, run_timeout, stream) -> int:
     manifest = Manifest(sweep_dir, spec)
     manifest.save()
     todo = [(rid, i, s) for rid, i, s in spec.run_ids()
@@ -345,6 +394,7 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
             break
         rids = [rid for rid, _, _ in job]
         first_dir = runs_dir / rids[0]
+        _free(runs_dir, rids, OWNER_WAIT_S)
         if spec.pack:
             # A packed job resumes only the very pack that wrote the checkpoint (same intervals).
             pack = [i for _, i, _ in job]
@@ -375,7 +425,7 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
             for rid in rids:
                 manifest.update(rid, status="interrupted", error="interrupted by the user")
             progress.say("interrupted; run the same command again to continue")
-            return 130
+            return 128 + int(_Interrupts.signum)   # 130 for SIGINT, 143 for SIGTERM
         fields = {"returncode": rc, "seconds": round(time.time() - t0, 1),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if rc == 0:
@@ -452,6 +502,7 @@ def _int_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/sweep.py", description="Run one training run per averaging interval.",
+        allow_abbrev=False,
         epilog="Arguments after `--` go to every run (e.g. -- --preset demo --epochs 4).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="the sweep directory (created; reused to resume)")
@@ -488,10 +539,7 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
         raise SweepError("--seeds: give at least one seed")
     if args.np <= 0:
         raise SweepError(f"--np: must be a positive integer (got {args.np})")
-    for a in train_args:
-        if a.split("=")[0] in MANAGED_FLAGS:
-            raise SweepError(f"{a}: the sweep sets {', '.join(MANAGED_FLAGS)} itself; use "
-                             "--intervals, --seeds, --out (or --override for one run)")
+    _refuse_managed(train_args, "")
     if args.pack and args.backend != "packed":
         raise SweepError("--pack: packs runs into one process of the packed backend; add "
                          "--backend packed")
@@ -500,6 +548,8 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
                          "its arguments); run that interval in a sweep of its own")
     if len(set(args.intervals)) != len(args.intervals):
         raise SweepError(f"--intervals: each interval once (got {args.intervals})")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SweepError(f"--seeds: each seed once (got {args.seeds})")
     if args.data is not None:
         train_args = [*data_args(args.data), *train_args]
     try:
@@ -515,8 +565,44 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
         if not sep or rid not in known:
             raise SweepError(f"--override: expected RUN_ID=ARGS with RUN_ID one of "
                              f"{', '.join(sorted(known))} (got {item!r})")
-        spec.overrides[rid] = spec.overrides.get(rid, []) + shlex.split(extra)
+        try:
+            extra_args = shlex.split(extra)
+        except ValueError as e:
+            raise SweepError(f"--override {rid}: {e}") from None
+        _refuse_managed(extra_args, f"--override {rid}: ")
+        spec.overrides[rid] = spec.overrides.get(rid, []) + extra_args
+    check_runs(spec)
     return spec
+
+
+def _refuse_managed(train_args: list[str], where: str) -> None:
+    """Parse training arguments with the trainer's own parser (no abbreviations: `--see` is an
+    error, not `--seed`) and refuse the flags the sweep sets itself, however they are spelled."""
+    from .config import ConfigError, given_flags
+    try:
+        given = given_flags(train_args)
+    except ConfigError as e:
+        raise SweepError(f"{where}{e}") from None
+    managed = [f for f in MANAGED_FLAGS if f[2:].replace("-", "_") in given]
+    if managed:
+        raise SweepError(f"{where}{managed[0]}: the sweep sets {', '.join(MANAGED_FLAGS)} "
+                         "itself; use --intervals, --seeds, --out (or --override for one run's "
+                         "other arguments)")
+
+
+def check_runs(spec: SweepSpec) -> None:
+    """Validate every run's configuration from the common training arguments before the first
+    run starts: a bad value there would fail every run. (A run's --override is checked by its
+    trainer: that run fails, recorded with the message, and the sweep goes on.)"""
+    from .config import ConfigError, from_args
+    for rid, interval, seed in spec.run_ids():
+        argv = ["--interval", str(interval), "--seed", str(seed), *spec.train_args]
+        if spec.backend == "packed":
+            argv += ["--backend", "packed", "--workers", str(spec.np)]
+        try:
+            from_args(argv).validate(spec.np if spec.backend == "horovod" else None)
+        except ConfigError as e:
+            raise SweepError(f"run {rid}: {e}") from None
 
 
 def main(argv=None) -> int:
@@ -539,7 +625,7 @@ def main(argv=None) -> int:
         if args.preflight:
             preflight_data(spec.train_args)
         return run_sweep(args.out, spec, stop_after=args.stop_after, run_timeout=args.run_timeout)
-    except SweepError as e:
+    except (SweepError, RecordError) as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # the data loader's and the config's own messages

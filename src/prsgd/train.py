@@ -25,7 +25,9 @@ from . import config as config_mod
 from . import data as data_mod
 from .backends.horovod import GPU_CYCLE_TIME_MS, cycle_time_default, init_horovod  # noqa: F401
 from .build import Parts, build, packed_run_id, resolve_device, run_configs  # noqa: F401
-from .config import Config, ConfigError
+from . import ownership
+from .config import Config, ConfigError, RunFinished
+from .results import RecordError, os_error_message
 from .schedule import GLOBAL
 
 
@@ -322,15 +324,23 @@ def main(argv=None) -> int:
                 print(f"run directory: {run_dir}")
             return 0
         run_dir = run(cfg)
-    except (ConfigError, data_mod.DataError) as e:
+    except (ConfigError, data_mod.DataError, RecordError) as e:
         print(f"prsgd.train: error: {e}", file=sys.stderr)
         return 2
+    except RunFinished as e:   # --resume of a finished run trains nothing
+        print(f"prsgd.train: {e}", file=sys.stderr)
+        return e.exit_code
     except Diverged as e:
         print(f"prsgd.train: diverged: {e}", file=sys.stderr)
         return 3
     except checkpoint_mod.Interrupted as e:
         print(f"prsgd.train: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:   # an I/O failure: one line naming the path (status.json: failed)
+        print(f"prsgd.train: error: {os_error_message(e)}", file=sys.stderr)
+        return 1
+    finally:
+        ownership.release_all()   # in-process callers (tests) may start another run
     if run_dir is not None:
         print(f"run directory: {run_dir}")
     return 0

@@ -1,0 +1,194 @@
+"""Records that never lie (issue 14): a resume must match what ran, a finished run is never
+retrained, config.json is strict JSON, only the shared copy is held to its known hash, a torn
+metrics.csv is named, an I/O failure mid-run ends with one line and `failed`, and a speed-up is
+shown only where it means something.
+
+Single-process runs of the packed backend: the record logic is the same as under Horovod.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import bad_inputs
+from conftest import ROOT, subprocess_env
+from prsgd import config as config_mod
+from prsgd import data, plot, results
+from prsgd.train import main
+
+BASE = bad_inputs.BASE
+
+
+def train(*args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main([*BASE, *args])
+    return code, err.getvalue()
+
+
+def files(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
+
+
+# --- resume compares the whole config ---------------------------------------------------------
+def test_resume_differences_compares_every_field_and_allows_only_operational_ones():
+    old = config_mod.preset("smoke").to_dict()
+    same, changed = config_mod.resume_differences(old, dict(old, resume=True))
+    assert same == [] and changed == {}
+    refused, changed = config_mod.resume_differences(
+        old, dict(old, test_subset=40, max_steps=64, progress=False, eval_every=2))
+    assert refused == ["--eval-every: 1 in the run, 2 now", "--max-steps: 0 in the run, 64 now",
+                       "--test-subset: 256 in the run, 40 now"]
+    assert changed == {"progress": [True, False]}
+    # A field the old record lacks is compared with its default, not skipped.
+    assert config_mod.resume_differences({k: v for k, v in old.items() if k != "diagnostics"},
+                                         dict(old, diagnostics=True))[0] == \
+        ["--diagnostics: False in the run, True now"]
+
+
+def test_resume_refuses_any_change_and_records_operational_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRSGD_CACHE", str(tmp_path / "cache"))
+    out = ["--out", str(tmp_path), "--run-id", "r", "--epochs", "2", "--max-steps", "2"]
+    assert train(*out)[0] == 0                       # stopped after epoch 1 by --max-steps
+    run = tmp_path / "r"
+    (run / "status.json").write_text('{"status": "interrupted"}')   # as a kill leaves it
+    before = files(run)
+    for change in (["--test-subset", "16"], ["--max-steps", "0"], ["--eval-every", "2"]):
+        code, err = train(*out, "--resume", *change)
+        assert code == 2 and f"--{change[0][2:]}: " in err and "in the run" in err, err
+        assert files(run) == before                  # a refused resume touches nothing
+    code, err = train(*out, "--resume", "--progress", "true", "--checkpoint-every", "2")
+    assert code == 0, err
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["resumes"][0]["changed"] == {"progress": [False, True],
+                                             "checkpoint_every": [1, 2]}
+
+
+def test_a_done_run_is_never_retrained_by_resume(tmp_path, monkeypatch):
+    """Also without a checkpoint (--checkpoint-every 0): today it was trained again from scratch
+    and its config.json (with the original provenance) replaced."""
+    monkeypatch.setenv("PRSGD_CACHE", str(tmp_path / "cache"))
+    for rid, extra in (("nock", ["--checkpoint-every", "0"]), ("ck", [])):
+        out = ["--out", str(tmp_path), "--run-id", rid, *extra]
+        assert train(*out)[0] == 0
+        before = files(tmp_path / rid)
+        code, err = train(*out, "--resume")
+        assert code == 0 and "is already done (epoch 1); nothing to resume" in err, err
+        assert files(tmp_path / rid) == before
+
+
+# --- strict JSON ---------------------------------------------------------------------------------
+def test_records_are_strict_json(tmp_path):
+    with pytest.raises(ValueError):
+        results.write_json_atomic(tmp_path / "x.json", {"lr": float("nan")})
+    assert not (tmp_path / "x.json").exists()
+    with pytest.raises(config_mod.ConfigError, match="--lr: must be a finite number"):
+        config_mod.from_args(["--lr", "nan"]).validate()
+    with pytest.raises(config_mod.ConfigError, match="--slowdown: must be a finite number"):
+        config_mod.from_args(["--backend", "horovod", "--slowdown", "inf"]).validate()
+
+
+# --- only the shared copy is held to its known sha256 -------------------------------------------
+def test_a_users_zips_named_train_and_test_are_not_held_to_the_shared_hash(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("PRSGD_CACHE", str(tmp_path / "cache"))
+    mine = tmp_path / "mine"
+    for split in ("train", "test"):
+        bad_inputs.make_zip(mine / f"{split}.zip")
+    ds = data.imagefolder(str(mine))
+    assert ds.name == "imagefolder" and len(ds.train_y) == 20   # loads; not "cifar10-jpeg-q75"
+    # A folder whose README says it is the shared copy is held to the known hash.
+    (mine / "README.md").write_text("train.zip " + data.KNOWN_SHA256["train.zip"] + "\n")
+    with pytest.raises(data.DataError, match="train.zip: sha256 differs from the known copy"):
+        data.imagefolder(str(mine))
+
+
+# --- metrics.csv torn by a kill -----------------------------------------------------------------
+HEADER = ",".join(results.METRIC_COLUMNS)
+
+
+def row(epoch: int, loss: str = "0.5") -> str:
+    vals = {"epoch": str(epoch), "step": str(4 * epoch), "train_seconds": "1.5",
+            "train_loss": loss, "train_acc": "0.25", "lr": "0.1"}
+    return ",".join(vals.get(c, "") for c in results.METRIC_COLUMNS)
+
+
+def run_dir_with(tmp_path: Path, lines: list[str]) -> Path:
+    run = tmp_path / "r"
+    run.mkdir(exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"config": {"run_id": "r"}}))
+    (run / "metrics.csv").write_text("\n".join([HEADER, *lines]) + "\n")
+    return run
+
+
+def test_a_torn_last_row_is_dropped_with_a_warning_naming_the_file(tmp_path):
+    for torn in (row(3)[: len(row(3)) // 2], row(3).rsplit(",", 3)[0] + ",0.",
+                 row(3, loss="1e-")):
+        run = run_dir_with(tmp_path, [row(1), row(2), torn])
+        with pytest.warns(UserWarning, match=f"{run / 'metrics.csv'}: its last line is torn"):
+            _, df = results.load_run(run)
+        assert list(df["epoch"]) == [1, 2] and list(df["train_loss"]) == [0.5, 0.5]
+
+
+def test_a_torn_row_mid_file_fails_naming_the_file(tmp_path):
+    run = run_dir_with(tmp_path, [row(1)[:20], row(2)])
+    with pytest.raises(ValueError, match=f"{run / 'metrics.csv'}: line 2 is torn"):
+        results.load_run(run)
+
+
+# --- the speed-up column --------------------------------------------------------------------------
+def summary(epochs: int, loss_i4: float, status_i4: str = "done") -> pd.DataFrame:
+    rows = []
+    for interval, secs, loss, status in ((1, 40.0, 1.0, "done"), (4, 9.0, loss_i4, status_i4)):
+        for e in range(1, epochs + 1):
+            rows.append({"run_id": f"I{interval}", "interval": interval, "seed": 0, "epoch": e,
+                         "step": e, "train_loss": loss, "test_acc": 0.5, "rounds": e,
+                         "bytes": e, "train_seconds": secs * e / epochs, "comm_seconds": 0.0,
+                         "status": status})
+    return plot.summary_table(pd.DataFrame(rows))
+
+
+def test_speedup_only_where_it_means_something():
+    assert summary(3, 0.9)["speedup_vs_I1"].tolist() == pytest.approx([1.0, 40 / 9])
+    for table in (summary(3, float("nan")), summary(3, 0.9, "diverged"), summary(1, 0.9)):
+        s = table["speedup_vs_I1"].tolist()
+        assert math.isnan(s[1]), table
+        assert "| n/a |" in plot.to_markdown(table)
+
+
+# --- an I/O failure mid-run -----------------------------------------------------------------------
+def test_io_failure_mid_run_is_one_line_status_failed_nothing_lost(tmp_path):
+    """Files in the run directory may not grow past 64 KiB (RLIMIT_FSIZE; EFBIG, as a full or
+    failing disk would answer): the first checkpoint (MBs) fails mid-write after epoch 1's row.
+    The run ends with one line naming the file, exit 1, status.json `failed`, and the row, the
+    config.json and no half checkpoint in place of a good one."""
+    def limit():
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    cmd = [sys.executable, "-m", "prsgd.train", *BASE, "--epochs", "2", "--out", str(tmp_path),
+           "--run-id", "io"]
+    p = subprocess.run(cmd, env=subprocess_env(PRSGD_CACHE=tmp_path / "cache"), text=True,
+                       capture_output=True, preexec_fn=limit, timeout=300)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == [f"prsgd.train: error: {tmp_path}/io/checkpoint.pt.tmp: File too large "
+                     "(errno 27)"], p.stderr
+    run = tmp_path / "io"
+    st = json.loads((run / "status.json").read_text())
+    assert st["status"] == "failed" and "File too large" in st["message"]
+    assert len(pd.read_csv(run / "metrics.csv")) == 1
+    assert json.loads((run / "config.json").read_text())["config"]["run_id"] == "io"
+    assert not (run / "checkpoint.pt").exists()
