@@ -208,3 +208,13 @@ def test_calibrate_network_refuses_to_run_alone(tmp_path):
     p = run_python(["-m", "prsgd.clock", "calibrate-network", "--out", str(tmp_path / "n.json")],
                    check=False)
     assert p.returncode == 2 and "horovodrun" in p.stderr and not (tmp_path / "n.json").exists()
+
+
+def test_a_flat_link_fits_alpha_only_when_asked():
+    # time flat (here even falling a little) in the size: scheduling latency, no size term
+    pts = [(4, b, 5e-4 + 6 * 0.02 + d)
+           for b, d in ((4096, 1e-3), (65536, 5e-4), (1e6, 0.0), (2e6, -5e-4))]
+    with pytest.raises(ValueError, match="does not grow"):
+        fit_alpha_beta(pts, 5e-4)
+    fit = fit_alpha_beta(pts, 5e-4, flat_ok=True)
+    assert not fit["bandwidth_resolved"] and fit["alpha_s"] == pytest.approx(0.02, rel=0.02)

@@ -129,3 +129,21 @@ def test_validation_table_and_figure(sweep, tmp_path):
     assert "0 of 2 predictions within 15%" in (out / "table.md").read_text()
     assert (out / "predicted_vs_measured.png").stat().st_size > 1000
     assert clock_validate.main(["--setting", "toy", "--out", str(out)]) == 2
+
+
+def test_committed_validation_table_recomputes():
+    """results/wallclock/validation/table*.csv come from the committed lab runs and lab
+    calibrations (results/wallclock/validation/README.md has the command)."""
+    from prsgd import clock_validate
+    val = ROOT / "results" / "wallclock" / "validation"
+    committed = pd.read_csv(val / "table.csv")
+    settings = {}
+    for name, cal in committed[["setting", "calibration"]].drop_duplicates().itertuples(index=False):
+        runs = {"shaped 10 Mbit/s": "figure3", "unshaped": "validation-runs/unshaped"}[name]
+        settings[name] = (ROOT / "results" / "wallclock" / runs,
+                          ROOT / "results" / "wallclock" / "calibration" / cal)
+    pd.testing.assert_frame_equal(clock_validate.table(settings), committed)
+    pd.testing.assert_frame_equal(clock_validate.table(settings, compute_from_other_runs=True),
+                                  pd.read_csv(val / "table_loo.csv"))
+    assert set(committed["label"]) >= {"I=1", "I=4", "I=16"}
+    assert committed["label"].str.startswith("Hier-AVG").any()

@@ -31,10 +31,16 @@ DEFAULT_SIZES = (4096, 65536, 262144, RESNET20_BUFFER, 2 * RESNET20_BUFFER)
 
 
 # --- the fit (pure arithmetic) ------------------------------------------------------------------
-def fit_alpha_beta(points, overhead_s: float = 0.0) -> dict:
+UNRESOLVED_BPS = 1e12   # "no measurable size term": stands for an unbounded bandwidth
+
+
+def fit_alpha_beta(points, overhead_s: float = 0.0, flat_ok: bool = False) -> dict:
     """Least squares of t - overhead = alpha·2(n-1) + (1/B)·2(n-1)/n·bytes over points
     (n, bytes, seconds). Returns alpha_s, bandwidth_Bps and the residuals; alpha is clamped at
-    0 (and the bandwidth refitted alone) when the unconstrained fit makes it negative."""
+    0 (and the bandwidth refitted alone) when the unconstrained fit makes it negative.
+    `flat_ok`: when the time does not grow with the size at all (a link much faster than the
+    latency, e.g. unshaped), fit alpha alone and report the bandwidth as unresolved
+    (UNRESOLVED_BPS) instead of failing."""
     import numpy as np
     pts = [(int(n), float(b), float(t)) for n, b, t in points if n >= 2]
     if len(pts) < 2:
@@ -45,11 +51,16 @@ def fit_alpha_beta(points, overhead_s: float = 0.0) -> dict:
     clamped = alpha < 0
     if clamped:
         alpha, inv_bw = 0.0, float(A[:, 1] @ y / (A[:, 1] @ A[:, 1]))
-    if inv_bw <= 0:
+    resolved = inv_bw > 0
+    if not resolved and flat_ok:
+        alpha = float(max(0.0, (A[:, 0] @ y) / (A[:, 0] @ A[:, 0])))
+        inv_bw, clamped = 1 / UNRESOLVED_BPS, alpha == 0.0
+    elif not resolved:
         raise ValueError("the fitted time does not grow with the size: no bandwidth to report "
                          "(measure larger sizes)")
     resid = y - A @ np.array([alpha, inv_bw])
-    return {"alpha_s": float(alpha), "bandwidth_Bps": float(1 / inv_bw), "alpha_clamped": bool(clamped),
+    return {"alpha_s": float(alpha), "bandwidth_Bps": float(1 / inv_bw),
+            "bandwidth_resolved": bool(resolved), "alpha_clamped": bool(clamped),
             "residual_rms_s": float(np.sqrt(np.mean(resid ** 2))), "points": len(pts),
             "max_rel_residual": float(np.max(np.abs(resid) / np.maximum(np.abs(y), 1e-12)))}
 
@@ -280,6 +291,23 @@ def network_doc(per_rank_raw, *, levels, hosts, cycle_ms, overhead, note="") -> 
         "provenance": _provenance()}}
 
 
+def cmd_refit(args) -> int:
+    """Fit a network file's levels again from the points it stores (e.g. with --flat-ok)."""
+    doc = json.loads(Path(args.network).read_text())
+    net = doc["network"]
+    for level in net["levels"]:
+        pts = [(p["n"], p["bytes"], p["mean_s"]) for p in net["points"] if p["level"] == level]
+        fit = fit_alpha_beta(pts, net["overhead_s"], flat_ok=args.flat_ok)
+        net["levels"][level] = {"alpha_s": fit["alpha_s"], "bandwidth_Bps": fit["bandwidth_Bps"],
+                                "source": "measured: least-squares fit of the ring model to the "
+                                          "points" + ("" if fit["bandwidth_resolved"] else
+                                                      "; bandwidth unresolved (time flat in size)"),
+                                "fit": fit}
+    net["refit"] = {"command": _provenance()["command"], "flat_ok": args.flat_ok}
+    _write(args.out, doc)
+    return 0
+
+
 def add_parsers(sub) -> None:
     c = sub.add_parser("calibrate-compute", help="time one worker's local step (StepRunner)")
     c.add_argument("--out", required=True)
@@ -305,3 +333,9 @@ def add_parsers(sub) -> None:
     n.add_argument("--repeats", type=int, default=10)
     n.add_argument("--warmup", type=int, default=2)
     n.set_defaults(fn=cmd_network)
+    r = sub.add_parser("refit", help="fit a calibrate-network file's levels again from its points")
+    r.add_argument("network")
+    r.add_argument("--flat-ok", action="store_true", help="a level whose time does not grow "
+                   "with the size gets alpha only, bandwidth unresolved")
+    r.add_argument("--out", required=True)
+    r.set_defaults(fn=cmd_refit)
