@@ -183,7 +183,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     fm = FlatModel(model, replicas)
     comm.attach(fm, C)
     comm.broadcast_(fm.flat)
-    if cfg.cuda_graph and len(comm.workers) > 1:
+    if cfg.cuda_graph and hasattr(comm, "set_graphs"):
         comm.set_graphs(GraphCache(device))   # packed rounds replay as captured graphs
     eval_model = _model(cfg, dataset, C, device, dtype)
     eval_fm = FlatModel(eval_model, C)

@@ -16,8 +16,8 @@ Every algorithm of the family is a schedule:
 - Algorithm 3 (`Heterogeneous`): worker i averages after each I_i of its own steps, or after
   each `budget_s` seconds of its own steps; the collective pairs the r-th round of every worker,
   so every worker must take part in the same number of rounds (`total_rounds`).
-- Gradient allreduce (`gradient_allreduce`) is `Periodic(1)` for counting; the optimizer averages
-  the gradients instead of the loop averaging the model.
+- Gradient allreduce (`gradient_allreduce`) is `Periodic(1)` for counting; its algorithm averages
+  the gradients before each update instead of averaging the model (algorithms/grad_allreduce.py).
 """
 from __future__ import annotations
 

@@ -117,12 +117,8 @@ def run_one(setup: Setup, workers: int, interval: int, x, y, f_star: float) -> d
     steps, gap = math.nan, math.nan
     try:
         trainer.train()
-    except TargetReached as hit:
+    except TargetReached as hit:   # Trainer.train closes its writers on every exit path
         steps, gap = hit.step, hit.gap
-    finally:
-        for w in (trainer.writer, *trainer.diag_writers):
-            if w is not None:
-                w.close()
     return {"K": workers, "H": interval, "b": setup.batch, "seed": setup.seed,
             "steps_to_eps": steps, "gap_at_stop": gap, "eps": setup.eps,
             "run_id": cfg.run_id, "seconds": time.perf_counter() - t0}
