@@ -62,6 +62,8 @@ CASES = [
     Case("--algorithm sgd", ["--algorithm", "sgd"], "--algorithm: must be one of prsgd"),
     Case("--dataset mnist", ["--dataset", "mnist"], "--dataset: must be one of synthetic"),
     Case("--backend mpi", ["--backend", "mpi"], "--backend: must be one of horovod, packed"),
+    Case("--backend torchdist without torchrun", ["--backend", "torchdist"],
+         "--backend torchdist: start the ranks with torchrun"),
     Case("--backend packed --workers 0", ["--workers", "0"],
          "--workers: the packed backend needs --workers N"),
     Case("--workers 4 under prsgd.supervise horovodrun -np 2", ["--workers", "4"],

@@ -88,16 +88,19 @@ class TorchDistComm(Comm):
                comm=None) -> "TorchDistComm":
         if comm is not None:
             raise ConfigError("--backend torchdist: runs on torchrun's world only (no comm=)")
-        env = launcher_env()
-        backend = dist_backend(device_type)
-        if device_type == "cuda":   # NCCL needs each rank's device before its first collective
+        env, timeout_s = launcher_env(), timeout_seconds()
+        # --device cuda without a GPU: Gloo here, and the trainer's device check says why.
+        gpu = device_type == "cuda" and torch.cuda.is_available()
+        backend = dist_backend("cuda" if gpu else "cpu")
+        if gpu:   # NCCL needs each rank's device before its first collective
             torch.cuda.set_device(int(env["LOCAL_RANK"]) % torch.cuda.device_count())
         if not dist.is_initialized():   # a second run in the same process reuses the group
             dist.init_process_group(backend, init_method="env://",
-                                    timeout=datetime.timedelta(seconds=timeout_seconds()))
-        return cls(backend, timeout_seconds())
+                                    timeout=datetime.timedelta(seconds=timeout_s))
+        return cls(backend, timeout_s)
 
     def provenance(self) -> dict:
+        """config.json's provenance.comm: which torch.distributed backend and timeout ran."""
         return {"backend": self.name, "torch_distributed": self.backend,
                 "timeout_s": self.timeout_s}
 
