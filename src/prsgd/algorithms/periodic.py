@@ -2,7 +2,8 @@
 averaging, post-local SGD, Algorithm 2 (varying averaging epochs)."""
 from __future__ import annotations
 
-from ..schedule import OneShot, Periodic, PostLocal, Varying
+from .. import schedule
+from ..schedule import OneShot, Periodic, Varying
 from .base import Algorithm, Option, bad
 
 
@@ -54,7 +55,7 @@ class PostLocal(Algorithm):
             bad(cfg, "local_epochs", "must be >= 0")
 
     def make_schedule(self):
-        return PostLocal(self.cfg.local_epochs * self.steps_per_epoch, self.cfg.interval, self.N)
+        return schedule.PostLocal(self.cfg.local_epochs * self.steps_per_epoch, self.cfg.interval, self.N)
 
     @classmethod
     def label(cls, c: dict) -> str:
