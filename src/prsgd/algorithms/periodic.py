@@ -55,7 +55,8 @@ class PostLocal(Algorithm):
             bad(cfg, "local_epochs", "must be >= 0")
 
     def make_schedule(self):
-        return schedule.PostLocal(self.cfg.local_epochs * self.steps_per_epoch, self.cfg.interval, self.N)
+        return schedule.PostLocal(self.cfg.local_epochs * self.steps_per_epoch,
+                                  self.cfg.interval, self.N)
 
     @classmethod
     def label(cls, c: dict) -> str:
