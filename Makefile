@@ -104,6 +104,8 @@ WALLCLOCK_DIR ?= results/wallclock
 # subset of the shared JPEG copy (2,048 images: 16 steps per epoch per rank), 3 epochs.
 LAB_ARGS ?= --preset demo --train-subset 2048 --epochs 3 --lr-milestones 2 --test-subset 500
 LAB_REPEATS ?= 2
+# The clock's calibration on the same lab after the runs, where prsgd.clock exists (issue 12 s.3).
+LAB_CALIB = $(if $(wildcard src/prsgd/clock.py),CLOCK_SRC=$(CURDIR)/src CALIB_OUT=$(WALLCLOCK_DIR)/calibration/lab-$(1),)
 lab-up:  ## build the lab (LAB_NODES nodes x LAB_SLOTS slots, links at LAB_RATE); needs root
 	$(PLOT_PY) -m prsgd.lab up --name $(LAB_NAME) --nodes $(LAB_NODES) --slots $(LAB_SLOTS) --rate $(LAB_RATE)
 
@@ -111,12 +113,12 @@ lab-down:  ## remove the lab
 	$(PLOT_PY) -m prsgd.lab down --name $(LAB_NAME)
 
 lab-figure3: $(STAMP)  ## measured Figure 3 on the lab: real ranks on 2 nodes over a LAB_RATE link -> results/wallclock/figure3/
-	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/figure3 $(LAB_RATE) $(INTERVALS) $(LAB_REPEATS) -- $(LAB_ARGS)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) $(call LAB_CALIB,$(LAB_RATE)) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/figure3 $(LAB_RATE) $(INTERVALS) $(LAB_REPEATS) -- $(LAB_ARGS)
 	$(PY) scripts/plot_figure3.py $(WALLCLOCK_DIR)/figure3/sweep --out $(WALLCLOCK_DIR)/figure3
 	$(PY) scripts/lab_levels.py $(WALLCLOCK_DIR)/figure3
 
 lab-validation: $(STAMP)  ## the clock's validation runs on the lab, unshaped link (the shaped ones: lab-figure3)
-	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/validation-runs/unshaped none 1,4,16 $(LAB_REPEATS) -- $(LAB_ARGS)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) $(call LAB_CALIB,unshaped) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/validation-runs/unshaped none 1,4,16 $(LAB_REPEATS) -- $(LAB_ARGS)
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

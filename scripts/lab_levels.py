@@ -93,12 +93,16 @@ def figure(root: Path, df: pd.DataFrame):
         a.plot(m["train_seconds"], m["train_loss"], "--" if name.startswith("Hier") else "-",
                marker="o", ms=3, label=f"{name} (seed {meta['config']['seed']})")
     a.set(xlabel="measured training wall-clock (s, rank 0, evaluation excluded)",
-          ylabel="training loss", yscale="log", title="(a) loss vs measured time, every run")
+          ylabel="training loss (log scale)", yscale="log",
+          title="(a) loss vs measured time, every run")
+    from matplotlib.ticker import FuncFormatter
+    for axis in (a.yaxis.set_major_formatter, a.yaxis.set_minor_formatter):
+        axis(FuncFormatter(lambda v, _: f"{v:g}"))
     a.legend(fontsize=7)
     per = df.groupby("run", sort=False)[["s_per_global_round", "s_per_local_round"]].mean()
     x = range(len(per))
     b.bar([i - 0.2 for i in x], per["s_per_global_round"], 0.4, label="global round (all ranks, "
-          "across the shaped link)")
+          "across the node links)")
     b.bar([i + 0.2 for i in x], per["s_per_local_round"].fillna(0), 0.4,
           label="local round (Hier-AVG: a node's 2 ranks)")
     b.set_xticks(list(x), per.index, rotation=20, fontsize=8)
@@ -124,8 +128,9 @@ def _describe(root: Path) -> str:
     if not lab:
         return str(root)
     return (f"{lab['nodes']} nodes x {lab['slots']} Horovod ranks (Gloo), {lab['cpus_per_node']} "
-            f"CPU core per node, node links tc tbf {lab.get('rate') or 'unshaped'} (no delay "
-            "emulation); a shared 2-core machine (load in levels.md)")
+            f"CPU core per node, node links "
+            + (f"tc tbf {lab['rate']}" if lab.get("rate") else "unshaped")
+            + " (no delay emulation); a shared 2-core machine (load in levels.md)")
 
 
 def markdown(df: pd.DataFrame) -> str:

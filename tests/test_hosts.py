@@ -37,6 +37,8 @@ def test_hostfile(tmp_path):
     assert s.launch["hostfile"] == str(f.resolve())
     cmd = train_command(s, tmp_path, "I1-s0", 1, 0, resume=False)
     assert cmd[cmd.index("--hostfile") + 1] == str(f.resolve())
+    from prsgd.sweep import portable_spec     # the manifest holds no machine path
+    assert portable_spec(s)["launch"]["hostfile"] == "hosts.txt"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -177,6 +177,8 @@ def portable_spec(spec: SweepSpec) -> dict:
     """The spec as manifest.json keeps it: paths in the training arguments made portable."""
     d = asdict(spec)
     d["train_args"] = [portable_path(a) for a in d["train_args"]]
+    if "hostfile" in d["launch"]:
+        d["launch"]["hostfile"] = portable_path(d["launch"]["hostfile"])
     return d
 
 
