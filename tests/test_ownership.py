@@ -72,7 +72,7 @@ def test_two_owners_of_one_run_dir_the_second_is_refused(tmp_path):
     first = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: status(tmp_path / "r").get("checkpoint_epoch"), 240, "epoch 1", first)
+        wait_for(lambda: status(tmp_path / "r").get("checkpoint_epoch"), 600, "epoch 1", first)
         # A second trainer on the live run (the way to lose it: --resume, or --restart).
         for flag in ("--resume", "--restart"):
             p = subprocess.run([*cmd, flag], env=env, text=True, capture_output=True,
