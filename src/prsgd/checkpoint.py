@@ -418,7 +418,7 @@ class Checkpointer:
             self._last_status("interrupted", f"{e}; {self._where()}")
             raise
         except BaseException as e:
-            if peer_stopped(e):   # a peer rank's SIGTERM/SIGINT reaches rank 0 as this
+            if peer_stopped(e, self.loop.last_step_at):   # a peer's SIGTERM/SIGINT, seen here
                 self._last_status("interrupted", f"a peer rank stopped ({e.__class__.__name__})"
                                   f"; {self._where()}")
                 raise Interrupted(signal.SIGTERM) from e
@@ -445,7 +445,17 @@ class Checkpointer:
             pass
 
 
-def peer_stopped(e: BaseException) -> bool:
+def peer_stopped(e: BaseException, last_step_at: float = 0.0) -> bool:
     """Horovod's error on the ranks left when a peer rank exits (a signal to that rank, or
-    horovodrun ending the job): the job was stopped, not broken. It carries no cause."""
-    return e.__class__.__name__ == "HorovodInternalError"
+    horovodrun ending the job): the job was stopped, not broken. The error carries no cause, so
+    the wait tells the two apart: a peer that exited breaks the collective at once, while a peer
+    or link that stopped answering (a cut cable, a hung node) ends it only after Gloo's timeout
+    (HOROVOD_GLOO_TIMEOUT_SECONDS, set by horovodrun; 30 s by default): that is a failure."""
+    if e.__class__.__name__ != "HorovodInternalError":
+        return False
+    try:
+        timeout = float(os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS", 30))
+    except ValueError:
+        timeout = 30.0
+    waited = time.monotonic() - last_step_at if last_step_at else 0.0
+    return waited < 0.9 * timeout

@@ -16,6 +16,7 @@ Adding an algorithm: subclass `Algorithm` in its own module, list its config fie
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -46,9 +47,11 @@ class LoopState:
     worker_steps: int = 0
     worker_step_counts: list = field(default_factory=list)
     per_worker: bool = False   # keep worker_step_counts (only when workers step unequally)
+    last_step_at: float = 0.0  # time.monotonic() of the last step's start (see checkpoint.guard)
 
     def advance(self, active: list[bool] | None) -> None:
         """One iteration of the loop: every active local worker made one step."""
+        self.last_step_at = time.monotonic()   # not checkpointed: how long a failing wait took
         self.step_in_round += 1
         if active is None:
             self.step += 1
