@@ -194,7 +194,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
                              steps_per_epoch=spe, total_steps=total_steps, backend=cfg.backend)
         algorithm.start(fm)
         view = comm.view(c)
-        diag = Diagnostics(fm, view, num_workers=N) if cfg.diagnostics else None
+        diag = Diagnostics(fm, comm, num_workers=N, config=c) if cfg.diagnostics else None
         runs.append(RunView(c, cfg_c, Path(cfg_c.out) / cfg_c.run_id, algorithm,
                             diag if diag is not None else view, comm.rank == 0, diag))
     comm.register_groups(runs[0].algorithm.groups())
