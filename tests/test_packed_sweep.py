@@ -195,6 +195,24 @@ def test_resume_cuts_diagnostics_back_to_the_checkpoint(tmp_path):
     assert list(pd.read_csv(diag)["epoch"]) == [1, 2, 3]
 
 
+def as_if_killed(cut_runs, whole_runs) -> None:
+    """The records a pack killed after its epoch-1 checkpoint leaves: the config in the checkpoint
+    and in each config.json is the full pack's (no --max-steps), and the status still `running`
+    (a --max-steps run ends `done`, and resume refuses any change of config)."""
+    ckpt = cut_runs / "I2-s0" / "checkpoint.pt"
+    ck = torch.load(ckpt, weights_only=True)
+    ck["config"] = torch.load(whole_runs / "I2-s0" / "checkpoint.pt", weights_only=True)["config"]
+    torch.save(ck, ckpt)
+    for rid in ("I2-s0", "I3-s0"):
+        meta, full = (json.loads((d / rid / "config.json").read_text())
+                      for d in (cut_runs, whole_runs))
+        meta["config"], meta["derived"] = dict(full["config"], out=meta["config"]["out"]), \
+            full["derived"]
+        (cut_runs / rid / "config.json").write_text(json.dumps(meta))
+        status = json.loads((cut_runs / rid / "status.json").read_text())
+        (cut_runs / rid / "status.json").write_text(json.dumps(dict(status, status="running")))
+
+
 def test_sweep_driver_resumes_an_interrupted_pack(tmp_path):
     """A pack that stopped after its epoch-1 checkpoint (as a killed driver leaves it) is resumed
     by the rerun, not restarted, and ends with the rows of an uninterrupted pack."""
@@ -216,6 +234,7 @@ def test_sweep_driver_resumes_an_interrupted_pack(tmp_path):
     cmd = sweep_mod.pack_command(spec, cut / "runs", job, resume=False)
     run_python([*cmd[1:], "--max-steps", "8"], timeout=600)     # 8 steps = epoch 1 of 2
     assert len(pd.read_csv(cut / "runs" / "I2-s0" / "metrics.csv")) == 1
+    as_if_killed(cut / "runs", tmp_path / "whole" / "runs")
     proc = run_python([script, "--out", str(cut), *opts, "--", *train], timeout=600)
     assert "resuming from its checkpoint" in proc.stdout
     runs = {r["run_id"]: r for r in json.loads((cut / "manifest.json").read_text())["runs"]}
