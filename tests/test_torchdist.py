@@ -149,8 +149,9 @@ def test_algorithm1_equals_horovodrun_in_fp64(tmp_path, tiny_torchrun):
     assert meta["provenance"]["comm"] == {"backend": "torchdist", "torch_distributed": "gloo",
                                           "timeout_s": 600.0}
     assert status(td)["status"] == "done"
-    assert json.loads((hv / "config.json").read_text())["provenance"]["comm"] == \
-        {"backend": "horovod"}
+    hv_comm = json.loads((hv / "config.json").read_text())["provenance"]["comm"]
+    assert hv_comm["backend"] == "horovod"
+    assert hv_comm["horovod_build"]["built"]["gloo"] is True   # Horovod's build (prsgd.doctor)
 
 
 def test_hier_avg_equals_horovodrun_in_fp64(tmp_path):
