@@ -110,6 +110,7 @@ def run_check(prefix: list[str], np_: int = 2, timeout: float = 300) -> dict:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s", "ranks": []}
     ranks = [json.loads(line.split("DOCTOR ", 1)[1]) for line in p.stdout.splitlines()
              if "DOCTOR {" in line]
+    ranks.sort(key=lambda r: r["rank"])  # ranks print in whatever order they finish
     res = {"ok": p.returncode == 0 and len(ranks) == np_ and all(r["ok"] for r in ranks),
            "ranks": ranks, "returncode": p.returncode}
     if not res["ok"]:
