@@ -1,6 +1,8 @@
 """Shared test helpers: paths, a real `horovodrun` launcher, small configs."""
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import subprocess
@@ -10,10 +12,37 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# metrics.csv columns that are clocks: they differ between otherwise identical runs
+WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
 SRC = ROOT / "src"
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
+
+
+def load_ckpt(run_dir: Path) -> dict:
+    import torch
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    """metrics.csv as text rows without the clocks: equal rows mean equal training."""
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in csv.DictReader(f)]
+
+
+def metric_frame(run_dir: Path):
+    """metrics.csv as a DataFrame without the clocks."""
+    import pandas as pd
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK, errors="ignore")
+
+
+def run_status(run_dir: Path) -> dict:
+    """status.json, or {} while it is missing or half-written."""
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def subprocess_env(**extra) -> dict:

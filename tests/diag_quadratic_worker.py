@@ -7,7 +7,8 @@ import sys
 import torch
 import torch.nn as nn
 
-from prsgd.comm import FlatModel, HorovodComm
+from prsgd.backends.horovod import HorovodComm
+from prsgd.comm import FlatModel
 from prsgd.diagnostics import Diagnostics
 from prsgd.schedule import Event
 from prsgd.train import init_horovod

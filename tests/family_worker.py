@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from prsgd import config as config_mod
-from prsgd.train import Trainer, init_horovod
+from prsgd.backends.horovod import init_horovod
+from prsgd.train import Trainer
 
 
 # Tiny ResNet20 runs on batches of 4 are chaotic: rounding differences of 1e-7 grow ~100x per

@@ -16,31 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import horovodrun, run_python, subprocess_env
+from conftest import horovodrun, load_ckpt, metric_rows, run_python, run_status, subprocess_env
 
 # 2 workers x 64-image shards / batch 8 = 8 steps per epoch; I = 5 does not divide 8, so the
 # workers' local models differ at every epoch boundary: a checkpoint must keep all of them.
 TINY = ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128",
         "--test-subset", "64", "--batch-size", "8", "--epochs", "3", "--interval", "5",
         "--seed", "7", "--progress", "true"]
-WALL_CLOCK = ("train_seconds", "compute_seconds", "comm_seconds")
-
-
-def load_ckpt(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    import csv
-    with open(run_dir / "metrics.csv") as f:
-        return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in csv.DictReader(f)]
-
-
-def status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def rank_pids(run_id: str) -> dict[int, int]:
@@ -103,7 +85,7 @@ def assert_same_run(run_dir: Path, ref: Path):
     assert not torch.equal(b["ranks"][0]["flat"], b["ranks"][1]["flat"])
     assert metric_rows(run_dir) == metric_rows(ref)
     assert [r["epoch"] for r in metric_rows(run_dir)] == ["1", "2", "3"]
-    assert status(run_dir)["status"] == "done"
+    assert run_status(run_dir)["status"] == "done"
 
 
 @pytest.mark.horovod
@@ -112,7 +94,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, reference):
     proc = launch([*TINY, "--out", str(tmp_path), "--run-id", "victim"])
     try:
         # Kill every rank with SIGKILL just after the epoch-1 checkpoint: inside epoch 2.
-        wait_for(lambda: status(run_dir).get("checkpoint_epoch") == 1, 240, "epoch 1", proc)
+        wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 240, "epoch 1", proc)
         time.sleep(0.3)
         pids = rank_pids("victim")
         assert sorted(pids) == [0, 1], pids
@@ -122,7 +104,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, reference):
     finally:
         kill_launch(proc)
     assert proc.returncode != 0
-    killed_at = status(run_dir)
+    killed_at = run_status(run_dir)
     assert killed_at["status"] == "running" and killed_at["checkpoint_epoch"] in (1, 2)
     assert load_ckpt(run_dir)["epoch"] == killed_at["checkpoint_epoch"] < 3
 
@@ -139,7 +121,7 @@ def test_killing_one_rank_fails_fast_and_resume_finishes(tmp_path, reference):
     run_dir = tmp_path / "onedead"
     proc = launch([*TINY, "--out", str(tmp_path), "--run-id", "onedead"])
     try:
-        wait_for(lambda: status(run_dir).get("checkpoint_epoch") == 1, 240, "epoch 1", proc)
+        wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 240, "epoch 1", proc)
         pid = rank_pids("onedead")[1]
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -151,9 +133,9 @@ def test_killing_one_rank_fails_fast_and_resume_finishes(tmp_path, reference):
     assert proc.returncode != 0, log[-3000:]
     assert elapsed < 60, f"horovodrun took {elapsed:.1f}s to give up"
     print(f"horovodrun exited {proc.returncode} {elapsed:.1f} s after SIGKILL of rank 1; "
-          f"rank 0 status: {status(run_dir).get('status')}")
+          f"rank 0 status: {run_status(run_dir).get('status')}")
     # Rank 0 was stopped by the launcher (or by a Horovod error): never reported as done.
-    assert status(run_dir)["status"] in ("running", "interrupted", "failed")
+    assert run_status(run_dir)["status"] in ("running", "interrupted", "failed")
     # The next invocation finishes it, with the same result as an uninterrupted run.
     horovodrun(2, [*TINY, "--out", str(tmp_path), "--run-id", "onedead", "--resume"], timeout=300)
     assert_same_run(run_dir, reference)
@@ -225,7 +207,7 @@ def test_nan_loss_stops_as_diverged_with_epoch_and_step(tmp_path):
     assert m, p.stderr
     epoch, step = int(m[2]), int(m[3])
     assert (epoch - 1) * 4 < step <= epoch * 4          # 4 steps per epoch: inside that epoch
-    st = status(tmp_path / "nan")
+    st = run_status(tmp_path / "nan")
     assert st["status"] == "diverged" and m[0].split(": ", 1)[1] in st["message"]
     # Nothing of the diverged epoch is kept: rows and checkpoint stop at the epoch before.
     assert [r["epoch"] for r in metric_rows(tmp_path / "nan")] == [str(e) for e in range(1, epoch)]
@@ -254,7 +236,7 @@ def test_sigterm_stops_as_interrupted_and_keeps_the_checkpoint(tmp_path):
                              "--run-id", "term"], env=subprocess_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: (status(run_dir).get("checkpoint_epoch") or 0) >= 1, 240, "epoch 1",
+        wait_for(lambda: (run_status(run_dir).get("checkpoint_epoch") or 0) >= 1, 240, "epoch 1",
                  proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -263,7 +245,7 @@ def test_sigterm_stops_as_interrupted_and_keeps_the_checkpoint(tmp_path):
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err
-    st = status(run_dir)
+    st = run_status(run_dir)
     assert st["status"] == "interrupted" and st["epoch"] < 50
     assert f"checkpoint of epoch {st['checkpoint_epoch']}" in st["message"]
     assert load_ckpt(run_dir)["epoch"] == st["checkpoint_epoch"]

@@ -1,12 +1,11 @@
 """The clock model (prsgd.clock): pure arithmetic against hand-computed values, the fit, the
 per-level costs of Hier-AVG, calibration files and the command line. No timing anywhere."""
 import json
-import sys
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_python
+from conftest import run_python
 from prsgd.clock import (KIND, Calibration, CalibrationError, Link, RunShape, model_counts,
                          model_run, model_schedule, ring_allreduce_seconds)
 from prsgd.clock_calibrate import fit_alpha_beta, network_doc

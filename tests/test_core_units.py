@@ -1,7 +1,6 @@
 """Unit tests without processes: model, data path, sharding, config (issue 2)."""
 import io
 import subprocess
-import sys
 import zipfile
 
 import numpy as np

@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from conftest import ROOT, horovodrun, run_python
 from prsgd import config as config_mod
-from prsgd.comm import FlatModel, PackedComm
+from prsgd.backends.packed import PackedComm
+from prsgd.comm import FlatModel
 from prsgd.diagnostics import Diagnostics, corollary1, lemma1_bound
 from prsgd.schedule import Event
 from prsgd.train import run

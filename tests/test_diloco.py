@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import horovodrun
+from conftest import horovodrun, load_ckpt, metric_frame
 from prsgd import config as config_mod
 from prsgd.checkpoint import Interrupted, save_atomic
 from prsgd.comm import FlatModel
@@ -29,15 +29,6 @@ BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "32", "
         "--device", "cpu"]
 DILOCO = [*BASE, "--algorithm", "diloco"]
 PACKED = ["--backend", "packed", "--workers", "2"]
-WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
-
-
-def ckpt(run_dir):
-    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
-
-
-def rows(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK)
 
 
 def train(out, *args, hooks=None):
@@ -78,21 +69,21 @@ def initial_params() -> torch.Tensor:
 
 
 def test_outer_lr_one_without_momentum_is_algorithm_1(runs):
-    x, y = ckpt(runs / "alg1")["ranks"][0]["flat"], ckpt(runs / "plain")["ranks"][0]["flat"]
+    x, y = load_ckpt(runs / "alg1")["ranks"][0]["flat"], load_ckpt(runs / "plain")["ranks"][0]["flat"]
     # DiLoCo makes x - (x - a) where Algorithm 1 makes a: equal up to rounding only.
     assert float((x - y).abs().max()) < 1e-12 * float(x.abs().max())
     # The copy DiLoCo keeps is the last global model, i.e. the weights after the last round.
     P = FlatModel(ResNet20(replicas=2), 2).num_params
-    assert torch.equal(ckpt(runs / "plain")["ranks"][0]["algorithm"][0]["copy"], y[:P])
+    assert torch.equal(load_ckpt(runs / "plain")["ranks"][0]["algorithm"][0]["copy"], y[:P])
     # Not vacuous: the run made its rounds and moved away from the initial model.
-    assert int(rows(runs / "plain")["rounds"].iloc[-1]) == 4
+    assert int(metric_frame(runs / "plain")["rounds"].iloc[-1]) == 4
     assert float((replica_rows(y, 2)[0][:P // 2] - initial_params()).abs().max()) > 1e-3
 
 
 def test_default_outer_optimizer_differs_from_algorithm_1(runs):
     """Nesterov 0.9 / lr 0.7 (the defaults) really act: the weights leave Algorithm 1's."""
-    a1 = ckpt(runs / "alg1")["ranks"][0]["flat"]
-    dl = ckpt(runs / "d")
+    a1 = load_ckpt(runs / "alg1")["ranks"][0]["flat"]
+    dl = load_ckpt(runs / "d")
     assert float((a1 - dl["ranks"][0]["flat"]).abs().max()) > 1e-3
     assert float(dl["ranks"][0]["algorithm"][0]["outer_momentum"].abs().max()) > 0
     cfg = config_mod.from_args(DILOCO)
@@ -109,11 +100,11 @@ def test_bad_outer_options_are_refused(flag, value):
 
 def test_resume_is_bit_identical_and_needs_the_outer_momentum(runs, tmp_path):
     args = [*DILOCO, *PACKED, "--run-id", "d"]
-    whole = ckpt(runs / "d")
+    whole = load_ckpt(runs / "d")
     with pytest.raises(Interrupted):                    # step 7: mid epoch 2, after round 3
         train(tmp_path / "cut", *args, hooks=StopAt(7))
     cut_dir = tmp_path / "cut" / "d"
-    first = ckpt(cut_dir)
+    first = load_ckpt(cut_dir)
     assert first["epoch"] == 1
     saved = first["ranks"][0]["algorithm"][0]["outer_momentum"]
     assert float(saved.abs().max()) > 0                 # 2 rounds: the momentum is non-zero
@@ -127,12 +118,12 @@ def test_resume_is_bit_identical_and_needs_the_outer_momentum(runs, tmp_path):
 
     train(tmp_path / "cut", *args, "--resume")
     train(tmp_path / "spoiled", *args, "--resume")
-    resumed, spoiled = ckpt(cut_dir), ckpt(spoiled_dir)
+    resumed, spoiled = load_ckpt(cut_dir), load_ckpt(spoiled_dir)
     assert torch.equal(resumed["ranks"][0]["flat"], whole["ranks"][0]["flat"])
     for k in ("copy", "outer_momentum"):
         assert torch.equal(resumed["ranks"][0]["algorithm"][0][k],
                            whole["ranks"][0]["algorithm"][0][k])
-    pd.testing.assert_frame_equal(rows(cut_dir), rows(runs / "d"))
+    pd.testing.assert_frame_equal(metric_frame(cut_dir), metric_frame(runs / "d"))
     assert float((spoiled["ranks"][0]["flat"] - whole["ranks"][0]["flat"]).abs().max()) > 1e-6
 
 
@@ -140,11 +131,10 @@ def test_resume_is_bit_identical_and_needs_the_outer_momentum(runs, tmp_path):
 def test_packed_equals_horovodrun(tmp_path):
     horovodrun(2, ["-m", "prsgd.train", *DILOCO, "--out", str(tmp_path), "--run-id", "hvd"],
                timeout=600)
-    h = ckpt(tmp_path / "hvd")
-    p = ckpt(train(tmp_path, *DILOCO, *PACKED, "--run-id", "packed"))
+    h = load_ckpt(tmp_path / "hvd")
+    p = load_ckpt(train(tmp_path, *DILOCO, *PACKED, "--run-id", "packed"))
     packed = replica_rows(p["ranks"][0]["flat"], 2)
     fm = FlatModel(ResNet20(replicas=2), 2)
-    P = fm.num_params
     copies = p["ranks"][0]["algorithm"][0]["copy"].view(-1)
     for r in range(2):
         ref = h["ranks"][r]["flat"]
@@ -153,6 +143,6 @@ def test_packed_equals_horovodrun(tmp_path):
         pc = torch.cat([copies[o:o + k].view(2, -1)[r] for o, k in
                         fm.segments[:len(fm.momentum_segments)]])
         assert float((pc - hc).norm() / hc.norm()) < 1e-9, f"worker {r} outer copy"
-    pd.testing.assert_frame_equal(rows(tmp_path / "packed"), rows(tmp_path / "hvd"),
+    pd.testing.assert_frame_equal(metric_frame(tmp_path / "packed"), metric_frame(tmp_path / "hvd"),
                                   check_exact=False, rtol=1e-8)
     assert float((packed[0] - packed[1]).norm()) > 0   # the workers drift between rounds

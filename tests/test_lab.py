@@ -6,7 +6,6 @@ skipped with the reason (pytest -ra prints it); none passes silently.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -18,14 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, horovodrun, subprocess_env
+from conftest import ROOT, horovodrun, metric_rows, run_status, subprocess_env
 from prsgd import lab as lab_mod
 
 pytestmark = pytest.mark.horovod
 REASON = lab_mod.unavailable_reason()
 GLOO_TIMEOUT = 10     # seconds a collective may wait on a dead link (horovodrun flag)
 CUT_BOUND = GLOO_TIMEOUT + 50   # documented bound: the job has exited this long after the cut
-WALL_CLOCK = ("train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local")
 # fp64 ResNet20: 2 workers x 32-image shards / batch 8 = 4 steps per epoch, a round every 3
 # steps: after 8 steps the two workers' models differ (a check that both were compared).
 TINY = ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64",
@@ -89,18 +87,6 @@ def ckpt(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)
 
 
-def rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as f:
-        return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in csv.DictReader(f)]
-
-
-def status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 @pytest.fixture(scope="module")
 def lab_reference(lab, tmp_path_factory) -> Path:
     """An uninterrupted 2-node LONG run: one rank on each node, over the shaped link."""
@@ -154,7 +140,7 @@ def test_two_nodes_equal_one_node(lab, tmp_path):
         diff = (a["ranks"][r]["flat"] - b["ranks"][r]["flat"]).abs().max().item()
         assert diff <= 1e-9, f"rank {r}: max |difference| {diff}"
     assert not torch.equal(a["ranks"][0]["flat"], a["ranks"][1]["flat"])
-    for ra, rb in zip(rows(tmp_path / "lab"), rows(tmp_path / "local"), strict=True):
+    for ra, rb in zip(metric_rows(tmp_path / "lab"), metric_rows(tmp_path / "local"), strict=True):
         assert abs(float(ra["train_loss"]) - float(rb["train_loss"])) <= 1e-9
     meta = json.loads((tmp_path / "lab" / "config.json").read_text())
     assert meta["provenance"]["host"] == lab.hosts[0]      # rank 0 ran on node 1
@@ -168,7 +154,7 @@ def test_cut_link_fails_within_bound_then_resume_is_bit_identical(lab, lab_refer
     victim = lab.hosts[1]
     try:
         end = time.monotonic() + 240
-        while status(run_dir).get("checkpoint_epoch") != 1:
+        while run_status(run_dir).get("checkpoint_epoch") != 1:
             assert proc.poll() is None, f"the run ended before epoch 1:\n{proc.stdout.read()}"
             assert time.monotonic() < end, "no epoch-1 checkpoint within 240 s"
             time.sleep(0.05)
@@ -184,7 +170,7 @@ def test_cut_link_fails_within_bound_then_resume_is_bit_identical(lab, lab_refer
           f"(--gloo-timeout-seconds {GLOO_TIMEOUT})")
     assert proc.returncode != 0, out[-3000:]
     assert elapsed < CUT_BOUND, f"{elapsed:.1f} s"
-    st = status(run_dir)
+    st = run_status(run_dir)
     assert st["status"] == "failed" and st["epoch"] < 12, st
     assert st["message"].startswith("HorovodInternalError"), st
     # Link back: --resume finishes the run exactly as the uninterrupted one.
@@ -192,8 +178,8 @@ def test_cut_link_fails_within_bound_then_resume_is_bit_identical(lab, lab_refer
     a, b = ckpt(run_dir), ckpt(lab_reference)
     for r in (0, 1):
         assert torch.equal(a["ranks"][r]["flat"], b["ranks"][r]["flat"]), f"rank {r}"
-    assert rows(run_dir) == rows(lab_reference)
-    assert status(run_dir)["status"] == "done"
+    assert metric_rows(run_dir) == metric_rows(lab_reference)
+    assert run_status(run_dir)["status"] == "done"
 
 
 def test_node_without_sshd_is_named_before_launch(lab, tmp_path):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, horovodrun, subprocess_env
+from conftest import ROOT, horovodrun, metric_frame, subprocess_env
 from prsgd import launch
 
 pytestmark = pytest.mark.horovod
@@ -23,7 +23,6 @@ pytestmark = pytest.mark.horovod
 ARGS = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "--test-subset",
         "16", "--batch-size", "4", "--epochs", "2", "--lr-milestones", "1", "--precision", "fp64",
         "--checkpoint-every", "1", "--progress", "false", "--device", "cpu"]
-WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
 DUMP = str(ROOT / "tests" / "helpers" / "dump_state.py")
 
 
@@ -50,10 +49,6 @@ def mpirun(np_: int, args: list[str], timeout: float = 300, check: bool = True):
         raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\n{p.stdout[-3000:]}\n"
                              f"{p.stderr[-3000:]}")
     return p
-
-
-def metrics(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK, errors="ignore")
 
 
 def tensors(obj, path=""):
@@ -89,7 +84,7 @@ def test_mpirun_training_equals_gloo(tmp_path):
         assert sorted(m) == [1, 5, 16]
         for step in m:
             assert torch.equal(m[step], g[step]), (r, step)
-    pd.testing.assert_frame_equal(metrics(tmp_path / "m"), metrics(tmp_path / "g"))
+    pd.testing.assert_frame_equal(metric_frame(tmp_path / "m"), metric_frame(tmp_path / "g"))
     assert hvd_record(tmp_path / "m")["controller"] == "mpi"
     assert hvd_record(tmp_path / "m")["allreduce_path"] == "mpi"
     assert hvd_record(tmp_path / "g")["allreduce_path"] == "gloo"
@@ -108,7 +103,7 @@ def test_mpi_sweep_equals_separate_runs(tmp_path):
                        "--out", str(tmp_path / "alone"), "--run-id", f"I{interval}-s1"], cwd=ROOT)
         job = tmp_path / "job" / "runs" / f"I{interval}-s1"
         alone = tmp_path / "alone" / f"I{interval}-s1"
-        pd.testing.assert_frame_equal(metrics(job), metrics(alone))
+        pd.testing.assert_frame_equal(metric_frame(job), metric_frame(alone))
         wj, wa = weights(job), weights(alone)
         assert wj and sorted(wj) == sorted(wa)
         for k in wj:
@@ -116,7 +111,7 @@ def test_mpi_sweep_equals_separate_runs(tmp_path):
         cfg = json.loads((job / "config.json").read_text())
         assert cfg["config"]["interval"] == interval and cfg["provenance"]["world_size"] == 2
     runs = tmp_path / "job" / "runs"
-    assert not metrics(runs / "I3-s1").equals(metrics(runs / "I5-s1"))
+    assert not metric_frame(runs / "I3-s1").equals(metric_frame(runs / "I5-s1"))
     man = json.loads((tmp_path / "job" / "manifest.json").read_text())
     assert [(r["run_id"], r["status"]) for r in man["runs"]] == [("I3-s1", "done"), ("I5-s1", "done")]
 

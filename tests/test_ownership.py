@@ -21,10 +21,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, WALL_CLOCK, run_status, subprocess_env
 from prsgd import ownership
 
-WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
 # Packed runs of 2 workers: 128 images, batch 8 -> 8 steps per epoch, a few seconds per epoch.
 TRAIN = ["--preset", "smoke", "--train-subset", "128", "--test-subset", "32", "--batch-size", "8",
          "--epochs", "3", "--device", "cpu"]
@@ -57,13 +56,6 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 # --- run directories ------------------------------------------------------------------------------
 def test_two_owners_of_one_run_dir_the_second_is_refused(tmp_path):
     cmd = [sys.executable, "-m", "prsgd.train", *TRAIN, "--backend", "packed", "--workers", "2",
@@ -72,7 +64,7 @@ def test_two_owners_of_one_run_dir_the_second_is_refused(tmp_path):
     first = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: status(tmp_path / "r").get("checkpoint_epoch"), 600, "epoch 1", first)
+        wait_for(lambda: run_status(tmp_path / "r").get("checkpoint_epoch"), 600, "epoch 1", first)
         # A second trainer on the live run (the way to lose it: --resume, or --restart).
         for flag in ("--resume", "--restart"):
             p = subprocess.run([*cmd, flag], env=env, text=True, capture_output=True,
@@ -86,7 +78,7 @@ def test_two_owners_of_one_run_dir_the_second_is_refused(tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
-    assert status(tmp_path / "r")["status"] == "interrupted"
+    assert run_status(tmp_path / "r")["status"] == "interrupted"
     assert not (tmp_path / "r" / ownership.OWNER_FILE).exists()   # let go at the end
 
 
@@ -138,7 +130,7 @@ def test_sigkill_of_the_sweep_driver_leaves_no_orphan_and_a_rerun_finishes(tmp_p
     cut = tmp_path / "cut"
     driver = start(sweep_cmd(cut, backend), tmp_path)
     try:   # killed in the middle of the first run, after its first checkpoint
-        wait_for(lambda: status(cut / "runs" / "I2-s0").get("checkpoint_epoch"), 300,
+        wait_for(lambda: run_status(cut / "runs" / "I2-s0").get("checkpoint_epoch"), 300,
                  "the first run's epoch 1", driver)
         assert processes_mentioning(str(cut / "runs"))          # the run is alive
         driver.kill()
@@ -148,7 +140,7 @@ def test_sigkill_of_the_sweep_driver_leaves_no_orphan_and_a_rerun_finishes(tmp_p
     finally:
         for pid, _ in processes_mentioning(str(cut)):
             os.kill(pid, signal.SIGKILL)
-    assert status(cut / "runs" / "I2-s0")["status"] == "interrupted"
+    assert run_status(cut / "runs" / "I2-s0")["status"] == "interrupted"
 
     # The same command again: every run done, the interrupted one resumed, as if never killed.
     p = subprocess.run(sweep_cmd(cut, backend), env=env, capture_output=True, text=True,
@@ -184,7 +176,7 @@ def test_a_signalled_sweep_driver_exits_128_plus_the_signal(tmp_path, sig):
     out = tmp_path / "sw"
     driver = start(sweep_cmd(out, "packed"), tmp_path)
     try:
-        wait_for(lambda: status(out / "runs" / "I2-s0").get("status") == "running", 240,
+        wait_for(lambda: run_status(out / "runs" / "I2-s0").get("status") == "running", 240,
                  "the first run", driver)
         driver.send_signal(sig)
         driver.communicate(timeout=120)
@@ -192,7 +184,7 @@ def test_a_signalled_sweep_driver_exits_128_plus_the_signal(tmp_path, sig):
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 128 + sig
-    assert status(out / "runs" / "I2-s0")["status"] == "interrupted"
+    assert run_status(out / "runs" / "I2-s0")["status"] == "interrupted"
     runs = json.loads((out / "manifest.json").read_text())["runs"]
     assert runs[0]["status"] == "interrupted"
     assert not processes_mentioning(str(out))

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import horovodrun, run_python
+from conftest import horovodrun, metric_frame, run_python
 from prsgd import config as config_mod
 from prsgd.checkpoint import Interrupted
 from prsgd.comm import FlatModel
@@ -26,7 +26,6 @@ HETERO = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128"
           "64", "--batch-size", "8", "--epochs", "3", "--seed", "7", "--algorithm", "hetero",
           "--worker-intervals", "2,3", "--momentum", "0.9", "--precision", "fp64",
           "--progress", "false"]
-WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
 
 
 def replica_rows(flat: torch.Tensor, replicas: int) -> list[torch.Tensor]:
@@ -38,10 +37,6 @@ def replica_rows(flat: torch.Tensor, replicas: int) -> list[torch.Tensor]:
 
 def final(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)
-
-
-def rows(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK)
 
 
 def test_lockstep_schedule():
@@ -65,7 +60,7 @@ def test_packed_hetero_equals_horovodrun(tmp_path):
         assert float((packed[r] - ref).norm() / ref.norm()) < 1e-9, f"worker {r}"
         assert h["ranks"][r]["loop"]["step"] == p["ranks"][0]["loop"]["worker_step_counts"][r]
     assert p["ranks"][0]["loop"]["worker_step_counts"] == [16, 24]
-    pd.testing.assert_frame_equal(rows(tmp_path / "packed"), rows(tmp_path / "hvd"),
+    pd.testing.assert_frame_equal(metric_frame(tmp_path / "packed"), metric_frame(tmp_path / "hvd"),
                                   check_exact=False, rtol=1e-8)
     assert (tmp_path / "packed" / "rounds.jsonl").read_text() == \
         (tmp_path / "hvd" / "rounds.jsonl").read_text()
@@ -92,7 +87,7 @@ def test_packed_hetero_resumes_exactly(tmp_path):
     a, b = final(tmp_path / "whole" / "h"), final(tmp_path / "cut" / "h")
     assert torch.equal(a["ranks"][0]["flat"], b["ranks"][0]["flat"])
     assert b["ranks"][0]["loop"]["worker_step_counts"] == [16, 24]
-    pd.testing.assert_frame_equal(rows(tmp_path / "cut" / "h"), rows(tmp_path / "whole" / "h"))
+    pd.testing.assert_frame_equal(metric_frame(tmp_path / "cut" / "h"), metric_frame(tmp_path / "whole" / "h"))
     rounds = [json.loads(line) for line in
               (tmp_path / "cut" / "h" / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == list(range(1, 9))

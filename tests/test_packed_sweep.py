@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, run_python
+from conftest import ROOT, metric_frame, run_python
 from prsgd import config as config_mod
 from prsgd.checkpoint import Interrupted
 from prsgd.results import load_sweep
@@ -23,7 +23,6 @@ ARGS = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "
         "16", "--batch-size", "4", "--epochs", "3", "--lr-milestones", "2", "--seed", "5",
         "--backend", "packed", "--workers", "2", "--intervals", "3,5", "--checkpoint-every", "1",
         "--progress", "false", "--device", "cpu"]
-WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
 
 
 class StopAt:
@@ -45,10 +44,6 @@ def sweep(out, *extra, hooks=None):
 def final_state(run_dir):
     ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     return ck, ck["ranks"][0]["flat"]
-
-
-def rows(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=WALL_CLOCK)
 
 
 def test_run_id_template():
@@ -82,12 +77,12 @@ def test_interrupted_packed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     assert [c["rounds"] for c in ck_cut["ranks"][0]["config_counters"]] == \
         [c["rounds"] for c in ck_whole["ranks"][0]["config_counters"]]
     for a, b in zip(whole, cut):
-        pd.testing.assert_frame_equal(rows(a), rows(b))
+        pd.testing.assert_frame_equal(metric_frame(a), metric_frame(b))
         assert json.loads((b / "status.json").read_text())["status"] == "done"
         meta = json.loads((b / "config.json").read_text())
         assert meta["resumes"][0]["from_epoch"] == 1
     # The runs differ (I = 3 vs 5): the per-run rows and counters are not one run's copied twice.
-    assert rows(cut[0])["rounds"].iloc[-1] == 24 // 3 and rows(cut[1])["rounds"].iloc[-1] == 24 // 5
+    assert metric_frame(cut[0])["rounds"].iloc[-1] == 24 // 3 and metric_frame(cut[1])["rounds"].iloc[-1] == 24 // 5
 
 
 def test_sweep_driver_packs_a_seeds_intervals_into_one_process(tmp_path):
@@ -240,8 +235,8 @@ def test_sweep_driver_resumes_an_interrupted_pack(tmp_path):
     runs = {r["run_id"]: r for r in json.loads((cut / "manifest.json").read_text())["runs"]}
     assert all(r["status"] == "done" and r["resumed"] for r in runs.values())
     for rid in ("I2-s0", "I3-s0"):
-        pd.testing.assert_frame_equal(rows(cut / "runs" / rid),
-                                      rows(tmp_path / "whole" / "runs" / rid))
+        pd.testing.assert_frame_equal(metric_frame(cut / "runs" / rid),
+                                      metric_frame(tmp_path / "whole" / "runs" / rid))
 
 
 def test_packed_sweep_diagnostics_equal_the_separate_runs(tmp_path):

@@ -12,7 +12,6 @@ import io
 import json
 import math
 import resource
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 import pytest
 
 import bad_inputs
-from conftest import ROOT, subprocess_env
+from conftest import subprocess_env
 from prsgd import config as config_mod
 from prsgd import data, plot, results
 from prsgd.train import main

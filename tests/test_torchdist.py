@@ -3,7 +3,6 @@ ranks in fp64 on Algorithm 1 and Hier-AVG, a killed run resumes bit-identically,
 without torchrun is refused with one line. Both launchers run on this machine over loopback."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, horovodrun, subprocess_env, torchrun, torchrun_command
+from conftest import ROOT, horovodrun, load_ckpt, metric_rows, run_status, subprocess_env, torchrun, torchrun_command
 
 pytestmark = pytest.mark.horovod
 
@@ -31,24 +30,7 @@ HIER = ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic", "--t
         "--test-subset", "32", "--batch-size", "4", "--epochs", "3", "--max-steps", "11",
         "--algorithm", "hier", "--interval", "2", "--group-size", "2", "--global-every", "2",
         "--seed", "3", "--precision", "fp64", "--progress", "false"]
-WALL_CLOCK = ("train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local")
 TORCHDIST = ["--backend", "torchdist"]
-
-
-def load_ckpt(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as f:
-        return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in csv.DictReader(f)]
-
-
-def status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def assert_rows_close(a: list[dict], b: list[dict], rtol: float):
@@ -148,7 +130,7 @@ def test_algorithm1_equals_horovodrun_in_fp64(tmp_path, tiny_torchrun):
     assert meta["provenance"]["world_size"] == 2
     assert meta["provenance"]["comm"] == {"backend": "torchdist", "torch_distributed": "gloo",
                                           "timeout_s": 600.0}
-    assert status(td)["status"] == "done"
+    assert run_status(td)["status"] == "done"
     hv_comm = json.loads((hv / "config.json").read_text())["provenance"]["comm"]
     assert hv_comm["backend"] == "horovod"
     assert hv_comm["horovod_build"]["built"]["gloo"] is True   # Horovod's build (prsgd.doctor)
@@ -209,7 +191,7 @@ def test_dead_rank_ends_the_job_and_resume_is_bit_identical(tmp_path, tiny_torch
                             env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_for(lambda: status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
+        _wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
         time.sleep(0.3)
         pids = _rank_pids("run")
         assert sorted(pids) == [0, 1], pids
@@ -224,7 +206,7 @@ def test_dead_rank_ends_the_job_and_resume_is_bit_identical(tmp_path, tiny_torch
     assert proc.returncode != 0
     assert elapsed < 60, f"torchrun took {elapsed:.1f} s to end the job after a rank died"
     print(f"torchrun exited {proc.returncode} {elapsed:.1f} s after SIGKILL of rank 1")
-    left = status(run_dir)
+    left = run_status(run_dir)
     # rank 0 either sees the dead peer (failed) or is stopped first by torchrun (interrupted)
     assert left["status"] in ("failed", "interrupted", "running"), left
     assert left["checkpoint_epoch"] in (1, 2)
@@ -238,7 +220,7 @@ def test_dead_rank_ends_the_job_and_resume_is_bit_identical(tmp_path, tiny_torch
         assert torch.equal(a["ranks"][r]["flat"], b["ranks"][r]["flat"]), f"rank {r} weights"
     assert not torch.equal(b["ranks"][0]["flat"], b["ranks"][1]["flat"])
     assert metric_rows(run_dir) == metric_rows(tiny_torchrun)
-    assert status(run_dir)["status"] == "done"
+    assert run_status(run_dir)["status"] == "done"
     meta = json.loads((run_dir / "config.json").read_text())
     assert [r["from_epoch"] for r in meta["resumes"]] == [left["checkpoint_epoch"]]
 
@@ -255,7 +237,7 @@ def test_hung_rank_times_out_and_the_job_ends(tmp_path):
                             start_new_session=True)
     pids = {}
     try:
-        _wait_for(lambda: status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
+        _wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
         pids = _rank_pids("hung")
         assert sorted(pids) == [0, 1], pids
         stopped = time.monotonic()
@@ -275,7 +257,7 @@ def test_hung_rank_times_out_and_the_job_ends(tmp_path):
     # 5 s of collective timeout, then torchrun's grace period before it SIGKILLs the stopped rank.
     print(f"torchrun exited {proc.returncode} {elapsed:.1f} s after SIGSTOP of rank 1")
     assert proc.returncode != 0
-    left = status(run_dir)
+    left = run_status(run_dir)
     assert left["status"] == "failed" and "Timed out" in left["message"], left
 
 

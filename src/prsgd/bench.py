@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from . import data as data_mod
-from .comm import FlatModel, PackedComm
+from .backends.packed import PackedComm
+from .comm import FlatModel
 from .models import ResNet20, tile_state
 from .results import git_info
 from .schedule import Periodic

@@ -49,7 +49,7 @@ def busy(ms: float, a: torch.Tensor) -> None:
 
 
 def worker(rounds: int, warmup: int, compute_ms: float, out: str) -> None:
-    from .train import init_horovod
+    from .backends.horovod import init_horovod
     torch.set_num_threads(1)
     hvd = init_horovod()
     buf = torch.randn(averaged_floats())

@@ -16,7 +16,7 @@ import torch
 
 from . import data as data_mod
 from .algorithms import REGISTRY, LoopState, algorithm_class
-from .backends import backend_class, make_comm
+from .backends import make_comm
 from .checkpoint import Checkpointer, ListState, RngState
 from .comm import FlatModel
 from .config import Config, ConfigError

@@ -152,7 +152,7 @@ def cmd_compute(args) -> int:
     import torch
     hvd = None
     if _under_horovod():
-        from .train import init_horovod
+        from .backends.horovod import init_horovod
         hvd = init_horovod()
     local_size = hvd.local_size() if hvd else 1
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -217,7 +217,7 @@ def _levels(hvd) -> tuple[dict, list]:
 
 def cmd_network(args) -> int:
     import torch
-    from .train import init_horovod
+    from .backends.horovod import init_horovod
     if not _under_horovod():
         print("prsgd.clock calibrate-network: run it under horovodrun (or mpirun) with >= 2 "
               "ranks", file=sys.stderr)

@@ -117,8 +117,3 @@ class FlatModel:
                 self.flat[o:o + k].view(self.replicas, -1)[r].copy_(state[off:off + n])
                 off += n
 
-
-# Older import paths: the communicators moved to prsgd.backends.
-from .backends.base import Counters  # noqa: E402
-from .backends.horovod import HorovodComm  # noqa: E402
-from .backends.packed import PackedComm  # noqa: E402

@@ -13,7 +13,6 @@ draws, for each network, the modelled time each interval I needs to reach a targ
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 

@@ -4,7 +4,6 @@ run; an ordinary run has one. Only the writing process (rank 0) opens files.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from . import checkpoint as checkpoint_mod
 from . import config as config_mod
 from . import data as data_mod
-from .backends.horovod import GPU_CYCLE_TIME_MS, cycle_time_default, init_horovod  # noqa: F401
-from .build import Parts, build, packed_run_id, resolve_device, run_configs  # noqa: F401
+from .build import Parts, build
 from . import ownership
 from .config import Config, ConfigError, RunFinished
 from .results import RecordError, os_error_message
