@@ -59,9 +59,10 @@ for ((r = 0; r < REPEATS; r++)); do
 done
 # Then the clock's calibration (prsgd.clock, when CLOCK_SRC holds it) on these very nodes and link:
 # allreduce timings of several sizes at both levels, and one worker's step under the same
-# contention as training. Written to CALIB_OUT (network.json, compute.json).
+# contention as training. Written to CALIB_OUT-network.json, CALIB_OUT-compute.json and, both
+# combined, CALIB_OUT.json (what prsgd.clock --clock and prsgd.clock_validate read).
 if [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; then
-    mkdir -p "$CALIB_OUT"
+    mkdir -p "$(dirname "$CALIB_OUT")"
     hvd=(horovodrun -np "$NP" -H "$hosts" --gloo --network-interface labnet
          --gloo-timeout-seconds "$GLOO_TIMEOUT")
     echo "== calibration ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -69,11 +70,15 @@ if [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; then
     "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-network --repeats 10 \
         --sizes "${CALIB_SIZES:-4096,65536,262144,1084392,2168784}" --note "lab $NAME: $NODES \
 nodes x $SLOTS ranks, $CPUS CPU(s) per node, tc tbf rate $RATE burst $BURST latency 50ms on both \
-ends of each node's veth (rate none: unshaped)" --out "$CALIB_OUT/network.json" \
+ends of each node's veth (rate none: unshaped)" --out "$CALIB_OUT-network.json" \
         || echo "lab_sweep: calibrate-network failed (the points, if any, are in the file)"
     "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-compute --batch-size 32 \
-        --precision fp32 --steps 20 --out "$CALIB_OUT/compute.json" \
+        --precision fp32 --steps 20 --out "$CALIB_OUT-compute.json" \
         || echo "lab_sweep: calibrate-compute failed"
+    PYTHONPATH="$CLOCK_SRC" "$PY" -m prsgd.clock combine --compute "$CALIB_OUT-compute.json" \
+        --network "$CALIB_OUT-network.json" --out "$CALIB_OUT.json" \
+        --name "lab $(basename "$CALIB_OUT" | sed 's/^lab-//') (measured: step + network)" \
+        || echo "lab_sweep: combine failed"
 fi
 # Checkpoints are for resuming, not for the record.
 find "$OUT" -name 'checkpoint.pt*' -delete

@@ -2,6 +2,7 @@
 contended CPU clocks say so, the time-to-target table, and what the summary's byte and comm
 columns hold. Small run directories written here; no training, no timing."""
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -88,6 +89,20 @@ def test_panel_b_says_what_its_clock_is(sweep, tmp_path):
     write_run(tmp_path / "c", "I1", 1, [2.0, 1.0], world=8, cores=2)
     crowded = plot.figure3(plot.select(load_sweep(tmp_path / "c"))).axes[1]
     assert any("8 CPU ranks contending for 2 cores" in t.get_text() for t in crowded.texts)
+
+
+def test_panel_b_of_lab_runs_says_lab(sweep, tmp_path):
+    """A lab sweep (scripts/lab_sweep.sh writes lab.json beside it): the measured panel (b) and
+    the summary say it is the lab's clock, with its link."""
+    (tmp_path / "lab.json").write_text(json.dumps({"nodes": 2, "slots": 2, "cpus_per_node": 1,
+                                                   "rate": "50mbit"}))
+    lab_sweep = tmp_path / "sweep"
+    shutil.copytree(sweep, lab_sweep)
+    b = plot.figure3(plot.select(load_sweep(lab_sweep)), sweep_dir=lab_sweep).axes[1]
+    text = " ".join(t.get_text().replace("\n", " ") for t in b.texts)
+    assert "measured on the lab: 2 nodes x 2 Horovod ranks" in text and "shaped to 50 Mbit/s" in text
+    plot.write_all(lab_sweep, tmp_path / "out")
+    assert "measured on the lab" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_summary_names_what_its_columns_hold(tmp_path):

@@ -26,7 +26,7 @@ SOURCES = {
             "V100; DGX-1 joins 8 V100s in a hybrid cube-mesh",
 }
 
-# Our GPU ranks set HOROVOD_CYCLE_TIME=0.1 ms (train.GPU_CYCLE_TIME_MS; results/bench/comm-*).
+# Our GPU ranks set HOROVOD_CYCLE_TIME=0.1 ms (backends.horovod.GPU_CYCLE_TIME_MS; results/bench/comm-*).
 DEFAULT_CYCLE_MS = 0.1
 NCCL_RING_BASE_S = 8.4e-6
 # TCP/IPv4 payload per Ethernet frame at MTU 1500 with TCP timestamps: 1448 bytes of the 1538

@@ -10,6 +10,7 @@ Everything reads through `results.load_sweep`, the loader the notebook and the t
 from __future__ import annotations
 
 import argparse
+import textwrap
 import math
 import sys
 from pathlib import Path
@@ -103,9 +104,10 @@ SHARED_CLOCK_NOTE = ("the intervals were trained together in one packed process 
                      "clock: panel (b) cannot show what communicating less saves")
 
 
-def figure3(df: pd.DataFrame, title: str | None = None, clock=None):
+def figure3(df: pd.DataFrame, title: str | None = None, clock=None, sweep_dir=None):
     """Panel (a): training loss vs epochs; panel (b): training loss vs training seconds, of the
-    runs' own clock (`clock` None / "measured") or modelled from a calibration (prsgd.clock)."""
+    runs' own clock (`clock` None / "measured") or modelled from a calibration (prsgd.clock).
+    `sweep_dir`: where the runs are (a lab's settings beside them name the measured clock)."""
     cal = load_clock(clock)
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     a, b = fig.subplots(1, 2)
@@ -123,10 +125,11 @@ def figure3(df: pd.DataFrame, title: str | None = None, clock=None):
                      "x ring allreduce (prsgd.clock)",
               title="(b) training loss vs wall-clock time (modelled)")
     b.set(ylabel="training loss (log scale)")
-    note = clock_note(df, cal)
+    note = clock_note(df, cal, sweep_dir)
     if note:    # what the clock is, on the panel itself
-        b.text(0.98, 0.97, note, transform=b.transAxes, ha="right", va="top", fontsize=8,
-               color="firebrick", wrap=True,
+        # bottom left: loss curves fall to the right, the legend takes the top right
+        b.text(0.02, 0.03, textwrap.fill(note, 60), transform=b.transAxes, ha="left",
+               va="bottom", fontsize=8, color="firebrick",
                bbox=dict(boxstyle="round", facecolor="white", edgecolor="firebrick", alpha=0.9))
     for ax in (a, b):
         ax.legend(fontsize=8)
@@ -278,7 +281,7 @@ def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES, clock=None) ->
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, fig in (("figure3", figure3(df, clock=cal)), ("test_accuracy", accuracy_figure(df))):
+    for name, fig in (("figure3", figure3(df, clock=cal, sweep_dir=sweep_dir)), ("test_accuracy", accuracy_figure(df))):
         for ext in ("png", "pdf"):
             path = out / f"{name}.{ext}"
             fig.savefig(path, dpi=150)
@@ -291,8 +294,8 @@ def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES, clock=None) ->
     if cal is not None:
         note += (f"\nmodelled_seconds: MODELLED with the calibration {cal.name!r} "
                  "(prsgd.clock): local steps x step time + averaging rounds x ring allreduce.\n")
-    elif clock_note(df, None):
-        note += f"\nNote: {clock_note(df, None)}.\n"
+    elif clock_note(df, None, sweep_dir):
+        note += f"\nNote: {clock_note(df, None, sweep_dir)}.\n"
     (out / "summary.md").write_text(to_markdown(table) + note)
     written["summary.csv"], written["summary.md"] = out / "summary.csv", out / "summary.md"
     return written

@@ -13,6 +13,7 @@ draws, for each network, the modelled time each interval I needs to reach a targ
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -66,11 +67,30 @@ def contended_cpu(df: pd.DataFrame) -> str | None:
     return None
 
 
-def clock_note(df: pd.DataFrame, cal: Calibration | None) -> str | None:
+def lab_note(sweep_dir) -> str | None:
+    """The lab's settings (the `lab.json` that scripts/lab_sweep.sh writes beside the sweep), as
+    one line: what the measured clock of these runs is."""
+    import json
+    for d in (Path(sweep_dir), Path(sweep_dir).parent):
+        try:
+            lab = json.loads((d / "lab.json").read_text())
+        except (OSError, ValueError):
+            continue
+        rate = lab.get("rate") or "none"
+        m = re.fullmatch(r"([\d.]+)([kmg]?)bit", str(rate).lower())
+        speed = f"{m.group(1)} {m.group(2).upper()}bit/s" if m else str(rate)
+        link = "unshaped links" if rate == "none" else f"links shaped to {speed} (tc tbf)"
+        return (f"measured on the lab: {lab.get('nodes')} nodes x {lab.get('slots')} Horovod "
+                f"ranks (network namespaces on one machine, {lab.get('cpus_per_node')} CPU core(s) "
+                f"per node) over {link}, no added delay")
+    return None
+
+
+def clock_note(df: pd.DataFrame, cal: Calibration | None, sweep_dir=None) -> str | None:
     """What panel (b)'s clock is, written on the panel itself."""
     if cal is not None:
         return f"modelled: {cal.name}"
-    return contended_cpu(df)
+    return (lab_note(sweep_dir) if sweep_dir else None) or contended_cpu(df)
 
 
 # --- time to target -----------------------------------------------------------------------------
