@@ -45,6 +45,30 @@ def run_status(run_dir: Path) -> dict:
         return {}
 
 
+class StopAt:
+    """Trainer hook: a SIGTERM-like interruption right after local step `step`."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def after_step(self, trainer, step, events):
+        if step == self.step:
+            import signal
+            from prsgd.checkpoint import Interrupted
+            raise Interrupted(signal.SIGTERM)
+
+
+def replica_rows(flat, replicas: int) -> list:
+    """A packed ResNet20 flat buffer as each replica's [params | BN stats | momentum] (the
+    layout of one Horovod rank's buffer)."""
+    import torch
+    from prsgd.comm import FlatModel
+    from prsgd.models import ResNet20
+    fm = FlatModel(ResNet20(replicas=replicas), replicas)
+    return [torch.cat([flat[o:o + k].view(replicas, -1)[r]
+                       for o, k in fm.region_segments(True)]) for r in range(replicas)]
+
+
 def subprocess_env(**extra) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")

@@ -11,7 +11,7 @@ from prsgd.backends.horovod import HorovodComm
 from prsgd.comm import FlatModel
 from prsgd.diagnostics import Diagnostics
 from prsgd.schedule import Event
-from prsgd.train import init_horovod
+from prsgd.backends.horovod import init_horovod
 
 I, LR, D = int(sys.argv[1]), 0.1, 7
 

@@ -154,7 +154,7 @@ def test_committed_validation_table_recomputes():
     committed = pd.read_csv(val / "table.csv")
     settings = {}
     for name, cal in committed[["setting", "calibration"]].drop_duplicates().itertuples(index=False):
-        runs = {"shaped 10 Mbit/s": "figure3", "unshaped": "validation-runs/unshaped"}[name]
+        runs = {"shaped 50 Mbit/s": "figure3", "unshaped": "validation-runs/unshaped"}[name]
         settings[name] = (ROOT / "results" / "wallclock" / runs,
                           ROOT / "results" / "wallclock" / "calibration" / cal)
     pd.testing.assert_frame_equal(clock_validate.table(settings), committed)

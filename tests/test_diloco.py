@@ -10,13 +10,12 @@
 """
 from __future__ import annotations
 
-import signal
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import horovodrun, load_ckpt, metric_frame
+from conftest import StopAt, horovodrun, load_ckpt, metric_frame, replica_rows
 from prsgd import config as config_mod
 from prsgd.checkpoint import Interrupted, save_atomic
 from prsgd.comm import FlatModel
@@ -33,24 +32,6 @@ PACKED = ["--backend", "packed", "--workers", "2"]
 
 def train(out, *args, hooks=None):
     return run(config_mod.from_args([*args, "--out", str(out)]), hooks=hooks)
-
-
-def replica_rows(flat: torch.Tensor, replicas: int) -> list[torch.Tensor]:
-    """A packed flat buffer as each replica's [params | BN stats | momentum] (Horovod's layout)."""
-    fm = FlatModel(ResNet20(replicas=replicas), replicas)
-    return [torch.cat([flat[o:o + k].view(replicas, -1)[r]
-                       for o, k in fm.region_segments(True)]) for r in range(replicas)]
-
-
-class StopAt:
-    """Hook: a SIGTERM-like interruption right after local step `step` (mid epoch 2)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def after_step(self, trainer, step, events):
-        if step == self.step:
-            raise Interrupted(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

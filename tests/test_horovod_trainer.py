@@ -98,6 +98,6 @@ def test_smoke_on_shared_jpeg_copy(tmp_path, shared_data):
 def test_cycle_time_default_only_for_gpu_ranks():
     """CPU ranks keep Horovod's 1 ms (a faster-polling thread took CPU from their compute in
     `make bench-comm`); GPU ranks leave cores free, where 0.1 ms cut the round's wait."""
-    from prsgd.train import cycle_time_default
+    from prsgd.backends.horovod import cycle_time_default
     assert cycle_time_default("cpu") is None
     assert cycle_time_default("cuda") == "0.1"

@@ -8,17 +8,14 @@ steps, worker 1 after 3 (a reported epoch = 8 // 3 = 2 rounds; 3 epochs of steps
 from __future__ import annotations
 
 import json
-import signal
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import horovodrun, metric_frame, run_python
+from conftest import StopAt, horovodrun, load_ckpt, metric_frame, replica_rows, run_python
 from prsgd import config as config_mod
 from prsgd.checkpoint import Interrupted
-from prsgd.comm import FlatModel
-from prsgd.models import ResNet20
 from prsgd.schedule import GLOBAL, make_schedule
 from prsgd.train import run
 
@@ -26,17 +23,6 @@ HETERO = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128"
           "64", "--batch-size", "8", "--epochs", "3", "--seed", "7", "--algorithm", "hetero",
           "--worker-intervals", "2,3", "--momentum", "0.9", "--precision", "fp64",
           "--progress", "false"]
-
-
-def replica_rows(flat: torch.Tensor, replicas: int) -> list[torch.Tensor]:
-    """A packed flat buffer as each replica's [params | BN stats | momentum] (Horovod's layout)."""
-    fm = FlatModel(ResNet20(replicas=replicas), replicas)
-    return [torch.cat([flat[o:o + k].view(replicas, -1)[r]
-                       for o, k in fm.region_segments(True)]) for r in range(replicas)]
-
-
-def final(run_dir):
-    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
 
 
 def test_lockstep_schedule():
@@ -53,7 +39,7 @@ def test_packed_hetero_equals_horovodrun(tmp_path):
                timeout=600)
     run_python(["-m", "prsgd.train", *HETERO, "--backend", "packed", "--workers", "2",
                 "--device", "cpu", "--out", str(tmp_path), "--run-id", "packed"], timeout=600)
-    h, p = final(tmp_path / "hvd"), final(tmp_path / "packed")
+    h, p = load_ckpt(tmp_path / "hvd"), load_ckpt(tmp_path / "packed")
     packed = replica_rows(p["ranks"][0]["flat"], 2)
     for r in range(2):
         ref = h["ranks"][r]["flat"]
@@ -68,15 +54,6 @@ def test_packed_hetero_equals_horovodrun(tmp_path):
     assert float((packed[0] - packed[1]).norm()) > 0
 
 
-class StopAt:
-    def __init__(self, step):
-        self.step = step
-
-    def after_step(self, trainer, step, events):
-        if step == self.step:
-            raise Interrupted(signal.SIGTERM)
-
-
 def test_packed_hetero_resumes_exactly(tmp_path):
     args = [*HETERO, "--backend", "packed", "--workers", "2", "--device", "cpu",
             "--precision", "fp32", "--checkpoint-every", "1", "--run-id", "h", "--out"]
@@ -84,7 +61,7 @@ def test_packed_hetero_resumes_exactly(tmp_path):
     with pytest.raises(Interrupted):     # worker 0's step 7: in epoch 2 (rounds 3-4)
         run(config_mod.from_args([*args, str(tmp_path / "cut")]), hooks=StopAt(7))
     run(config_mod.from_args([*args, str(tmp_path / "cut"), "--resume"]))
-    a, b = final(tmp_path / "whole" / "h"), final(tmp_path / "cut" / "h")
+    a, b = load_ckpt(tmp_path / "whole" / "h"), load_ckpt(tmp_path / "cut" / "h")
     assert torch.equal(a["ranks"][0]["flat"], b["ranks"][0]["flat"])
     assert b["ranks"][0]["loop"]["worker_step_counts"] == [16, 24]
     pd.testing.assert_frame_equal(metric_frame(tmp_path / "cut" / "h"), metric_frame(tmp_path / "whole" / "h"))

@@ -7,33 +7,22 @@ local models differ at every epoch boundary and a checkpoint must keep every rep
 from __future__ import annotations
 
 import json
-import signal
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, metric_frame, run_python
+from conftest import ROOT, StopAt, metric_frame, run_python
 from prsgd import config as config_mod
 from prsgd.checkpoint import Interrupted
 from prsgd.results import load_sweep
-from prsgd.train import packed_run_id, train_packed_sweep
+from prsgd.build import packed_run_id
+from prsgd.train import train_packed_sweep
 
 ARGS = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "--test-subset",
         "16", "--batch-size", "4", "--epochs", "3", "--lr-milestones", "2", "--seed", "5",
         "--backend", "packed", "--workers", "2", "--intervals", "3,5", "--checkpoint-every", "1",
         "--progress", "false", "--device", "cpu"]
-
-
-class StopAt:
-    """Hook: SIGTERM-like interruption right after local step `step` (mid epoch)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def after_step(self, trainer, step, events):
-        if step == self.step:
-            raise Interrupted(signal.SIGTERM)
 
 
 def sweep(out, *extra, hooks=None):

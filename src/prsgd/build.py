@@ -149,6 +149,51 @@ def _model(cfg: Config, dataset, replicas: int, device, dtype):
     return model
 
 
+def _check_cuda_graph(cfg: Config, device, algo_cls) -> None:
+    if cfg.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"--cuda-graph: needs a CUDA device (got --device {cfg.device} -> "
+                          f"{device})")
+    if cfg.cuda_graph and (not algo_cls.capturable or cfg.diagnostics or cfg.slowdown):
+        capturable = "|".join(a for a in REGISTRY if algorithm_class(a).capturable)
+        raise ConfigError(f"--cuda-graph: captures the plain Algorithm 1 step only (not with "
+                          f"--algorithm other than {capturable}, --diagnostics or --slowdown)")
+
+
+def _run_views(configs, algo_cls, fm, comm, *, N, spe, total_steps, backend, diagnostics):
+    """One RunView per run of the process (a packed sweep: one per interval): its algorithm,
+    its view of the communicator, its directory and diagnostics."""
+    runs = []
+    for c, cfg_c in enumerate(configs):
+        algorithm = algo_cls(cfg_c, workers=N, local_workers=comm.workers,
+                             steps_per_epoch=spe, total_steps=total_steps, backend=backend)
+        algorithm.start(fm)
+        view = comm.view(c)
+        diag = Diagnostics(fm, comm, num_workers=N, config=c) if diagnostics else None
+        runs.append(RunView(c, cfg_c, Path(cfg_c.out) / cfg_c.run_id, algorithm,
+                            diag if diag is not None else view, comm.rank == 0, diag))
+    comm.register_groups(runs[0].algorithm.groups())
+    return runs
+
+
+def _local_steps(cfg: Config, dataset, model, fm, comm, first, *, N, spe, runs, replicas,
+                 device, dtype):
+    """The local step: images on the device, each worker's batches, the StepRunner. Eager
+    steps call `runner.update`; with --cuda-graph the whole step (batch, forward, backward,
+    SGD) is one graph of the same arithmetic, so the flag changes the speed, never the weights."""
+    holder = data_mod.DeviceData if cfg.model == "resnet20" else FeatureData
+    images = holder(dataset.train_x, dataset.train_y, device)
+    feed = Feed(images, num_samples=len(dataset.train_y), workers=comm.workers, num_workers=N,
+                batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
+                steps_per_epoch=spe, runs=runs, device=device)
+    runner = StepRunner(model, fm, images, replicas=replicas, copies=runs,
+                        precision=cfg.precision, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay, channels_last=cfg.channels_last,
+                        cuda_graph=cfg.cuda_graph, device=device)
+    if first.algorithm.on_gradients is not None:
+        runner.grad_hook = lambda: first.algorithm.on_gradients(fm, first.comm)
+    return runner, feed, LocalSteps(runner, feed, dtype, spe)
+
+
 def build(cfg: Config, backend_comm=None) -> Parts:
     """Every part of the run `cfg` on this process, restored from its checkpoint on --resume.
     `backend_comm`: an existing communicator for the backend to run on (e.g. an mpi4py one for
@@ -158,13 +203,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     set_torch_flags(cfg, comm.local_size)
     device = resolve_device(cfg, comm.local_rank)
     algo_cls = algorithm_class(cfg.algorithm)
-    if cfg.cuda_graph and device.type != "cuda":
-        raise ConfigError(f"--cuda-graph: needs a CUDA device (got --device {cfg.device} -> "
-                          f"{device})")
-    if cfg.cuda_graph and (not algo_cls.capturable or cfg.diagnostics or cfg.slowdown):
-        capturable = "|".join(a for a in REGISTRY if algorithm_class(a).capturable)
-        raise ConfigError(f"--cuda-graph: captures the plain Algorithm 1 step only (not with "
-                          f"--algorithm other than {capturable}, --diagnostics or --slowdown)")
+    _check_cuda_graph(cfg, device, algo_cls)
     comm.timed = not cfg.cuda_graph
     dataset = _load_data(cfg, comm)
     M = len(dataset.train_y)
@@ -187,34 +226,11 @@ def build(cfg: Config, backend_comm=None) -> Parts:
         comm.set_graphs(GraphCache(device))   # packed rounds replay as captured graphs
     eval_model = _model(cfg, dataset, C, device, dtype)
     eval_fm = FlatModel(eval_model, C)
-
-    runs = []
-    for c, cfg_c in enumerate(configs):
-        algorithm = algo_cls(cfg_c, workers=N, local_workers=comm.workers,
-                             steps_per_epoch=spe, total_steps=total_steps, backend=cfg.backend)
-        algorithm.start(fm)
-        view = comm.view(c)
-        diag = Diagnostics(fm, comm, num_workers=N, config=c) if cfg.diagnostics else None
-        runs.append(RunView(c, cfg_c, Path(cfg_c.out) / cfg_c.run_id, algorithm,
-                            diag if diag is not None else view, comm.rank == 0, diag))
-    comm.register_groups(runs[0].algorithm.groups())
-
-    holder = data_mod.DeviceData if cfg.model == "resnet20" else FeatureData
-    images = holder(dataset.train_x, dataset.train_y, device)
-    feed = Feed(images, num_samples=M, workers=comm.workers, num_workers=N,
-                batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
-                steps_per_epoch=spe, runs=C, device=device)
-    # The local step. Eager steps call `runner.update`; with --cuda-graph the whole step
-    # (batch, forward, backward, SGD) is one graph of the same arithmetic, so the flag changes
-    # the speed, never the weights.
-    runner = StepRunner(model, fm, images, replicas=replicas, copies=C, precision=cfg.precision,
-                        momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                        channels_last=cfg.channels_last, cuda_graph=cfg.cuda_graph,
-                        device=device)
+    runs = _run_views(configs, algo_cls, fm, comm, N=N, spe=spe, total_steps=total_steps,
+                      backend=cfg.backend, diagnostics=cfg.diagnostics)
     first = runs[0]
-    if first.algorithm.on_gradients is not None:
-        runner.grad_hook = lambda: first.algorithm.on_gradients(fm, first.comm)
-    steps = LocalSteps(runner, feed, dtype, spe)
+    runner, feed, steps = _local_steps(cfg, dataset, model, fm, comm, first, N=N, spe=spe,
+                                       runs=C, replicas=replicas, device=device, dtype=dtype)
 
     loop = LoopState(worker_step_counts=[0] * len(comm.workers),
                      per_worker=bool(getattr(first.algorithm, "lockstep", False)))

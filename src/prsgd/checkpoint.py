@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from . import ownership
-from .config import MATH_FIELDS, RunFinished, resume_differences
+from .config import RunFinished, resume_differences
 from .errors import ConfigError
 from .results import MetricsWriter, os_error_message, write_json_atomic
 
@@ -71,18 +71,6 @@ def effective_config(cfg, workers: int) -> dict:
     d = cfg.to_dict()
     d["workers"] = workers
     return d
-
-
-def math_differences(old: dict, new: dict) -> list[str]:
-    """'--flag: OLD in the run, NEW now' for every MATH_FIELDS field that differs."""
-    out = []
-    for k in MATH_FIELDS:
-        a, b = old.get(k), new.get(k)
-        a = list(a) if isinstance(a, (list, tuple)) else a
-        b = list(b) if isinstance(b, (list, tuple)) else b
-        if a != b:
-            out.append(f"--{k.replace('_', '-')}: {a!r} in the run, {b!r} now")
-    return out
 
 
 def read_status(run_dir) -> dict | None:

@@ -93,6 +93,13 @@ class Comm(ABC):
         groups will be registered after start (Hier-AVG); `device_type`: where ranks train;
         `comm`: an existing communicator to run on (an mpi4py communicator for Horovod)."""
 
+    def _one_worker_per_process(self, rank: int, size: int, local_rank: int, local_size: int,
+                                timed: bool) -> None:
+        """The process backends' world: one worker per process, worker index = rank."""
+        self.rank, self.size, self.local_rank, self.local_size = rank, size, local_rank, local_size
+        self.num_workers, self.workers = size, [rank]
+        self.counters, self.timed = Counters(), timed
+
     def attach(self, fm, runs: int = 1) -> None:
         """Bind the flat buffer (`runs` packed runs of `len(workers)` replicas each)."""
         self.fm, self.runs = fm, runs

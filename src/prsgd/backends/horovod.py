@@ -7,7 +7,7 @@ import os
 import torch
 
 from ..schedule import Event
-from .base import Comm, Counters
+from .base import Comm
 
 # HOROVOD_CYCLE_TIME for ranks that train on a GPU (`make bench-comm`, results/bench/comm-*.json):
 # a round's allreduce waits for the background thread's next cycle. With a rank that leaves the
@@ -50,12 +50,8 @@ class HorovodComm(Comm):
 
     def __init__(self, hvd, timed: bool = True):
         self.hvd = hvd
-        self.rank, self.size = hvd.rank(), hvd.size()
-        self.local_rank, self.local_size = hvd.local_rank(), hvd.local_size()
-        self.num_workers = self.size
-        self.workers = [self.rank]
-        self.counters = Counters()
-        self.timed = timed
+        self._one_worker_per_process(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(),
+                                     timed)
 
     @classmethod
     def launch(cls, *, workers: int = 0, dynamic_groups: bool = False, device_type: str = "cpu",

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from ..config import ConfigError
 from ..schedule import Event
-from .base import Comm, Counters
+from .base import Comm
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
                 "MASTER_PORT")
@@ -75,13 +75,9 @@ class TorchDistComm(Comm):
 
     def __init__(self, backend: str, timeout_s: float, timed: bool = True):
         self.backend, self.timeout_s = backend, timeout_s
-        self.rank, self.size = dist.get_rank(), dist.get_world_size()
-        self.local_rank = int(os.environ["LOCAL_RANK"])
-        self.local_size = int(os.environ["LOCAL_WORLD_SIZE"])
-        self.num_workers = self.size
-        self.workers = [self.rank]
-        self.counters = Counters()
-        self.timed = timed
+        self._one_worker_per_process(dist.get_rank(), dist.get_world_size(),
+                                     int(os.environ["LOCAL_RANK"]),
+                                     int(os.environ["LOCAL_WORLD_SIZE"]), timed)
 
     @classmethod
     def launch(cls, *, workers: int = 0, dynamic_groups: bool = False, device_type: str = "cpu",
