@@ -14,7 +14,7 @@ export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
 .PHONY: help install doctor test smoke train clean family stich reproduce reproduce-1gpu demo figure figure3-clock \
-	bench bench-comm lab-up lab-down lab-figure3 lab-validation
+	bench bench-comm lab-up lab-down lab-figure3 lab-validation clock-validation
 
 help:  ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -119,6 +119,13 @@ lab-figure3: $(STAMP)  ## measured Figure 3 on the lab: real ranks on 2 nodes ov
 
 lab-validation: $(STAMP)  ## the clock's validation runs on the lab, unshaped link (the shaped ones: lab-figure3)
 	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) $(call LAB_CALIB,unshaped) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/validation-runs/unshaped none 1,4,16 $(LAB_REPEATS) -- $(LAB_ARGS)
+	$(PY) scripts/lab_levels.py $(WALLCLOCK_DIR)/validation-runs/unshaped
+	$(MAKE) clock-validation
+
+clock-validation:  ## the clock's validation table from the lab runs and calibrations (lab-figure3, lab-validation)
+	$(PLOT_PY) -m prsgd.clock_validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
+	    --setting "shaped $(LAB_RATE)=$(WALLCLOCK_DIR)/figure3,$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
+	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json"
 
 clean:  ## remove the virtual environment and local runs
 	rm -rf $(VENV) runs

@@ -85,13 +85,15 @@ def figure(root: Path, df: pd.DataFrame):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(12, 4.4), layout="constrained")
     a, b = fig.subplots(1, 2)
-    for k, run_dir in enumerate(sorted(find_runs(root), key=lambda d: _key(load_run(d)[0]))):
+    colours: dict[str, str] = {}       # one colour per variant, one line style per seed
+    for run_dir in sorted(find_runs(root), key=lambda d: _key(load_run(d)[0])):
         meta, m = load_run(run_dir)
         if m.empty:
             continue
-        name = _name(meta["config"])
-        a.plot(m["train_seconds"], m["train_loss"], "--" if name.startswith("Hier") else "-",
-               marker="o", ms=3, label=f"{name} (seed {meta['config']['seed']})")
+        name, seed = _name(meta["config"]), meta["config"]["seed"]
+        colour = colours.setdefault(name, f"C{len(colours)}")
+        a.plot(m["train_seconds"], m["train_loss"], ("-", "--", ":", "-.")[seed % 4],
+               color=colour, marker="o", ms=3, label=f"{name} (seed {seed})")
     a.set(xlabel="measured training wall-clock (s, rank 0, evaluation excluded)",
           ylabel="training loss (log scale)", yscale="log",
           title="(a) loss vs measured time, every run")
@@ -129,8 +131,9 @@ def _describe(root: Path) -> str:
         return str(root)
     return (f"{lab['nodes']} nodes x {lab['slots']} Horovod ranks (Gloo), {lab['cpus_per_node']} "
             f"CPU core per node, node links "
-            + (f"tc tbf {lab['rate']}" if lab.get("rate") else "unshaped")
-            + " (no delay emulation); a shared 2-core machine (load in levels.md)")
+            + (f"tc tbf {lab['rate']}" if lab.get("rate") not in (None, "none") else "unshaped")
+            + f" (no delay emulation); {lab.get('machine_cpus', '?')} cores in all, "
+            "the machine's load per run in levels.md")
 
 
 def markdown(df: pd.DataFrame) -> str:
