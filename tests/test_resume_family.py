@@ -23,7 +23,7 @@ from prsgd.config import preset
 from prsgd.models import ResNet20
 
 from conftest import ROOT, horovodrun
-from test_checkpoint import load_ckpt, metric_rows, status
+from conftest import load_ckpt, metric_rows, run_status
 
 # 2 workers x 64-image shards / batch 8 = 8 steps per epoch.
 BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",
@@ -97,7 +97,7 @@ def test_gradient_allreduce_resume_restores_the_momentum_and_is_bit_identical(fi
     assert metric_rows(cut) == metric_rows(ref)
     # The resumed part crosses the lr milestone (epoch 2 of the smoke preset).
     assert [float(r["lr"]) for r in metric_rows(cut)] == pytest.approx([0.1, 0.1, 0.01])
-    assert status(cut)["status"] == "done"
+    assert run_status(cut)["status"] == "done"
 
 
 # --- Algorithm 3 --------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_hetero_resume_keeps_each_workers_loop_state_and_rounds_log(first_runs):
     assert jsonl(cut / "rounds.jsonl") == ref_rounds
     assert [json.loads(l)["round"] for l in ref_rounds] == list(range(1, 9))
     assert all(json.loads(l)["steps"] == [2, 3] for l in ref_rounds)
-    assert (status(cut)["status"], status(cut)["epochs"]) == ("done", 4)
+    assert (run_status(cut)["status"], run_status(cut)["epochs"]) == ("done", 4)
 
 
 def test_rounds_log_goes_with_a_start_over_and_a_restart(tmp_path):

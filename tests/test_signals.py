@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from conftest import subprocess_env
-from test_checkpoint import TINY, launch, kill_launch, rank_pids, status, wait_for
+from conftest import run_status
+from test_checkpoint import TINY, launch, kill_launch, rank_pids, wait_for
 
 LONG = [*TINY, "--epochs", "40"]
 
@@ -26,12 +27,12 @@ def test_sigterm_to_one_rank_records_interrupted(tmp_path):
     run_dir = tmp_path / "one"
     proc = launch([*LONG, "--out", str(tmp_path), "--run-id", "one"])
     try:
-        wait_for(lambda: status(run_dir).get("checkpoint_epoch") == 1, 240, "epoch 1", proc)
+        wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 240, "epoch 1", proc)
         os.kill(rank_pids("one")[1], signal.SIGTERM)
         proc.wait(120)
     finally:
         kill_launch(proc)
-    st = status(run_dir)
+    st = run_status(run_dir)
     assert proc.returncode != 0
     assert st["status"] == "interrupted", st
     assert "--resume continues from the checkpoint of epoch" in st["message"]
@@ -56,14 +57,14 @@ def test_a_signal_to_the_launcher_exits_128_plus_the_signal_through_prsgd_superv
         rid = f"{'wrapped' if wrapped else 'plain'}-{sig.name}"
         proc = launched(wrapped, tmp_path, rid)
         try:
-            wait_for(lambda: status(tmp_path / rid).get("checkpoint_epoch") == 1, 240,
+            wait_for(lambda: run_status(tmp_path / rid).get("checkpoint_epoch") == 1, 240,
                      "epoch 1", proc)
             proc.send_signal(sig)        # to the launcher (or the wrapper) alone
             out, _ = proc.communicate(timeout=120)
         finally:
             kill_launch(proc)
         codes[wrapped] = proc.returncode
-        assert status(tmp_path / rid)["status"] == "interrupted", out[-2000:]
+        assert run_status(tmp_path / rid)["status"] == "interrupted", out[-2000:]
         assert not rank_pids(rid), "a rank outlived its launcher"
     print(f"{sig.name}: plain horovodrun exited {codes[False]}, through prsgd.supervise "
           f"{codes[True]}")
