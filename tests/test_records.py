@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import bad_inputs
-from conftest import subprocess_env
+from conftest import load_ckpt, metric_rows, subprocess_env
 from prsgd import config as config_mod
 from prsgd import data, plot, results
 from prsgd.train import main
@@ -191,3 +193,45 @@ def test_io_failure_mid_run_is_one_line_status_failed_nothing_lost(tmp_path):
     assert len(pd.read_csv(run / "metrics.csv")) == 1
     assert json.loads((run / "config.json").read_text())["config"]["run_id"] == "io"
     assert not (run / "checkpoint.pt").exists()
+
+
+
+def test_full_disk_mid_run_keeps_the_last_checkpoint_and_resumes_exactly(tmp_path):
+    """The run directory is a 6 MB tmpfs (mounted in a private mount namespace of the run's own:
+    nothing outside the test changes): epoch 1's checkpoint (4.3 MB) fits, epoch 2's does not.
+    The run ends with one line naming the file and ENOSPC, exit 1, no traceback, status.json
+    `failed` (the half-written .tmp is removed, which also frees the space to say so), epoch 1's
+    checkpoint whole; resumed elsewhere it finishes bit-identically to an uninterrupted run."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a tmpfs in a mount namespace); CI runs as root")
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    args = ["--epochs", "3", "--checkpoint-every", "1", "--run-id", "full"]
+    # the shell copies the run directory out before the namespace (and its tmpfs) goes away
+    script = (f'mount -t tmpfs -o size=6m tmpfs "{disk}" && "$@"; rc=$?; '
+              f'cp -a "{disk}/full" "{kept}/"; exit $rc')
+    kept.mkdir()
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                        "sh", sys.executable, "-m", "prsgd.train", *BASE, *args, "--out",
+                        str(disk)], env=subprocess_env(PRSGD_CACHE=tmp_path / "cache"),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == [f"prsgd.train: error: {disk}/full/checkpoint.pt.tmp: No space left on device "
+                     "(errno 28)"], p.stderr
+    run = kept / "full"
+    st = json.loads((run / "status.json").read_text())
+    assert st["status"] == "failed" and "No space left" in st["message"], st
+    assert st["checkpoint_epoch"] == 1
+    assert not (run / "checkpoint.pt.tmp").exists()
+    assert load_ckpt(run)["epoch"] == 1
+    # resumed on a disk with room: the same weights and rows as a run never interrupted
+    code, err = train(*args, "--out", str(kept), "--resume")
+    assert code == 0, err
+    code, err = train(*args, "--out", str(tmp_path / "whole"))
+    assert code == 0, err
+    whole = tmp_path / "whole" / "full"
+    assert metric_rows(run) == metric_rows(whole) and len(metric_rows(run)) == 3
+    a, b = load_ckpt(run), load_ckpt(whole)
+    assert all(torch.equal(x["flat"], y["flat"]) for x, y in zip(a["ranks"], b["ranks"]))

@@ -32,6 +32,7 @@ status.json is written into every run directory, and a resume rewrites every met
 from __future__ import annotations
 
 import csv
+import contextlib
 import json
 import os
 import signal
@@ -169,6 +170,8 @@ def save_atomic(obj, path: Path) -> None:
         cause = e if isinstance(e, OSError) else e.__context__
         if not isinstance(cause, OSError):
             raise
+        with contextlib.suppress(OSError):   # a half checkpoint on a full disk: give the space
+            tmp.unlink()                      # back, so that status.json can still say `failed`
         raise OSError(cause.errno, cause.strerror, str(tmp)) from None
     os.replace(tmp, path)
     _fsync_dir(path.parent)
