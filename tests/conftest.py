@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,40 @@ def replica_rows(flat, replicas: int) -> list:
     fm = FlatModel(ResNet20(replicas=replicas), replicas)
     return [torch.cat([flat[o:o + k].view(replicas, -1)[r]
                        for o, k in fm.region_segments(True)]) for r in range(replicas)]
+
+
+def rank_pids(run_id: str, launcher: str = "horovodrun") -> dict[int, int]:
+    """{rank: pid} of run `run_id`'s training processes, from /proc: not the launcher, not
+    torchrun's agent (`launcher`: "horovodrun" ranks carry HOROVOD_RANK, "torchrun" ones RANK)."""
+    var = b"HOROVOD_RANK" if launcher == "horovodrun" else b"RANK"
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            env = dict(e.split(b"=", 1) for e in (d / "environ").read_bytes().split(b"\0")
+                       if b"=" in e)
+        except OSError:
+            continue
+        if (b"prsgd.train" in cmd and run_id.encode() in cmd and var in env
+                and b"horovodrun" not in b" ".join(cmd)
+                and (launcher != "torchrun" or b"TORCHELASTIC_RUN_ID" in env)):
+            out[int(env[var])] = int(d.name)
+    return out
+
+
+def wait_for(cond, timeout: float, what: str, proc=None, poll: float = 0.05) -> None:
+    """Poll `cond` until true; fail when `proc` ends first (with its output) or at `timeout`."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            stream = proc.stdout or proc.stderr
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}:\n"
+                        f"{stream.read()[-3000:] if stream else ''}")
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(poll)
 
 
 def subprocess_env(**extra) -> dict:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import horovodrun, load_ckpt, metric_rows, run_python, run_status, subprocess_env
+from conftest import (
+    horovodrun, load_ckpt, metric_rows, rank_pids, run_python, run_status, subprocess_env,
+    wait_for)
 
 # 2 workers x 64-image shards / batch 8 = 8 steps per epoch; I = 5 does not divide 8, so the
 # workers' local models differ at every epoch boundary: a checkpoint must keep all of them.
@@ -25,41 +27,11 @@ TINY = ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic", "--t
         "--seed", "7", "--progress", "true"]
 
 
-def rank_pids(run_id: str) -> dict[int, int]:
-    """{Horovod rank: pid} of this run's training processes, from /proc (not the launcher)."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().split(b"\0")
-            env = (d / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (Path(cmd[0].decode()).name.startswith("python") and b"prsgd.train" in cmd
-                and run_id.encode() in cmd and b"horovodrun" not in b" ".join(cmd)):
-            for e in env:
-                if e.startswith(b"HOROVOD_RANK="):
-                    out[int(e.split(b"=")[1])] = int(d.name)
-    return out
-
-
 def launch(args: list[str]) -> subprocess.Popen:
     exe = shutil.which("horovodrun", path=subprocess_env()["PATH"])
     return subprocess.Popen([exe, "-np", "2", "--gloo", sys.executable, *args],
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-
-
-def wait_for(cond, timeout: float, what: str, proc=None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the run ended before {what}:\n{proc.stdout.read()[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def kill_launch(proc):

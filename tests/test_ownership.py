@@ -15,29 +15,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, WALL_CLOCK, run_status, subprocess_env
+from conftest import ROOT, WALL_CLOCK, run_status, subprocess_env, wait_for
 from prsgd import ownership
 
 # Packed runs of 2 workers: 128 images, batch 8 -> 8 steps per epoch, a few seconds per epoch.
 TRAIN = ["--preset", "smoke", "--train-subset", "128", "--test-subset", "32", "--batch-size", "8",
          "--epochs", "3", "--device", "cpu"]
-
-
-def wait_for(cond, timeout: float, what: str, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before {what}: "
-                                 f"{proc.stderr.read() if proc.stderr else ''}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:

@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-from conftest import subprocess_env
+from conftest import rank_pids, subprocess_env, wait_for
 from conftest import run_status
-from test_checkpoint import TINY, launch, kill_launch, rank_pids, wait_for
+from test_checkpoint import TINY, launch, kill_launch
 
 LONG = [*TINY, "--epochs", "40"]
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, horovodrun, load_ckpt, metric_rows, run_status, subprocess_env, torchrun, torchrun_command
+from conftest import (
+    ROOT, horovodrun, load_ckpt, metric_rows, rank_pids, run_status, subprocess_env, torchrun,
+    torchrun_command, wait_for)
 
 pytestmark = pytest.mark.horovod
 
@@ -152,35 +154,6 @@ def test_hier_avg_equals_horovodrun_in_fp64(tmp_path):
     assert last["bytes_local"] != "0"
 
 
-def _rank_pids(run_id: str) -> dict[int, int]:
-    """{rank: pid} of this run's torchrun workers (not the agent), from /proc."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().split(b"\0")
-            env = dict(e.split(b"=", 1) for e in (d / "environ").read_bytes().split(b"\0")
-                       if b"=" in e)
-        except OSError:
-            continue
-        if b"prsgd.train" in cmd and run_id.encode() in cmd and b"TORCHELASTIC_RUN_ID" in env \
-                and b"RANK" in env:
-            out[int(env[b"RANK"])] = int(d.name)
-    return out
-
-
-def _wait_for(cond, timeout: float, what: str, proc):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before {what}:\n{proc.stdout.read()[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_dead_rank_ends_the_job_and_resume_is_bit_identical(tmp_path, tiny_torchrun):
     """SIGKILL one rank mid-epoch: torchrun ends the job quickly (no hang), and `--resume` from
     the last checkpoint finishes the run bit-identically to an uninterrupted torchrun run."""
@@ -191,9 +164,9 @@ def test_dead_rank_ends_the_job_and_resume_is_bit_identical(tmp_path, tiny_torch
                             env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
+        wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
         time.sleep(0.3)
-        pids = _rank_pids("run")
+        pids = rank_pids("run", "torchrun")
         assert sorted(pids) == [0, 1], pids
         killed = time.monotonic()
         os.kill(pids[1], signal.SIGKILL)
@@ -237,8 +210,8 @@ def test_hung_rank_times_out_and_the_job_ends(tmp_path):
                             start_new_session=True)
     pids = {}
     try:
-        _wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
-        pids = _rank_pids("hung")
+        wait_for(lambda: run_status(run_dir).get("checkpoint_epoch") == 1, 300, "epoch 1", proc)
+        pids = rank_pids("hung", "torchrun")
         assert sorted(pids) == [0, 1], pids
         stopped = time.monotonic()
         os.kill(pids[1], signal.SIGSTOP)
