@@ -89,10 +89,10 @@ figure3-clock:  ## results/figure3 re-plotted with its modelled clock, and the t
 		--clock "25 GbE, 8 nodes=$(CAL)/h100-25gbe.json" --clock "1 GbE, 8 nodes=$(CAL)/h100-1gbe.json"
 
 bench: $(STAMP)  ## step throughput side by side (plain Horovod-example loop, ours, packed); JSON in results/bench/
-	$(PY) scripts/bench.py $(ARGS)
+	$(PY) benchmarks/bench.py $(ARGS)
 
 bench-comm: $(STAMP)  ## Horovod cycle time vs round latency, real Gloo ranks side by side; JSON in results/bench/
-	$(PY) -m prsgd.bench_comm $(ARGS)
+	$(PY) benchmarks/bench_comm.py $(ARGS)
 
 # --- the lab: a cluster of network namespaces on this machine (src/prsgd/lab.py; root) -------
 LAB_NAME ?= lab

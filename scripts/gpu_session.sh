@@ -39,7 +39,7 @@ step() {  # step NAME COMMAND...: run, log to OUT/NAME.log, record the exit stat
 
 step cuda-tests "$PY" -m pytest -q -p no:cacheprovider tests/test_fast_step.py \
   tests/test_packed_equivalence.py -k "graph or cli_packed or first_step"
-step bench "$PY" scripts/bench.py --out "$out"
+step bench "$PY" benchmarks/bench.py --out "$out"
 export PRSGD_CACHE="$PWD/.device/cache"
 [ -d "$PWD/.device/wheels" ] && export PIP_FIND_LINKS="$PWD/.device/wheels"
 if step horovod-build bash scripts/install_horovod.sh "$PY"; then
@@ -51,7 +51,7 @@ if step horovod-build bash scripts/install_horovod.sh "$PY"; then
     --device cuda --interval 4 --out "$out/runs" --run-id nccl-smoke --epochs 1
   [ -n "${DRY_RUN:-}" ] || "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))["provenance"]["horovod_build"]; print("nccl-smoke allreduce_path:", r["allreduce_path"], r["built"]); sys.exit(r["allreduce_path"] != "nccl")' \
     "$out/runs/nccl-smoke/config.json" 2>&1 | tee -a "$out/summary.txt"
-  step bench-comm "$PY" -m prsgd.bench_comm --np 1,8 --cycle-times 0.1,1 --compute-ms 2 \
+  step bench-comm "$PY" benchmarks/bench_comm.py --np 1,8 --cycle-times 0.1,1 --compute-ms 2 \
     --rounds 200 --repeats 3 --out "$out"
 else
   cp "$PRSGD_CACHE"/logs/*.failed.log "$out/" 2>/dev/null || true

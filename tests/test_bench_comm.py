@@ -5,12 +5,14 @@ import json
 
 import pytest
 
-from conftest import run_python
+from conftest import ROOT, run_python
+
+BENCH_COMM = str(ROOT / "benchmarks" / "bench_comm.py")
 
 
 @pytest.mark.horovod
 def test_bench_comm_compares_cycle_times_side_by_side(tmp_path):
-    proc = run_python(["-m", "prsgd.bench_comm", "--np", "2", "--cycle-times", "0.1",
+    proc = run_python([BENCH_COMM, "--np", "2", "--cycle-times", "0.1",
                        "--rounds", "3", "--warmup", "1", "--repeats", "2", "--compute-ms", "1",
                        "--out", str(tmp_path)], timeout=300)
     report = json.loads(next(tmp_path.glob("comm-*.json")).read_text())
@@ -27,5 +29,5 @@ def test_bench_comm_compares_cycle_times_side_by_side(tmp_path):
 def test_bench_comm_refuses_bad_arguments():
     for args, msg in ((["--cycle-times", "-1"], "--cycle-times"), (["--np", "0"], "--np"),
                       (["--rounds", "0"], "--rounds")):
-        proc = run_python(["-m", "prsgd.bench_comm", *args, "--out", ""], check=False)
+        proc = run_python([BENCH_COMM, *args, "--out", ""], check=False)
         assert proc.returncode == 2 and msg in proc.stderr

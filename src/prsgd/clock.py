@@ -245,7 +245,7 @@ def cmd_combine(args) -> int:
             parts[key] = network_preset(src.split(":", 1)[1], cycle_time_ms=args.cycle_time_ms)
         else:
             doc = json.loads(Path(src).read_text())
-            if key == "compute" and "rows" in doc:      # a `make bench` file (prsgd.bench)
+            if key == "compute" and "rows" in doc:      # a `make bench` file (benchmarks/bench.py)
                 parts[key] = compute_from_bench(doc, args.compute_variant, src)
                 continue
             if not doc.get(key):
@@ -274,7 +274,7 @@ def select_variant(compute: dict, variant: str, src: str) -> dict:
 
 
 def compute_from_bench(bench: dict, variant: str, src: str) -> dict:
-    """The compute part from one row of a `make bench` JSON (prsgd.bench: our StepRunner step,
+    """The compute part from one row of a `make bench` JSON (benchmarks/bench.py: our StepRunner step,
     timed over `steps` steps after `warmup`)."""
     rows = {r["variant"]: r for r in bench["rows"]}
     if variant not in rows:

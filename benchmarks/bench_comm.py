@@ -11,7 +11,7 @@ the time per round (compute + allreduce, what sets a run's speed), the time insi
 (which with several ranks includes waiting for the slowest) and the compute time, for every
 cycle time, as ratios to Horovod's default.
 
-    python -m prsgd.bench_comm --np 1,2 --cycle-times 0,0.1,1,5 --compute-ms 20 --rounds 100
+    python benchmarks/bench_comm.py --np 1,2 --cycle-times 0,0.1,1,5 --compute-ms 20 --rounds 100
 
 One `horovodrun -np N --gloo` launch per (N, cycle time, repeat); the variants take turns, and each
 row is the median of its repeats. JSON in results/bench/comm-<time>.json. Ratios only: absolute
@@ -31,13 +31,15 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))   # run from a checkout
+
 DEFAULT_CYCLE_MS = "1"   # Horovod 0.28.1's own default (operations.cc: SetCycleTimeMs(1))
 
 
 def averaged_floats() -> int:
     """Floats one ResNet20 round averages: parameters + BN statistics (269,722 + 1,376)."""
-    from .comm import FlatModel
-    from .models import ResNet20
+    from prsgd.comm import FlatModel
+    from prsgd.models import ResNet20
     return FlatModel(ResNet20(1)).state.numel()
 
 
@@ -49,7 +51,7 @@ def busy(ms: float, a: torch.Tensor) -> None:
 
 
 def worker(rounds: int, warmup: int, compute_ms: float, out: str) -> None:
-    from .backends.horovod import init_horovod
+    from prsgd.backends.horovod import init_horovod
     torch.set_num_threads(1)
     hvd = init_horovod()
     buf = torch.randn(averaged_floats())
@@ -89,7 +91,7 @@ def launch(np_: int, cycle_ms: str, rounds: int, warmup: int, compute_ms: float,
     src = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, HOROVOD_CYCLE_TIME=cycle_ms,
                PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [exe, "-np", str(np_), "--gloo", sys.executable, "-m", "prsgd.bench_comm", "--worker",
+    cmd = [exe, "-np", str(np_), "--gloo", sys.executable, str(Path(__file__).resolve()), "--worker",
            "--rounds", str(rounds), "--warmup", str(warmup), "--compute-ms", str(compute_ms),
            "--worker-out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -103,7 +105,7 @@ def run(nps: list[int], cycle_times: list[str], rounds: int, warmup: int, comput
         out: str | None, repeats: int = 3, timeout: float = 600) -> dict:
     import statistics
     import tempfile
-    from .results import git_info
+    from prsgd.results import git_info
     if DEFAULT_CYCLE_MS not in cycle_times:
         cycle_times = [*cycle_times, DEFAULT_CYCLE_MS]   # the reference of every ratio
     runs: dict[tuple[int, str], list[dict]] = {}
@@ -144,7 +146,7 @@ def run(nps: list[int], cycle_times: list[str], rounds: int, warmup: int, comput
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m prsgd.bench_comm",
+    p = argparse.ArgumentParser(prog="benchmarks/bench_comm.py",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--np", default="1,2", help="Horovod ranks (Gloo), comma-separated")
     p.add_argument("--cycle-times", default="0.1,1,5",

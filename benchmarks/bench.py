@@ -26,13 +26,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import data as data_mod
-from .backends.packed import PackedComm
-from .comm import FlatModel
-from .models import ResNet20, tile_state
-from .results import git_info
-from .schedule import Periodic
-from .step import GraphCache, StepRunner
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))   # run from a checkout
+
+from prsgd import data as data_mod
+from prsgd.backends.packed import PackedComm
+from prsgd.comm import FlatModel
+from prsgd.models import ResNet20, tile_state
+from prsgd.results import git_info
+from prsgd.schedule import Periodic
+from prsgd.step import GraphCache, StepRunner
 
 SWEEP_INTERVALS = (1, 4, 8, 16, 32)
 
@@ -191,7 +193,7 @@ def run_bench(device: str = "auto", steps: int = 0, warmup: int = 0,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="benchmarks/bench.py", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--steps", type=int, default=0, help="timed steps (0: 200 GPU, 2 CPU)")
     p.add_argument("--warmup", type=int, default=0, help="untimed steps (0: 20 GPU, 1 CPU)")
