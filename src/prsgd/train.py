@@ -288,10 +288,16 @@ def _train(cfg: Config, hooks, backend_comm=None) -> Trainer:
     return trainer
 
 
-def run(cfg: Config, hooks=None, comm=None) -> Path | None:
+def run(cfg: Config, hooks=None, comm=None, release: bool = False) -> Path | None:
     """Train; returns the run directory on the writing rank, None on the others. `comm`: an
-    mpi4py communicator for `hvd.init(comm=...)` (prsgd.mpi_sweep: one per interval)."""
+    mpi4py communicator for `hvd.init(comm=...)` (prsgd.mpi_sweep: one per interval).
+    `release`: the process ends after this run, so release the backend: torch.distributed's
+    process group left to the interpreter's exit can abort a rank with SIGABRT ("terminate called
+    without an active exception", seen once in our CI; pytorch/pytorch#190489). Only after a run
+    that ended normally: on a failure the peers may still be in a collective (torchtitan#1342)."""
     trainer = _train(cfg, hooks, comm)
+    if release:
+        trainer.comm.shutdown()
     return trainer.run_dir if trainer.is_writer else None
 
 
@@ -322,7 +328,7 @@ def main(argv=None) -> int:
             for run_dir in train_packed_sweep(cfg):
                 print(f"run directory: {run_dir}")
             return 0
-        run_dir = run(cfg)
+        run_dir = run(cfg, release=True)
     except (ConfigError, data_mod.DataError, RecordError) as e:
         print(f"prsgd.train: error: {e}", file=sys.stderr)
         return 2
