@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import pandas as pd  # noqa: E402
 
+from prsgd.plot_clock import lab_note  # noqa: E402
 from prsgd.results import find_runs, load_run  # noqa: E402
 
 
@@ -111,7 +112,9 @@ def figure(root: Path, df: pd.DataFrame):
     b.set(ylabel="measured seconds per averaging round (rank 0)",
           title="(b) cost of a round, by level")
     b.legend(fontsize=7)
-    fig.suptitle(f"Measured on the lab: {_describe(root)}", fontsize=9)
+    what = lab_note(root) or str(root)       # the same line panel (b) of figure3.png carries
+    fig.suptitle(f"{what[:1].upper()}{what[1:]}; the machine's load per run in levels.md",
+                 fontsize=9)
     return fig
 
 
@@ -123,17 +126,6 @@ def _name(cfg: dict) -> str:
 def _key(meta: dict):
     cfg = meta["config"]
     return (cfg["algorithm"] == "hier", cfg["interval"], cfg["seed"])
-
-
-def _describe(root: Path) -> str:
-    lab = json.loads((root / "lab.json").read_text()) if (root / "lab.json").exists() else {}
-    if not lab:
-        return str(root)
-    return (f"{lab['nodes']} nodes x {lab['slots']} Horovod ranks (Gloo), {lab['cpus_per_node']} "
-            f"CPU core per node, node links "
-            + (f"tc tbf {lab['rate']}" if lab.get("rate") not in (None, "none") else "unshaped")
-            + f" (no delay emulation); {lab.get('machine_cpus', '?')} cores in all, "
-            "the machine's load per run in levels.md")
 
 
 def markdown(df: pd.DataFrame) -> str:

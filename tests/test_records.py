@@ -168,6 +168,18 @@ def test_speedup_only_where_it_means_something():
 
 
 # --- an I/O failure mid-run -----------------------------------------------------------------------
+def assert_io_failure(p, path: Path, reason: str, errno: int, run: Path) -> dict:
+    """Exit 1, no traceback, ONE stderr line naming `path` and the error; status.json of `run`
+    says `failed` and why. Returns the status."""
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == [f"prsgd.train: error: {path}: {reason} (errno {errno})"], p.stderr
+    st = json.loads((run / "status.json").read_text())
+    assert st["status"] == "failed" and reason in st["message"], st
+    return st
+
+
 def test_io_failure_mid_run_is_one_line_status_failed_nothing_lost(tmp_path):
     """Files in the run directory may not grow past 64 KiB (RLIMIT_FSIZE; EFBIG, as a full or
     failing disk would answer): the first checkpoint (MBs) fails mid-write after epoch 1's row.
@@ -182,14 +194,8 @@ def test_io_failure_mid_run_is_one_line_status_failed_nothing_lost(tmp_path):
            "--run-id", "io"]
     p = subprocess.run(cmd, env=subprocess_env(PRSGD_CACHE=tmp_path / "cache"), text=True,
                        capture_output=True, preexec_fn=limit, timeout=300)
-    assert p.returncode == 1, p.stderr
-    assert "Traceback" not in p.stderr
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert lines == [f"prsgd.train: error: {tmp_path}/io/checkpoint.pt.tmp: File too large "
-                     "(errno 27)"], p.stderr
     run = tmp_path / "io"
-    st = json.loads((run / "status.json").read_text())
-    assert st["status"] == "failed" and "File too large" in st["message"]
+    assert_io_failure(p, run / "checkpoint.pt.tmp", "File too large", 27, run)
     assert len(pd.read_csv(run / "metrics.csv")) == 1
     assert json.loads((run / "config.json").read_text())["config"]["run_id"] == "io"
     assert not (run / "checkpoint.pt").exists()
@@ -215,14 +221,9 @@ def test_full_disk_mid_run_keeps_the_last_checkpoint_and_resumes_exactly(tmp_pat
                         "sh", sys.executable, "-m", "prsgd.train", *BASE, *args, "--out",
                         str(disk)], env=subprocess_env(PRSGD_CACHE=tmp_path / "cache"),
                        capture_output=True, text=True, timeout=300)
-    assert p.returncode == 1, p.stderr
-    assert "Traceback" not in p.stderr
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert lines == [f"prsgd.train: error: {disk}/full/checkpoint.pt.tmp: No space left on device "
-                     "(errno 28)"], p.stderr
     run = kept / "full"
-    st = json.loads((run / "status.json").read_text())
-    assert st["status"] == "failed" and "No space left" in st["message"], st
+    st = assert_io_failure(p, disk / "full" / "checkpoint.pt.tmp", "No space left on device", 28,
+                           run)
     assert st["checkpoint_epoch"] == 1
     assert not (run / "checkpoint.pt.tmp").exists()
     assert load_ckpt(run)["epoch"] == 1

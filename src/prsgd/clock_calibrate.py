@@ -101,8 +101,8 @@ def _write(path: str, doc: dict) -> None:
 def calibration_images(steps: int, batch: int, replicas: int = 1) -> int:
     """Synthetic images enough for every timed step to stay in the first epoch. Measured on one
     CPU core, ResNet20, 45 steps of batch 32: 0.080-0.085 s per step when they loop 5-6 times over
-    256 images, 0.071-0.074 s over 2,048, which is what the trainer's own steps take; a model
-    that has learnt its few images by heart is not timed like a run on real data."""
+    256 images, 0.071-0.074 s over 2,048, which is what the trainer's own steps take (why the
+    small looped set is slower was not established)."""
     return min(max(steps * batch * replicas, 256), 50_000)
 
 

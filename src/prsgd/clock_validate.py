@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
 from .clock import Calibration, CalibrationError, model_run
+from .plot import plain_log_labels
 from .results import find_runs, load_run
 
 TOLERANCE = 0.15
@@ -82,6 +82,11 @@ def table(settings: dict, compute_from_other_runs: bool = False) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def validation_set(t: pd.DataFrame) -> pd.DataFrame:
+    """The rows the validation is about (issue 12): I = 1, 4, 16 and Hier-AVG."""
+    return t[t["label"].isin(["I=1", "I=4", "I=16"]) | t["label"].str.startswith("Hier-AVG")]
+
+
 def to_markdown(t: pd.DataFrame) -> str:
     cols = ["setting", "label", "run", "steps", "rounds", "rounds_local", "measured_s", "modelled_s",
             "error", "measured_step_s", "modelled_step_s", "measured_comm_s", "modelled_comm_s",
@@ -93,7 +98,7 @@ def to_markdown(t: pd.DataFrame) -> str:
     inside = (t["error"].abs() <= TOLERANCE).sum()
     lines.append(f"\n{inside} of {len(t)} predictions within {TOLERANCE:.0%} of the measurement "
                  f"(largest error {100 * t['error'].abs().max():.1f}%).")
-    core = t[t["label"].isin(["I=1", "I=4", "I=16"]) | t["label"].str.startswith("Hier-AVG")]
+    core = validation_set(t)
     if len(core) < len(t):
         inside = (core["error"].abs() <= TOLERANCE).sum()
         lines.append(f"I = 1, 4, 16 and Hier-AVG (the validation's set): {inside} of {len(core)} "
@@ -134,9 +139,7 @@ def figure(t: pd.DataFrame):
                xlabel="measured seconds (real ranks, real links)",
                ylabel="MODELLED seconds (prsgd.clock, calibrated on the lab)")
         for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(FuncFormatter(      # 20, 30, 50 between the decades
-                lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
+            plain_log_labels(axis, *xs)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("The clock against the lab's runs", fontsize=10)

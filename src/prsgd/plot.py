@@ -58,16 +58,20 @@ def _draw(ax, df: pd.DataFrame, y: str, x: str, log: bool, suffix: str = "",
             ax.fill_between(c["x"], c["lo"], c["hi"], color=line.get_color(), alpha=0.2, lw=0)
     if log:
         ax.set_yscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")   # 0.6, 1, 2 rather than 6x10^-1
-        lo, hi = ax.get_ylim()
-        # Over more than a decade, label only the minor ticks at 2, 3 and 5 (else they collide).
-        some = FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 10 or
-                             round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else "")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(some)
+        plain_log_labels(ax.yaxis, *ax.get_ylim())
     if x == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="both", alpha=0.3)
+
+
+def plain_log_labels(axis, lo: float, hi: float) -> None:
+    """Plain tick labels on a log axis from `lo` to `hi` (0.6, 1, 2 rather than 6x10^-1); over
+    more than a decade only the minor ticks at 2, 3 and 5 are labelled (else they collide)."""
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    some = FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 10 or
+                         round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else "")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(some)
 
 
 def describe(df: pd.DataFrame) -> str:
