@@ -13,13 +13,13 @@ export PYTHONPATH := $(CURDIR)/src
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install doctor test smoke train clean family stich reproduce reproduce-1gpu demo figure figure3-clock \
+.PHONY: help install doctor test test-fast smoke train clean family stich reproduce reproduce-1gpu demo figure figure3-clock \
 	bench bench-comm lab-up lab-down lab-figure3 lab-validation clock-validation
 
 help:  ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/install_horovod.sh scripts/patches/horovod-0.28.1.patch src/prsgd/hvd_build.py
+$(STAMP): pyproject.toml scripts/install_horovod.sh scripts/patches/horovod-0.28.1.patch src/prsgd/install/hvd_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -31,6 +31,9 @@ install: $(STAMP)  ## create .venv: torch, prsgd, Horovod (cached build)
 
 doctor: $(STAMP)  ## versions, GPUs, Horovod's build and allreduce path, a real 2-rank allreduce check
 	$(PY) -m prsgd.doctor
+
+test-fast: $(STAMP)  ## the unit tier only (tests/unit: in-process, no launcher; under a minute)
+	$(PY) -m pytest -q tests/unit
 
 test: $(STAMP)  ## run the test suite (unit + real horovodrun -np 2 --gloo tests; lab tests as root)
 	@if [ "$$(id -u)" = 0 ]; then $(PY) -m prsgd.lab deps; \
@@ -50,7 +53,7 @@ family: $(STAMP)  ## the family figure: every algorithm on a small real run (res
 	bash scripts/family_runs.sh results/family "$$data"
 stich: $(STAMP)  ## Stich's local-SGD speed-up experiment (CPU, minutes) -> results/theory/stich
 	$(PY) scripts/stich_speedup.py --workers 1,2,4,8,16,32 --intervals 1,8,64 --repeats 2 --out results/theory/stich
-# --- Figure 3: the sweep over intervals, then the plot (src/prsgd/sweep.py, plot.py) ----------
+# --- Figure 3: the sweep over intervals, then the plot (src/prsgd/experiments/sweep.py, plot.py) ----------
 INTERVALS ?= 1,4,8,16,32
 SEEDS ?= 0
 GLOO ?= 1
@@ -83,7 +86,7 @@ figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (into OUT=dir, default 
 CAL := results/wallclock/calibration
 figure3-clock:  ## results/figure3 re-plotted with its modelled clock, and the time-to-target figure (issue 12)
 	$(PLOT_PY) scripts/plot_figure3.py results/figure3/sweep --out results/figure3 --clock $(CAL)/h100-pcie3-box.json
-	$(PLOT_PY) -m prsgd.plot_clock time-to-target results/figure3/sweep --out results/figure3 \
+	$(PLOT_PY) -m prsgd.plots.clock time-to-target results/figure3/sweep --out results/figure3 \
 		--clock "NVLink box=$(CAL)/h100-nvlink-box.json" --clock "PCIe gen3 box=$(CAL)/h100-pcie3-box.json" \
 		--clock "PCIe gen3 box, 2018 Horovod (5 ms cycle)=$(CAL)/h100-pcie3-box-cycle5ms.json" \
 		--clock "25 GbE, 8 nodes=$(CAL)/h100-25gbe.json" --clock "1 GbE, 8 nodes=$(CAL)/h100-1gbe.json"
@@ -94,7 +97,7 @@ bench: $(STAMP)  ## step throughput side by side (plain Horovod-example loop, ou
 bench-comm: $(STAMP)  ## Horovod cycle time vs round latency, real Gloo ranks side by side; JSON in results/bench/
 	$(PY) benchmarks/bench_comm.py $(ARGS)
 
-# --- the lab: a cluster of network namespaces on this machine (src/prsgd/lab.py; root) -------
+# --- the lab: a cluster of network namespaces on this machine (src/prsgd/lab/cli.py; root) -------
 LAB_NAME ?= lab
 LAB_NODES ?= 2
 LAB_SLOTS ?= 2
@@ -105,7 +108,7 @@ WALLCLOCK_DIR ?= results/wallclock
 LAB_ARGS ?= --preset demo --train-subset 4096 --epochs 3 --lr-milestones 2 --test-subset 500
 LAB_REPEATS ?= 2
 # The clock's calibration on the same lab after the runs, where prsgd.clock exists (issue 12 s.3).
-LAB_CALIB = $(if $(wildcard src/prsgd/clock.py),CLOCK_SRC=$(CURDIR)/src CALIB_OUT=$(WALLCLOCK_DIR)/calibration/lab-$(1),)
+LAB_CALIB = $(if $(wildcard src/prsgd/clock/model.py),CLOCK_SRC=$(CURDIR)/src CALIB_OUT=$(WALLCLOCK_DIR)/calibration/lab-$(1),)
 lab-up:  ## build the lab (LAB_NODES nodes x LAB_SLOTS slots, links at LAB_RATE); needs root
 	$(PLOT_PY) -m prsgd.lab up --name $(LAB_NAME) --nodes $(LAB_NODES) --slots $(LAB_SLOTS) --rate $(LAB_RATE)
 
@@ -123,7 +126,7 @@ lab-validation: $(STAMP)  ## the clock's validation runs on the lab, unshaped li
 	$(MAKE) clock-validation
 
 clock-validation:  ## the clock's validation table from the lab runs and calibrations (lab-figure3, lab-validation)
-	$(PLOT_PY) -m prsgd.clock_validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
+	$(PLOT_PY) -m prsgd.clock.validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
 	    --setting "shaped $(LAB_RATE)=$(WALLCLOCK_DIR)/figure3,$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
 	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json"
 

@@ -28,13 +28,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))   # run from a checkout
 
-from prsgd import data as data_mod
+from prsgd.data import dataset as data_mod
 from prsgd.backends.packed import PackedComm
-from prsgd.comm import FlatModel
-from prsgd.models import ResNet20, tile_state
-from prsgd.results import git_info
-from prsgd.schedule import Periodic
-from prsgd.step import GraphCache, StepRunner
+from prsgd.core.flat import FlatModel
+from prsgd.core.models import ResNet20, tile_state
+from prsgd.records.results import git_info
+from prsgd.core.schedule import Periodic
+from prsgd.core.step import GraphCache, StepRunner
 
 SWEEP_INTERVALS = (1, 4, 8, 16, 32)
 

@@ -38,8 +38,8 @@ DEFAULT_CYCLE_MS = "1"   # Horovod 0.28.1's own default (operations.cc: SetCycle
 
 def averaged_floats() -> int:
     """Floats one ResNet20 round averages: parameters + BN statistics (269,722 + 1,376)."""
-    from prsgd.comm import FlatModel
-    from prsgd.models import ResNet20
+    from prsgd.core.flat import FlatModel
+    from prsgd.core.models import ResNet20
     return FlatModel(ResNet20(1)).state.numel()
 
 
@@ -105,7 +105,7 @@ def run(nps: list[int], cycle_times: list[str], rounds: int, warmup: int, comput
         out: str | None, repeats: int = 3, timeout: float = 600) -> dict:
     import statistics
     import tempfile
-    from prsgd.results import git_info
+    from prsgd.records.results import git_info
     if DEFAULT_CYCLE_MS not in cycle_times:
         cycle_times = [*cycle_times, DEFAULT_CYCLE_MS]   # the reference of every ratio
     runs: dict[tuple[int, str], list[dict]] = {}

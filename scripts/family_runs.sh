@@ -46,4 +46,4 @@ run 2 slow_alg3_budget --algorithm hetero --interval 4 --round-budget-s "$BUDGET
 # K-AVG is Algorithm 1 under its own name: the same curve (last, as it adds nothing new)
 run 4 kavg_K4 --algorithm kavg --interval 4
 
-python -m prsgd.plot_family "$OUT"
+python -m prsgd.plots.family "$OUT"

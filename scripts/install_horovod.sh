@@ -4,7 +4,7 @@
 #
 #   scripts/install_horovod.sh [PYTHON]       (default: python3 on PATH)
 #
-# What is built is decided by src/prsgd/hvd_build.py (unit-tested): PyTorch + Gloo always; MPI
+# What is built is decided by src/prsgd/install/hvd_build.py (unit-tested): PyTorch + Gloo always; MPI
 # when mpicxx is on PATH; NCCL GPU operations when torch is a CUDA build (nvcc from the system or
 # NVIDIA's pip wheels of torch's CUDA version, NCCL from the nvidia-nccl-cuXX wheel); the C++
 # standard follows torch (C++20 for torch >= 2.14). A CUDA torch whose Horovod would lack NCCL
@@ -25,7 +25,7 @@ export PRSGD_CACHE=${PRSGD_CACHE:-$HOME/.cache/prsgd}
 cache=$PRSGD_CACHE
 mkdir -p "$cache/wheels" "$cache/src" "$cache/logs"
 # hvd_build runs from this checkout, so it works before prsgd is installed in $PY's environment.
-hvd_build() { PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m prsgd.hvd_build "$@"; }
+hvd_build() { PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m prsgd.install.hvd_build "$@"; }
 
 "$PY" -c 'import torch' 2>/dev/null || {
   echo "install_horovod.sh: torch must be installed first in $PY's environment" >&2; exit 1; }

@@ -34,7 +34,7 @@ cleanup() { [ -n "$sampler" ] && kill "$sampler" 2>/dev/null; lab down || true; 
 trap cleanup EXIT
 "$PY" - "$OUT/lab.json" "$NAME" <<'EOF'
 import json, os, sys
-from prsgd.labnet import Lab, state_root
+from prsgd.lab.network import Lab, state_root
 d = json.loads((state_root() / sys.argv[2] / "lab.json").read_text())
 d.pop("sshd_pids", None)
 d["machine_cpus"] = os.cpu_count()
@@ -60,7 +60,7 @@ done
 # Then the clock's calibration (prsgd.clock, when CLOCK_SRC holds it) on these very nodes and link:
 # allreduce timings of several sizes at both levels, and one worker's step under the same
 # contention as training. Written to CALIB_OUT-network.json, CALIB_OUT-compute.json and, both
-# combined, CALIB_OUT.json (what prsgd.clock --clock and prsgd.clock_validate read).
+# combined, CALIB_OUT.json (what prsgd.clock --clock and prsgd.clock.validate read).
 if [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; then
     mkdir -p "$(dirname "$CALIB_OUT")"
     hvd=(horovodrun -np "$NP" -H "$hosts" --gloo --network-interface labnet

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from prsgd.plot import main  # noqa: E402
+from prsgd.plots.figure3 import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

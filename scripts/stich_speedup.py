@@ -4,7 +4,7 @@
         --out results/theory/stich
 
 Writes OUT/speedup.csv (one row per run: K, H, b, T_eps, speed-up), OUT/speedup.json (setup,
-f*, fitted theory constants, provenance) and OUT/speedup.png. See src/prsgd/stich.py.
+f*, fitted theory constants, provenance) and OUT/speedup.png. See src/prsgd/experiments/stich.py.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from prsgd import stich  # noqa: E402
-from prsgd.plot_theory import plot_speedup  # noqa: E402
-from prsgd.results import provenance, write_json_atomic  # noqa: E402
+from prsgd.experiments import stich  # noqa: E402
+from prsgd.plots.theory import plot_speedup  # noqa: E402
+from prsgd.records.results import provenance, write_json_atomic  # noqa: E402
 
 
 def ints(text: str) -> tuple[int, ...]:

@@ -55,7 +55,7 @@ class StopAt:
     def after_step(self, trainer, step, events):
         if step == self.step:
             import signal
-            from prsgd.checkpoint import Interrupted
+            from prsgd.records.checkpoint import Interrupted
             raise Interrupted(signal.SIGTERM)
 
 
@@ -63,8 +63,8 @@ def replica_rows(flat, replicas: int) -> list:
     """A packed ResNet20 flat buffer as each replica's [params | BN stats | momentum] (the
     layout of one Horovod rank's buffer)."""
     import torch
-    from prsgd.comm import FlatModel
-    from prsgd.models import ResNet20
+    from prsgd.core.flat import FlatModel
+    from prsgd.core.models import ResNet20
     fm = FlatModel(ResNet20(replicas=replicas), replicas)
     return [torch.cat([flat[o:o + k].view(replicas, -1)[r]
                        for o, k in fm.region_segments(True)]) for r in range(replicas)]
@@ -163,3 +163,32 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "train.zip").exists():
         pytest.skip("shared JPEG CIFAR-10 copy not present")
     return SHARED_DATA
+
+
+# --- the unit tier starts no process --------------------------------------------------------------
+# tests/unit/ is the fast tier (`make test-fast`): in-process only. A unit test (or a fixture it
+# uses) that starts a process fails here, so the tier cannot silently grow slow; such tests belong
+# in tests/integration/. `git` is allowed: run records ask it for their commit (provenance).
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
+_in_unit_test = [False]
+_execute_child = subprocess.Popen._execute_child
+
+
+def _refuse_in_unit_tests(self, args, *rest, **kw):
+    program = Path(str(args[0] if isinstance(args, (list, tuple)) else args).split()[0]).name
+    if _in_unit_test[0] and program != "git":
+        raise AssertionError(f"a unit test started a process ({args!r}): move it to "
+                             "tests/integration/")
+    return _execute_child(self, args, *rest, **kw)
+
+
+subprocess.Popen._execute_child = _refuse_in_unit_tests
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _in_unit_test[0] = UNIT_DIR in Path(str(item.fspath)).resolve().parents
+    try:
+        yield
+    finally:
+        _in_unit_test[0] = False

@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as checkpoint_mod
-from . import config as config_mod
-from . import data as data_mod
-from .build import Parts, build
-from . import ownership
-from .config import Config, ConfigError, RunFinished
-from .results import RecordError, os_error_message
-from .schedule import GLOBAL
+from prsgd.records import checkpoint as checkpoint_mod
+from prsgd.core import config as config_mod
+from prsgd.data import dataset as data_mod
+from prsgd.core.build import Parts, build
+from prsgd.records import ownership
+from prsgd.core.config import Config, ConfigError, RunFinished
+from prsgd.records.results import RecordError, os_error_message
+from prsgd.core.schedule import GLOBAL
 
 
 class Diverged(RuntimeError):
@@ -290,7 +290,7 @@ def _train(cfg: Config, hooks, backend_comm=None) -> Trainer:
 
 def run(cfg: Config, hooks=None, comm=None, release: bool = False) -> Path | None:
     """Train; returns the run directory on the writing rank, None on the others. `comm`: an
-    mpi4py communicator for `hvd.init(comm=...)` (prsgd.mpi_sweep: one per interval).
+    mpi4py communicator for `hvd.init(comm=...)` (prsgd.experiments.mpi_sweep: one per interval).
     `release`: the process ends after this run, so release the backend: torch.distributed's
     process group left to the interpreter's exit can abort a rank with SIGABRT ("terminate called
     without an active exception", seen once in our CI; pytorch/pytorch#190489). Only after a run

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from prsgd import config as config_mod
+from prsgd.core import config as config_mod
 from prsgd.train import run
 
 

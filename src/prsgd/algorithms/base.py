@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..errors import ConfigError
-from ..schedule import lr_at
+from prsgd.core.errors import ConfigError
+from prsgd.core.schedule import lr_at
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..schedule import GLOBAL, Periodic
+from prsgd.core.schedule import GLOBAL, Periodic
 from .base import Algorithm, Option, bad
 
 

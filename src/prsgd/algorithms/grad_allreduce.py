@@ -3,7 +3,7 @@ SGD update), so the models never differ; BN running statistics stay local. One a
 flat gradient buffer per step, through the backend like any other round."""
 from __future__ import annotations
 
-from ..schedule import GLOBAL, Event, Periodic, all_workers
+from prsgd.core.schedule import GLOBAL, Event, Periodic, all_workers
 from .base import Algorithm, bad
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ..schedule import Heterogeneous
+from prsgd.core.schedule import Heterogeneous
 from .base import Algorithm, Option, bad
 
 ROUNDS = "rounds.jsonl"   # each round's steps per worker, appended once per epoch
@@ -38,7 +38,7 @@ class Hetero(Algorithm):
 
     @classmethod
     def validate_combination(cls, cfg) -> None:
-        from ..errors import ConfigError
+        from prsgd.core.errors import ConfigError
         if cfg.worker_intervals and cfg.round_budget_s:
             raise ConfigError("--round-budget-s: give either --worker-intervals or "
                               "--round-budget-s for --algorithm hetero, not both")

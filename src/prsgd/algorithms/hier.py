@@ -2,7 +2,7 @@
 across all."""
 from __future__ import annotations
 
-from ..schedule import Hierarchical
+from prsgd.core.schedule import Hierarchical
 from .base import Algorithm, Option, bad
 
 

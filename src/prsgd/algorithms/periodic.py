@@ -2,8 +2,8 @@
 averaging, post-local SGD, Algorithm 2 (varying averaging epochs)."""
 from __future__ import annotations
 
-from .. import schedule
-from ..schedule import OneShot, Periodic, Varying
+from prsgd.core import schedule
+from prsgd.core.schedule import OneShot, Periodic, Varying
 from .base import Algorithm, Option, bad
 
 

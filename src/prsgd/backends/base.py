@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..schedule import Event
+from prsgd.core.schedule import Event
 
 
 @dataclass

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from ..schedule import Event
+from prsgd.core.schedule import Event
 from .base import Comm
 
 # HOROVOD_CYCLE_TIME for ranks that train on a GPU (`make bench-comm`, results/bench/comm-*.json):
@@ -62,8 +62,8 @@ class HorovodComm(Comm):
 
     def provenance(self) -> dict:
         """The backend as it ran: Horovod's build flags and the path a tensor's allreduce took
-        (NCCL, or staged through the CPU: see prsgd.doctor)."""
-        from ..doctor import horovod_record
+        (NCCL, or staged through the CPU: see prsgd.install.doctor)."""
+        from prsgd.install.doctor import horovod_record
         return {"backend": self.name,
                 "horovod_build": horovod_record(self.hvd, getattr(self, "device_type", "cpu"))}
 

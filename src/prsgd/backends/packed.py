@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..schedule import Event
+from prsgd.core.schedule import Event
 from .base import Comm, Counters
 
 

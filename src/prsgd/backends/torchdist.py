@@ -24,8 +24,8 @@ import os
 import torch
 import torch.distributed as dist
 
-from ..config import ConfigError
-from ..schedule import Event
+from prsgd.core.config import ConfigError
+from prsgd.core.schedule import Event
 from .base import Comm
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",

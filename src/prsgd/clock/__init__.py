@@ -1,0 +1,1 @@
+"""The wall-clock model: alpha-beta costs, calibration, presets, validation against measured runs."""

@@ -1,0 +1,349 @@
+"""Measuring what the clock needs, on the machines at hand (`python -m prsgd.clock calibrate-*`).
+
+calibrate-compute: one worker's local step with the trainer's own step code (`StepRunner`:
+    gather + augment, forward, backward, flat SGD), eager and, on CUDA, captured in a graph.
+    Under horovodrun every rank times its steps at the same moment, so the contention between
+    ranks that share a machine is the one training sees; the file keeps every rank's mean.
+calibrate-network: real Horovod allreduces of several sizes between real ranks, at each level:
+    all ranks (across nodes when there are several) and each node's ranks together (as
+    Hier-AVG's local rounds run); a least-squares fit of the ring model gives alpha and the bus
+    bandwidth per level. Before every allreduce all ranks sleep the same random time, so the
+    allreduce meets Horovod's cycle at a random phase, as a training round does; that wait
+    (half a cycle on average) is the model's `overhead`, subtracted before the fit.
+
+    horovodrun -np 4 -H nodeA:2,nodeB:2 --gloo --network-interface lab0 \\
+        python -m prsgd.clock calibrate-network --out net.json --note "50 Mbit/s tbf"
+    horovodrun -np 4 -H nodeA:2,nodeB:2 --gloo --network-interface lab0 \\
+        python -m prsgd.clock calibrate-compute --like RUN_DIR --out compute.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+KIND = "prsgd-clock-calibration"
+RESNET20_BUFFER = 271_098 * 4          # bytes of one ResNet20 averaging round (params + BN stats)
+DEFAULT_SIZES = (4096, 65536, 262144, RESNET20_BUFFER, 2 * RESNET20_BUFFER)
+
+
+# --- the fit (pure arithmetic) ------------------------------------------------------------------
+UNRESOLVED_BPS = 1e12   # "no measurable size term": stands for an unbounded bandwidth
+
+
+def fit_alpha_beta(points, overhead_s: float = 0.0, flat_ok: bool = False) -> dict:
+    """Least squares of t - overhead = alpha·2(n-1) + (1/B)·2(n-1)/n·bytes over points
+    (n, bytes, seconds). Returns alpha_s, bandwidth_Bps and the residuals; alpha is clamped at
+    0 (and the bandwidth refitted alone) when the unconstrained fit makes it negative.
+    `flat_ok`: when the time does not grow with the size at all (a link much faster than the
+    latency, e.g. unshaped), fit alpha alone and report the bandwidth as unresolved
+    (UNRESOLVED_BPS) instead of failing."""
+    import numpy as np
+    pts = [(int(n), float(b), float(t)) for n, b, t in points if n >= 2]
+    if len(pts) < 2:
+        raise ValueError("a fit needs at least two points with n >= 2 ranks")
+    A = np.array([[2 * (n - 1), 2 * (n - 1) / n * b] for n, b, _ in pts])
+    y = np.array([t - overhead_s for *_, t in pts])
+    (alpha, inv_bw), *_ = np.linalg.lstsq(A, y, rcond=None)
+    clamped = alpha < 0
+    if clamped:
+        alpha, inv_bw = 0.0, float(A[:, 1] @ y / (A[:, 1] @ A[:, 1]))
+    resolved = inv_bw > 0
+    if not resolved and flat_ok:
+        alpha = float(max(0.0, (A[:, 0] @ y) / (A[:, 0] @ A[:, 0])))
+        inv_bw, clamped = 1 / UNRESOLVED_BPS, alpha == 0.0
+    elif not resolved:
+        raise ValueError("the fitted time does not grow with the size: no bandwidth to report "
+                         "(measure larger sizes)")
+    resid = y - A @ np.array([alpha, inv_bw])
+    return {"alpha_s": float(alpha), "bandwidth_Bps": float(1 / inv_bw),
+            "bandwidth_resolved": bool(resolved), "alpha_clamped": bool(clamped),
+            "residual_rms_s": float(np.sqrt(np.mean(resid ** 2))), "points": len(pts),
+            "max_rel_residual": float(np.max(np.abs(resid) / np.maximum(np.abs(y), 1e-12)))}
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+def _provenance() -> dict:
+    import platform
+    import socket
+    import torch
+    from prsgd.records.results import git_info, portable_command, HOROVOD_KNOBS
+    try:
+        import horovod
+        hvd_version = horovod.__version__
+    except ImportError:
+        hvd_version = None
+    return {"git": git_info(), "versions": {"python": platform.python_version(),
+                                            "torch": torch.__version__, "horovod": hvd_version},
+            "host": socket.gethostname(), "cpu_count": os.cpu_count(),
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "horovod_env": {k: os.environ[k] for k in HOROVOD_KNOBS if k in os.environ},
+            "command": portable_command(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _under_horovod() -> bool:
+    return "HOROVOD_RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ
+
+
+def _write(path: str, doc: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(out)
+
+
+# --- compute ------------------------------------------------------------------------------------
+def calibration_images(steps: int, batch: int, replicas: int = 1) -> int:
+    """Synthetic images enough for every timed step to stay in the first epoch. Measured on one
+    CPU core, ResNet20, 45 steps of batch 32: 0.080-0.085 s per step when they loop 5-6 times over
+    256 images, 0.071-0.074 s over 2,048, which is what the trainer's own steps take (why the
+    small looped set is slower was not established)."""
+    return min(max(steps * batch * replicas, 256), 50_000)
+
+
+def time_steps(*, device, batch: int, precision: str, channels_last: bool, cuda_graph: bool,
+               steps: int, warmup: int, replicas: int = 1, hvd=None) -> float:
+    """Mean seconds of one StepRunner step of `replicas` packed workers (the trainer's code)."""
+    import torch
+    from prsgd.data import dataset as data_mod
+    from prsgd.core.flat import FlatModel
+    from prsgd.core.models import ResNet20, tile_state
+    from prsgd.core.step import DTYPES, StepRunner
+    ds = data_mod.synthetic(calibration_images(steps + warmup, batch, replicas), 16, 0)
+    images = data_mod.DeviceData(ds.train_x, ds.train_y, device)
+    torch.manual_seed(0)
+    model = ResNet20(replicas=replicas)
+    model.load_state_dict(tile_state(ResNet20(1).state_dict(), replicas))
+    model.to(device, DTYPES[precision])
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    fm = FlatModel(model, replicas)
+    runner = StepRunner(model, fm, images, replicas=replicas, precision=precision, momentum=0.9,
+                        weight_decay=1e-4, channels_last=channels_last, cuda_graph=cuda_graph,
+                        device=device)
+    runner.set_lr(0.1)
+    per_epoch = data_mod.steps_per_epoch(len(ds.train_y), replicas, batch)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    done, epoch, t0 = 0, 0, None
+    while done < warmup + steps:
+        plan = data_mod.epoch_plan(len(ds.train_y), list(range(replicas)), replicas, batch, 0,
+                                   epoch).to(device)
+        runner.begin_epoch(plan)
+        for s in range(per_epoch):
+            if done == warmup:
+                sync()
+                if hvd is not None:      # every rank starts timing together
+                    hvd.allreduce(torch.zeros(1), name="clock.start")
+                t0 = time.perf_counter()
+            runner.step(s)
+            done += 1
+            if done == warmup + steps:
+                break
+        epoch += 1
+    sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def _like(run_dir: str) -> dict:
+    meta = json.loads((Path(run_dir) / "config.json").read_text())
+    c = meta["config"]
+    return {"batch": c.get("batch_size", 32), "precision": c.get("precision", "fp32"),
+            "channels_last": bool(c.get("channels_last")), "cuda_graph": bool(c.get("cuda_graph"))}
+
+
+def cmd_compute(args) -> int:
+    import torch
+    hvd = None
+    if _under_horovod():
+        from prsgd.backends.horovod import init_horovod
+        hvd = init_horovod()
+    local_size = hvd.local_size() if hvd else 1
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = args.threads or max(1, (affinity or 1) // local_size)
+    torch.set_num_threads(threads)
+    opts = {"batch": args.batch_size, "precision": args.precision,
+            "channels_last": args.channels_last, "cuda_graph": args.cuda_graph}
+    if args.like:
+        opts.update(_like(args.like))
+    want = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    local_rank = hvd.local_rank() if hvd else 0
+    device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1)) \
+        if want == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    variants = {"eager": dict(opts, cuda_graph=False)}
+    if device.type == "cuda":
+        variants["graph"] = dict(opts, cuda_graph=True)
+    measured = {}
+    for name, v in variants.items():
+        s = time_steps(device=device, batch=v["batch"], precision=v["precision"],
+                       channels_last=v["channels_last"], cuda_graph=v["cuda_graph"],
+                       steps=args.steps, warmup=args.warmup, hvd=hvd)
+        per_rank = hvd.allgather_object(s, name=f"clock.{name}") if hvd else [s]
+        measured[name] = {"seconds_per_step": max(per_rank), "per_rank_seconds_per_step": per_rank,
+                          "options": v}
+    if hvd and hvd.rank() != 0:
+        return 0
+    chosen = "graph" if opts["cuda_graph"] and "graph" in measured else "eager"
+    doc = {"kind": KIND, "name": args.name or f"compute {chosen} ({device})",
+           "compute": {**measured[chosen], "variant": chosen, "variants": measured,
+                       "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+                       else f"cpu ({affinity} cores usable, {threads} threads per rank)",
+                       "ranks": hvd.size() if hvd else 1, "steps": args.steps,
+                       "warmup": args.warmup, "statistic": "mean over timed steps; "
+                       "seconds_per_step = the slowest rank",
+                       "source": "measured: prsgd.clock calibrate-compute (StepRunner, the "
+                                 "trainer's step code), synthetic CIFAR-shaped images",
+                       "provenance": _provenance()}}
+    _write(args.out, doc)
+    return 0
+
+
+# --- network ------------------------------------------------------------------------------------
+def _levels(hvd) -> tuple[dict, list]:
+    """{level name: (process set or None for all, groups)}, and each rank's host."""
+    import socket
+    hosts = hvd.allgather_object(socket.gethostname(), name="clock.hosts")
+    by_host: dict[str, list[int]] = {}
+    for r, h in enumerate(hosts):
+        by_host.setdefault(h, []).append(r)
+    groups = sorted(by_host.values())
+    levels = {}
+    if hvd.size() > 1:
+        levels["inter" if len(groups) > 1 else "intra"] = (None, [list(range(hvd.size()))])
+    if len(groups) > 1 and all(len(g) > 1 for g in groups):
+        sets = [hvd.add_process_set(g) for g in groups]   # collective, same order everywhere
+        mine = next(s for s, g in zip(sets, groups) if hvd.rank() in g)
+        levels["intra"] = (mine, groups)
+    return levels, hosts
+
+
+def cmd_network(args) -> int:
+    import torch
+    from prsgd.backends.horovod import init_horovod
+    if not _under_horovod():
+        print("prsgd.clock calibrate-network: run it under horovodrun (or mpirun) with >= 2 "
+              "ranks", file=sys.stderr)
+        return 2
+    hvd = init_horovod(dynamic_process_sets=True)
+    cycle_ms = float(os.environ.get("HOROVOD_CYCLE_TIME", "1"))   # Horovod 0.28's default: 1 ms
+    overhead = cycle_ms / 2000
+    sizes = [int(s) for s in args.sizes.split(",")]
+    levels, hosts = _levels(hvd)
+    rng = random.Random(12345)      # the same sleeps on every rank
+    raw = []
+    for level, (pset, groups) in levels.items():
+        kw = {"process_set": pset} if pset is not None else {}
+        for nbytes in sizes:
+            buf = torch.randn(max(1, nbytes // 4))
+            times = []
+            for k in range(args.warmup + args.repeats):
+                time.sleep(rng.uniform(0, 2 * cycle_ms / 1000))
+                t0 = time.perf_counter()
+                hvd.allreduce_(buf, op=hvd.Average, name=f"clock.{level}.{nbytes}", **kw)
+                if k >= args.warmup:
+                    times.append(time.perf_counter() - t0)
+            raw.append({"level": level, "n": len(groups[0]), "bytes": buf.numel() * 4,
+                        "rank": hvd.rank(), "seconds": times})
+    everything = hvd.allgather_object(raw, name="clock.raw")
+    if hvd.rank() != 0:
+        return 0
+    doc = network_doc(everything, levels={k: g for k, (_, g) in levels.items()}, hosts=hosts,
+                      cycle_ms=cycle_ms, overhead=overhead, note=args.note)
+    doc["name"] = args.name or f"network {len(set(hosts))} nodes x {hosts.count(hosts[0])} ranks"
+    _write(args.out, doc)
+    failed = [v["error"] for v in doc["network"]["levels"].values() if "error" in v]
+    if failed:
+        print("prsgd.clock calibrate-network: error: no fit for " + "; ".join(failed) +
+              f" (the points are in {args.out})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def network_doc(per_rank_raw, *, levels, hosts, cycle_ms, overhead, note="") -> dict:
+    """Rank 0's summary of every rank's timings: per (level, size) and repeat the slowest rank
+    (a collective ends when its last rank is done), the mean over repeats, and one fit per level."""
+    import statistics
+    cells: dict[tuple, list] = {}
+    for raw in per_rank_raw:
+        for r in raw:
+            cells.setdefault((r["level"], r["n"], r["bytes"]), []).append(r["seconds"])
+    points, fits = [], {}
+    for (level, n, nbytes), per_rank in sorted(cells.items()):
+        slowest = [max(ts) for ts in zip(*per_rank)]
+        points.append({"level": level, "n": n, "bytes": nbytes,
+                       "mean_s": statistics.fmean(slowest), "median_s": statistics.median(slowest),
+                       "repeats": len(slowest)})
+    for level in levels:
+        pts = [(p["n"], p["bytes"], p["mean_s"]) for p in points if p["level"] == level]
+        try:
+            fit = fit_alpha_beta(pts, overhead)
+        except ValueError as e:     # kept in the file, with the points, for a look
+            fits[level] = {"error": f"level {level}: {e}"}
+            continue
+        fits[level] = {"alpha_s": fit["alpha_s"], "bandwidth_Bps": fit["bandwidth_Bps"],
+                       "source": "measured: least-squares fit of the ring model to the points",
+                       "fit": fit}
+    return {"kind": KIND, "network": {
+        "ranks_per_node": hosts.count(hosts[0]), "nodes": len(set(hosts)), "hosts": hosts,
+        "groups": levels, "levels": fits, "points": points, "cycle_time_ms": cycle_ms,
+        "overhead_s": overhead,
+        "overhead_rule": "cycle_time/2: mean wait for Horovod's next cycle (random phase)",
+        "statistic": "per repeat the slowest rank; mean over repeats", "note": note,
+        "source": "measured: prsgd.clock calibrate-network (hvd.allreduce_ between the ranks)",
+        "provenance": _provenance()}}
+
+
+def cmd_refit(args) -> int:
+    """Fit a network file's levels again from the points it stores (e.g. with --flat-ok)."""
+    doc = json.loads(Path(args.network).read_text())
+    net = doc["network"]
+    for level in net["levels"]:
+        pts = [(p["n"], p["bytes"], p["mean_s"]) for p in net["points"] if p["level"] == level]
+        fit = fit_alpha_beta(pts, net["overhead_s"], flat_ok=args.flat_ok)
+        net["levels"][level] = {"alpha_s": fit["alpha_s"], "bandwidth_Bps": fit["bandwidth_Bps"],
+                                "source": "measured: least-squares fit of the ring model to the "
+                                          "points" + ("" if fit["bandwidth_resolved"] else
+                                                      "; bandwidth unresolved (time flat in size)"),
+                                "fit": fit}
+    net["refit"] = {"command": _provenance()["command"], "flat_ok": args.flat_ok}
+    _write(args.out, doc)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    c = sub.add_parser("calibrate-compute", help="time one worker's local step (StepRunner)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--name", default="")
+    c.add_argument("--like", default="", help="a run directory: take its batch size, precision, "
+                   "channels_last and cuda_graph")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp64"))
+    c.add_argument("--channels-last", action="store_true")
+    c.add_argument("--cuda-graph", action="store_true")
+    c.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    c.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: usable cores // ranks on this node)")
+    c.add_argument("--steps", type=int, default=20)
+    c.add_argument("--warmup", type=int, default=3)
+    c.set_defaults(fn=cmd_compute)
+    n = sub.add_parser("calibrate-network", help="fit alpha and bandwidth from real allreduces "
+                       "(run under horovodrun)")
+    n.add_argument("--out", required=True)
+    n.add_argument("--name", default="")
+    n.add_argument("--note", default="", help="what the link is (e.g. the tc settings)")
+    n.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="bytes, comma-separated")
+    n.add_argument("--repeats", type=int, default=10)
+    n.add_argument("--warmup", type=int, default=2)
+    n.set_defaults(fn=cmd_network)
+    r = sub.add_parser("refit", help="fit a calibrate-network file's levels again from its points")
+    r.add_argument("network")
+    r.add_argument("--flat-ok", action="store_true", help="a level whose time does not grow "
+                   "with the size gets alpha only, bandwidth unresolved")
+    r.add_argument("--out", required=True)
+    r.set_defaults(fn=cmd_refit)

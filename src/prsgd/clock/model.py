@@ -1,0 +1,333 @@
+"""A modelled wall-clock for any run: compute per local step + alpha-beta ring allreduces.
+
+    modelled seconds = local steps x compute per step (a round waits for the slowest worker)
+                     + per averaging round, per level (inside a node / across nodes):
+                       overhead + 2(n-1)·alpha + 2(n-1)/n · bytes / bandwidth
+
+`n` is the number of workers in the averaging group and `bytes` the buffer each of them
+averages (the flat parameters + BN statistics). `bandwidth` is what NCCL calls the bus bandwidth
+(nccl-tests doc/PERFORMANCE.md: an allreduce of S bytes takes S/B · 2(n-1)/n at best), `alpha`
+the latency of one of the ring's 2(n-1) steps, and `overhead` Horovod's per-collective cost: a
+submitted allreduce waits for the background thread's next cycle (HOROVOD_CYCLE_TIME: 5 ms in
+2018's Horovod, 1 ms since 0.21, 0.1 ms on our GPU ranks), half a cycle on average, plus the
+collective library's fixed launch latency. Horovod's Gloo and NCCL allreduces are rings (gloo's
+`allreduce` defaults to its ring algorithm). A group whose ranks sit on one node uses the
+`intra` link, a group spanning nodes the `inter` one: in a ring laid out node by node every
+step is as slow as its slowest hop, the one between nodes (so Hier-AVG's local rounds cost the
+intra link and its global rounds the inter link). Ranks fill nodes in order (`-H a:k,b:k`).
+
+A calibration is one JSON file (`Calibration.load`) with a `compute` part and a `network` part,
+each with its provenance: measured (`python -m prsgd.clock calibrate-compute|calibrate-network`,
+see `clock_calibrate.py`) or a named preset (`clock_presets.py`, with sources and assumptions).
+
+    python -m prsgd.clock predict RUN_DIR... --clock CAL.json     # measured vs modelled
+    python -m prsgd.clock combine --compute C.json --network preset:pcie3-box --out CAL.json
+    python -m prsgd.clock presets
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GLOBAL, LOCAL = "global", "local"
+KIND = "prsgd-clock-calibration"
+
+
+@dataclass(frozen=True)
+class Link:
+    alpha_s: float           # latency of one ring step
+    bandwidth_Bps: float     # bus bandwidth, bytes per second
+
+    def ring_seconds(self, n: int, nbytes: float) -> float:
+        return ring_allreduce_seconds(n, nbytes, self.alpha_s, self.bandwidth_Bps)
+
+
+def ring_allreduce_seconds(n: int, nbytes: float, alpha_s: float, bandwidth_Bps: float) -> float:
+    """2(n-1) steps of alpha, each moving nbytes/n over every link: 2(n-1)/n · nbytes / B."""
+    if n < 2:
+        return 0.0
+    return 2 * (n - 1) * alpha_s + 2 * (n - 1) / n * nbytes / bandwidth_Bps
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+@dataclass
+class Calibration:
+    name: str
+    compute_s: float | None                  # one worker's local step (None: network only)
+    ranks_per_node: int = 1
+    overhead_s: float = 0.0                  # per collective (Horovod cycle wait + launch)
+    links: dict = field(default_factory=dict)        # "intra" / "inter" -> Link
+    compute_per_rank: tuple = ()             # measured per rank, when measured under horovodrun
+    doc: dict = field(default_factory=dict)  # the JSON itself (sources, provenance)
+
+    # --- reading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path) -> "Calibration":
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CalibrationError(f"{path}: not a readable calibration JSON ({e})") from None
+        return cls.from_dict(doc, default_name=path.stem)
+
+    @classmethod
+    def from_dict(cls, doc: dict, default_name: str = "calibration") -> "Calibration":
+        if doc.get("kind") != KIND:
+            raise CalibrationError(f"{default_name}: not a clock calibration (kind must be {KIND!r})")
+        comp, net = doc.get("compute") or {}, doc.get("network") or {}
+        links = {}
+        for level, d in (net.get("levels") or {}).items():
+            if d.get("bandwidth_Bps", 0) <= 0 or d.get("alpha_s", -1) < 0:
+                raise CalibrationError(f"{default_name}: network level {level!r} needs "
+                                       "alpha_s >= 0 and bandwidth_Bps > 0")
+            links[level] = Link(float(d["alpha_s"]), float(d["bandwidth_Bps"]))
+        return cls(name=doc.get("name") or default_name,
+                   compute_s=comp.get("seconds_per_step"),
+                   ranks_per_node=int(net.get("ranks_per_node", 1)),
+                   overhead_s=float(net.get("overhead_s", 0.0)), links=links,
+                   compute_per_rank=tuple(comp.get("per_rank_seconds_per_step") or ()), doc=doc)
+
+    # --- the model -------------------------------------------------------------------------
+    def link_for(self, group) -> Link:
+        nodes = {r // self.ranks_per_node for r in group}
+        level = "inter" if len(nodes) > 1 else "intra"
+        if level not in self.links:
+            raise CalibrationError(f"{self.name}: a group of ranks {tuple(group)} needs the "
+                                   f"{level!r} link, which this calibration does not have "
+                                   f"(ranks_per_node = {self.ranks_per_node})")
+        return self.links[level]
+
+    def collective_seconds(self, group, nbytes: float) -> float:
+        if len(group) < 2:
+            return 0.0
+        return self.overhead_s + self.link_for(group).ring_seconds(len(group), nbytes)
+
+    def round_seconds(self, groups, nbytes: float) -> float:
+        """Groups average concurrently; the round ends with the slowest group."""
+        return max((self.collective_seconds(g, nbytes) for g in groups), default=0.0)
+
+    def step_seconds(self, workers: int, slowdown=()) -> list[float]:
+        """Each worker's local step: measured per rank when the calibration has one per worker,
+        else the one measured value; times the run's simulated slowdown factors."""
+        if self.compute_s is None:
+            raise CalibrationError(f"{self.name}: has no compute part")
+        base = list(self.compute_per_rank) if len(self.compute_per_rank) == workers \
+            else [float(self.compute_s)] * workers
+        factors = list(slowdown) if len(slowdown) == workers else [1.0] * workers
+        return [b * f for b, f in zip(base, factors)]
+
+
+def blocks(n: int, size: int) -> tuple:
+    return tuple(tuple(range(s, min(s + size, n))) for s in range(0, n, size))
+
+
+@dataclass
+class RunShape:
+    """What the clock needs to know about a run, from its config.json."""
+    workers: int
+    algorithm: str = "prsgd"
+    interval: int = 1
+    group_size: int = 0
+    worker_intervals: tuple = ()
+    round_budget_s: float = 0.0
+    slowdown: tuple = ()
+    payload_bytes: float = 0.0       # the averaged buffer of one worker
+
+    @classmethod
+    def from_config(cls, meta: dict) -> "RunShape":
+        cfg, derived = meta["config"], meta.get("derived", {})
+        n = int(derived.get("workers") or cfg.get("workers") or
+                meta.get("provenance", {}).get("world_size") or 1)
+        itemsize = 8 if cfg.get("precision") == "fp64" else 4
+        floats = derived.get("averaged_floats") or 0
+        return cls(workers=n, algorithm=cfg.get("algorithm", "prsgd"),
+                   interval=int(cfg.get("interval", 1)), group_size=int(cfg.get("group_size") or 0),
+                   worker_intervals=tuple(cfg.get("worker_intervals") or ()),
+                   round_budget_s=float(cfg.get("round_budget_s") or 0.0),
+                   slowdown=tuple(cfg.get("slowdown") or ()), payload_bytes=floats * itemsize)
+
+    def groups(self, level: str) -> tuple:
+        if level == LOCAL and self.group_size:
+            return blocks(self.workers, self.group_size)
+        return (tuple(range(self.workers)),)
+
+
+def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
+                 rounds_local: float = 0.0, bytes_global: float | None = None,
+                 bytes_local: float | None = None) -> dict:
+    """Modelled seconds of `steps` local steps (of one worker) and the given rounds per level.
+    `bytes_*`: the buffer bytes of one worker summed over that level's rounds (metrics.csv's
+    counters); None takes the run's payload per round."""
+    per = cal.step_seconds(shape.workers, shape.slowdown)
+    if shape.algorithm == "hetero" and shape.worker_intervals:
+        # Algorithm 3: worker i makes I_i steps per round; the round waits for the slowest.
+        compute = rounds * max(i * t for i, t in zip(shape.worker_intervals, per))
+    elif shape.algorithm == "hetero" and shape.round_budget_s:
+        compute = rounds * max(shape.round_budget_s, max(per))   # every round lasts ~the budget
+    else:
+        compute = steps * max(per)          # every round waits for the slowest worker
+    out = {"compute_s": compute}
+    for level, n_rounds, total in ((GLOBAL, rounds, bytes_global), (LOCAL, rounds_local,
+                                                                     bytes_local)):
+        payload = total / n_rounds if total is not None and n_rounds else shape.payload_bytes
+        out[f"comm_{level}_s"] = n_rounds * cal.round_seconds(shape.groups(level), payload) \
+            if n_rounds else 0.0
+    out["seconds"] = out["compute_s"] + out["comm_global_s"] + out["comm_local_s"]
+    return out
+
+
+def model_schedule(cal: Calibration, schedule, total_steps: int, shape: RunShape) -> dict:
+    """The same for a schedule (`schedule.make_schedule(...)`) that has not been run."""
+    from prsgd.core.schedule import rounds_through
+    counts = rounds_through(schedule, total_steps)
+    return model_counts(cal, shape, total_steps, counts.get(GLOBAL, 0), counts.get(LOCAL, 0))
+
+
+def model_run(cal: Calibration, meta: dict, metrics) -> "pandas.DataFrame":
+    """Per epoch row of metrics.csv: modelled compute, global and local communication and the
+    cumulative modelled seconds (columns model_*)."""
+    import pandas as pd
+    shape = RunShape.from_config(meta)
+    rows = []
+    for _, r in metrics.iterrows():
+        total, local = _num(r.get("bytes")), _num(r.get("bytes_local"))
+        m = model_counts(cal, shape, _num(r["step"]), _num(r.get("rounds")),
+                         _num(r.get("rounds_local")), bytes_global=total - local,
+                         bytes_local=local)
+        rows.append({f"model_{k}": v for k, v in m.items()})
+    return pd.DataFrame(rows, index=metrics.index)
+
+
+def _num(v) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if f != f else f
+
+
+# --- command line -------------------------------------------------------------------------------
+def cmd_predict(args) -> int:
+    from prsgd.records.results import load_run
+    cal = Calibration.load(args.clock)
+    if args.ranks_per_node:
+        cal.ranks_per_node = args.ranks_per_node
+    print(f"clock: {cal.name}")
+    print(f"{'run':<28} {'algorithm':<10} {'I':>4} {'measured s':>11} {'modelled s':>11} "
+          f"{'error':>7}")
+    for run_dir in args.runs:
+        meta, df = load_run(run_dir)
+        if df.empty:
+            print(f"{Path(run_dir).name:<28} (no metrics rows)")
+            continue
+        last = df.iloc[-1]
+        m = model_run(cal, meta, df.tail(1)).iloc[0]
+        measured, modelled = float(last["train_seconds"]), float(m["model_seconds"])
+        print(f"{Path(run_dir).name:<28} {meta['config']['algorithm']:<10} "
+              f"{meta['config']['interval']:>4} {measured:>11.2f} {modelled:>11.2f} "
+              f"{100 * (modelled - measured) / measured:>+6.1f}%")
+    return 0
+
+
+def cmd_combine(args) -> int:
+    from prsgd.clock.presets import network_preset
+    parts = {}
+    for key, src in (("compute", args.compute), ("network", args.network)):
+        if src.startswith("preset:"):
+            if key != "network":
+                raise CalibrationError("--compute: presets exist for networks only")
+            parts[key] = network_preset(src.split(":", 1)[1], cycle_time_ms=args.cycle_time_ms)
+        else:
+            doc = json.loads(Path(src).read_text())
+            if key == "compute" and "rows" in doc:      # a `make bench` file (benchmarks/bench.py)
+                parts[key] = compute_from_bench(doc, args.compute_variant, src)
+                continue
+            if not doc.get(key):
+                raise CalibrationError(f"{src}: has no {key!r} part")
+            parts[key] = doc[key]
+            if key == "compute" and args.compute_variant:
+                parts[key] = select_variant(parts[key], args.compute_variant, src)
+    doc = {"kind": KIND, "name": args.name, **parts,
+           "combined_from": {"compute": args.compute, "network": args.network}}
+    Calibration.from_dict(doc)      # validate before writing
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    print(args.out)
+    return 0
+
+
+def select_variant(compute: dict, variant: str, src: str) -> dict:
+    """A compute part can hold several measured variants (eager, graph, ...): pick one."""
+    variants = compute.get("variants") or {}
+    if variant not in variants:
+        raise CalibrationError(f"{src}: no compute variant {variant!r} "
+                               f"(has: {', '.join(variants) or 'none'})")
+    out = {k: v for k, v in compute.items() if k != "variants"}
+    out.update(variants[variant], variant=variant)
+    return out
+
+
+def compute_from_bench(bench: dict, variant: str, src: str) -> dict:
+    """The compute part from one row of a `make bench` JSON (benchmarks/bench.py: our StepRunner step,
+    timed over `steps` steps after `warmup`)."""
+    rows = {r["variant"]: r for r in bench["rows"]}
+    if variant not in rows:
+        raise CalibrationError(f"{src}: no bench variant {variant!r} (has: {', '.join(rows)})")
+    r = rows[variant]
+    if r.get("replicas", 1) != 1:
+        raise CalibrationError(f"{src}: variant {variant!r} steps {r['replicas']} packed "
+                               "replicas; the clock needs one worker's step")
+    return {"seconds_per_step": r["ms_per_step"] / 1000, "variant": variant,
+            "device": bench.get("device"), "options": {k: r.get(k) for k in (
+                "precision", "channels_last", "cuda_graph")},
+            "source": f"measured: `make bench` ({Path(src).name}, row {variant!r}: "
+                      f"{r['steps']} timed steps, mean)",
+            "provenance": {k: bench.get(k) for k in ("git", "torch", "python", "host", "time",
+                                                      "device", "batch")}}
+
+
+def cmd_presets(args) -> int:
+    from prsgd.clock.presets import PRESETS
+    for name, p in PRESETS.items():
+        print(f"{name:<14} {p['description']}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m prsgd.clock", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("predict", help="measured vs modelled train_seconds of run directories")
+    q.add_argument("runs", nargs="+")
+    q.add_argument("--clock", required=True, help="a calibration JSON")
+    q.add_argument("--ranks-per-node", type=int, default=0,
+                   help="override the calibration's ranks per node")
+    q.set_defaults(fn=cmd_predict)
+    c = sub.add_parser("combine", help="one calibration from a compute and a network part")
+    c.add_argument("--compute", required=True, help="a JSON with a compute part")
+    c.add_argument("--compute-variant", default="", help="pick one measured variant")
+    c.add_argument("--network", required=True, help="a JSON with a network part, or preset:NAME")
+    c.add_argument("--cycle-time-ms", type=float, default=None,
+                   help="Horovod cycle time for a preset (default: the preset's)")
+    c.add_argument("--name", required=True)
+    c.add_argument("--out", required=True)
+    c.set_defaults(fn=cmd_combine)
+    s = sub.add_parser("presets", help="list the named network presets")
+    s.set_defaults(fn=cmd_presets)
+    from prsgd.clock.calibrate import add_parsers
+    add_parsers(sub)
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (CalibrationError, FileNotFoundError, KeyError) as e:
+        print(f"prsgd.clock: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The training core: config, build, the loop's parts (step, feed, flat buffer, schedule), models, diagnostics."""

@@ -1,0 +1,1 @@
+"""Datasets: sources (download, checks, cache) and the per-worker batch plan."""

@@ -1,0 +1,1 @@
+"""Installing and checking: the Horovod build plan (stdlib only) and the doctor."""

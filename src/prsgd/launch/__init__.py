@@ -1,0 +1,1 @@
+"""Launching and supervising ranks: launcher commands, host lists, process supervision."""

@@ -1,0 +1,1 @@
+"""Figures: Figure 3, the clock's figures, the algorithm family, theory diagnostics."""

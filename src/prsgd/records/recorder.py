@@ -1,0 +1,93 @@
+"""One run's view of the process: its config, run directory, algorithm, communicator (its own
+counters), diagnostics, writers, metric rows and status. A packed sweep has one view per packed
+run; an ordinary run has one. Only the writing process (rank 0) opens files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from prsgd.core.diagnostics import DIAG_COLUMNS, corollary1
+from prsgd.records.results import MetricsWriter, portable_path, provenance, read_json, write_json_atomic
+
+
+@dataclass
+class RunView:
+    index: int                 # which packed run (0 for an ordinary run)
+    cfg: object                # exactly what a separate run of it would have been given
+    run_dir: Path
+    algorithm: object          # algorithms.base.Algorithm
+    comm: object               # the run's Comm (wrapped by its Diagnostics with --diagnostics)
+    is_writer: bool
+    diag: object = None        # diagnostics.Diagnostics or None
+    rows: list = field(default_factory=list)   # metric rows so far (identical on every rank)
+    writer: MetricsWriter | None = None
+    diag_writer: MetricsWriter | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.cfg.run_id
+
+    @property
+    def counters(self):
+        return self.comm.counters
+
+    def open_writers(self) -> None:
+        if self.is_writer:
+            self.writer = MetricsWriter(self.run_dir / "metrics.csv")
+            if self.diag is not None:
+                self.diag_writer = MetricsWriter(self.run_dir / "diagnostics.csv", DIAG_COLUMNS)
+
+    def close(self) -> None:
+        for w in (self.writer, self.diag_writer):
+            if w is not None:
+                w.close()
+        self.writer = self.diag_writer = None
+
+    def metrics_row(self, loop, loss: float, acc: float, lr: float, evals: dict | None) -> dict:
+        c = self.counters
+        row = {"epoch": loop.epoch, "step": loop.step, "train_seconds": loop.train_seconds,
+               "train_loss": loss, "train_acc": acc, "lr": lr,
+               "rounds": c.rounds["global"], "rounds_local": c.rounds["local"],
+               "bytes": c.total("bytes"), "comm_seconds": c.total("seconds"),
+               "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
+               "worker_steps": loop.worker_steps,
+               "compute_seconds": loop.train_seconds - c.total("seconds")}
+        if evals is not None:
+            row.update(evals)
+        return row
+
+    def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,
+                     resumed_from: int | None, packed: dict | None,
+                     comm: dict | None = None, resume_changes: dict | None = None) -> None:
+        """config.json: the run's config, derived values, provenance, Corollary 1; a resume keeps
+        the original provenance and logs itself, with the operational fields it changed (any
+        other change was refused: config.resume_differences)."""
+        if not self.is_writer:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        devices = [torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({os.cpu_count()} cores)"]
+        derived = dict(derived)
+        if packed is not None:  # train_seconds is then the wall clock of all packed runs together
+            derived["packed"] = dict(packed, index=self.index)
+        cfg = self.cfg
+        meta = {
+            # Paths as the record may keep them (no path of this machine in results/).
+            "config": dict(cfg.to_dict(), data=portable_path(cfg.data), out=portable_path(cfg.out)),
+            "derived": derived,
+            "provenance": dict(provenance(world_size=world_size, devices=devices, dataset=dataset),
+                               comm=comm or {}),   # the backend as it ran (Comm.provenance)
+            "theory": corollary1(derived["total_steps"], derived["workers"], cfg.interval),
+        }
+        path = self.run_dir / "config.json"
+        if resumed_from is not None and path.exists():
+            old = read_json(path)
+            old.setdefault("resumes", []).append(
+                {"from_epoch": resumed_from, "provenance": meta["provenance"],
+                 "changed": resume_changes or {}})
+            meta = old
+        write_json_atomic(path, meta)

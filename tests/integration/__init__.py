@@ -1,0 +1,1 @@
+"""Real processes: horovodrun, torchrun, mpirun, the lab, sweeps, subprocess CLIs."""

@@ -1,0 +1,63 @@
+"""The captured step, the packed-sweep CLI, bad input, and the benchmark's code paths.
+
+CUDA-graph tests skip without a GPU (CI has none); they ran on an H100 (see README)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT, run_python
+
+
+def run_bench(*args, **kwargs):
+    """benchmarks/bench.py's run_bench (the benchmarks are scripts, outside the package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("prsgd_bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_bench(*args, **kwargs)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+TINY = ["-m", "prsgd.train", "--preset", "smoke", "--train-subset", "64", "--test-subset", "16",
+        "--batch-size", "8", "--max-steps", "3", "--progress", "false"]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--intervals", "1,4"], "--intervals"),                         # needs --backend packed
+    (["--backend", "packed", "--workers", "2", "--intervals", "0,4"], "--intervals"),
+    (["--backend", "packed", "--workers", "2", "--cuda-graph", "--device", "cpu"],
+     "--cuda-graph"),
+    (["--backend", "packed", "--workers", "2", "--precision", "fp16"], "--precision"),
+])
+def test_bad_flags_exit_2_naming_the_flag(args, flag, tmp_path):
+    proc = run_python([*TINY, "--out", str(tmp_path), *args], check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert flag in proc.stderr
+
+
+def test_cli_packed_sweep_writes_one_run_dir_per_interval(tmp_path):
+    proc = run_python([*TINY, "--backend", "packed", "--workers", "2", "--intervals", "1,2",
+                       "--out", str(tmp_path), "--run-id", "sw"], timeout=300)
+    assert "sw-I1" in proc.stdout and "sw-I2" in proc.stdout
+    rounds = {}
+    for interval in (1, 2):
+        d = tmp_path / f"sw-I{interval}"
+        meta = json.loads((d / "config.json").read_text())
+        assert meta["config"]["interval"] == interval and meta["config"]["intervals"] == []
+        rows = (d / "metrics.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        rounds[interval] = int(rows[-1].split(",")[header.index("rounds")])
+    assert rounds == {1: 3, 2: 1}   # 3 steps: every step vs after step 2
+
+
+def test_bench_runs_on_cpu_and_writes_json(tmp_path):
+    report = run_bench("cpu", steps=1, warmup=1, out=str(tmp_path), batch=2)
+    names = [r["variant"] for r in report["rows"]]
+    assert names == ["plain", "eager", "packed8-eager", "packed40-eager+avg"]
+    saved = json.loads(open(report["path"]).read())
+    assert saved["rows"][0]["ratio_to_plain"] == 1.0
+    assert all(r["images_per_s"] > 0 and r["ms_per_step"] > 0 for r in saved["rows"])
+    assert saved["rows"][-1]["replicas"] == 40

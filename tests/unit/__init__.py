@@ -1,0 +1,1 @@
+"""The fast tier: in-process tests, no launcher, no subprocess (make test-fast)."""

@@ -1,0 +1,95 @@
+"""Packed sweeps (`--intervals`: several runs in one process) survive interruption, and the sweep
+driver's `--pack` mode runs a seed's intervals as one such process.
+
+2 workers x 32-image shards / batch 4 = 8 steps per epoch; I = 3 and 5 do not divide 8, so the
+local models differ at every epoch boundary and a checkpoint must keep every replica.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import torch
+
+from conftest import ROOT
+from prsgd.core import config as config_mod
+from prsgd.records.results import load_sweep
+from prsgd.core.build import packed_run_id
+from prsgd.train import train_packed_sweep
+
+ARGS = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "--test-subset",
+        "16", "--batch-size", "4", "--epochs", "3", "--lr-milestones", "2", "--seed", "5",
+        "--backend", "packed", "--workers", "2", "--intervals", "3,5", "--checkpoint-every", "1",
+        "--progress", "false", "--device", "cpu"]
+
+
+def sweep(out, *extra, hooks=None):
+    cfg = config_mod.from_args([*ARGS, "--out", str(out), *extra])
+    return train_packed_sweep(cfg, hooks=hooks)
+
+
+def final_state(run_dir):
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    return ck, ck["ranks"][0]["flat"]
+
+
+def test_run_id_template():
+    assert packed_run_id("I{interval}-s0", 16) == "I16-s0"
+    assert packed_run_id("abc", 4) == "abc-I4"
+
+
+def test_committed_figure3_replots_from_its_run_directories(tmp_path):
+    """results/figure3's tables come from the run directories committed beside them."""
+    from prsgd.plots import figure3 as plot
+    sweep_dir = ROOT / "results" / "figure3" / "sweep"
+    # panel (b) and the modelled columns use the named calibration (results/README.md)
+    clock = ROOT / "results" / "wallclock" / "calibration" / "h100-pcie3-box.json"
+    written = plot.write_all(sweep_dir, tmp_path, clock=clock)
+    fresh = pd.read_csv(written["summary.csv"])
+    committed = pd.read_csv(ROOT / "results" / "figure3" / "summary.csv")
+    pd.testing.assert_frame_equal(fresh, committed)
+    assert list(fresh["interval"]) == [1, 4, 8, 16, 32] and set(fresh["epochs"]) == {300}
+    # One packed process: one shared clock, so no measured time ratio between intervals is
+    # claimed; the packed runs communicated nothing, so no comm seconds either.
+    assert plot.shared_clock(plot.select(load_sweep(sweep_dir)))
+    assert fresh["speedup_vs_I1"].isna().all() and fresh["comm_seconds"].isna().all()
+    assert "share one clock" in written["summary.md"].read_text()
+    # the modelled clock: fewer rounds, less time; and it says it is modelled
+    assert fresh["modelled_seconds"].is_monotonic_decreasing
+    assert "MODELLED" in written["summary.md"].read_text()
+
+
+def test_pack_jobs_and_outcomes():
+    from prsgd.experiments import sweep
+    spec = sweep.SweepSpec(intervals=[1, 4], seeds=[0, 1], backend="packed", pack=True, np=8)
+    todo = [r for r in spec.run_ids() if r[0] != "I1-s1"]    # I1-s1 finished earlier
+    assert sweep.jobs(spec, todo) == [[("I1-s0", 1, 0), ("I4-s0", 4, 0)], [("I4-s1", 4, 1)]]
+    cmd = sweep.pack_command(spec, ROOT / "runs", sweep.jobs(spec, todo)[0], resume=True)
+    assert cmd[cmd.index("--run-id") + 1] == "I{interval}-s0"
+    assert cmd[cmd.index("--intervals") + 1] == "1,4" and "--resume" in cmd
+    spec.pack = False
+    assert len(sweep.jobs(spec, todo)) == 3
+    # One packed run diverged: it is `diverged`, the run stopped with it `failed`.
+    msg = ("prsgd.train: diverged: training loss is nan in epoch 2 of run(s) I4-s0: first "
+           "non-finite loss at step 9 (worker 1 of I4-s0); the run stopped at step 16")
+    out = {rid: status for rid, status, _ in sweep.run_outcomes(["I1-s0", "I4-s0"], True, msg)}
+    assert out == {"I1-s0": "failed", "I4-s0": "diverged"}
+    assert {s for _, s, _ in sweep.run_outcomes(["I1-s0", "I4-s0"], False, "boom")} == {"failed"}
+
+
+def as_if_killed(cut_runs, whole_runs) -> None:
+    """The records a pack killed after its epoch-1 checkpoint leaves: the config in the checkpoint
+    and in each config.json is the full pack's (no --max-steps), and the status still `running`
+    (a --max-steps run ends `done`, and resume refuses any change of config)."""
+    ckpt = cut_runs / "I2-s0" / "checkpoint.pt"
+    ck = torch.load(ckpt, weights_only=True)
+    ck["config"] = torch.load(whole_runs / "I2-s0" / "checkpoint.pt", weights_only=True)["config"]
+    torch.save(ck, ckpt)
+    for rid in ("I2-s0", "I3-s0"):
+        meta, full = (json.loads((d / rid / "config.json").read_text())
+                      for d in (cut_runs, whole_runs))
+        meta["config"], meta["derived"] = dict(full["config"], out=meta["config"]["out"]), \
+            full["derived"]
+        (cut_runs / rid / "config.json").write_text(json.dumps(meta))
+        status = json.loads((cut_runs / rid / "status.json").read_text())
+        (cut_runs / rid / "status.json").write_text(json.dumps(dict(status, status="running")))
