@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 
 from prsgd.core import config as config_mod  # noqa: E402
-from prsgd.train import Trainer  # noqa: E402
+from prsgd.core.loop import Trainer  # noqa: E402
 
 
 def final_state(args):

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import pandas as pd  # noqa: E402
 
 from prsgd.plots.clock import lab_note  # noqa: E402
-from prsgd.records.results import find_runs, load_run  # noqa: E402
+from prsgd.records.results import load_run  # noqa: E402
+from prsgd.records.rundir import find_runs  # noqa: E402
 
 
 def load_samples(path: Path) -> list[tuple[datetime, float]]:

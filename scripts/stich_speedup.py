@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prsgd.experiments import stich  # noqa: E402
 from prsgd.plots.theory import plot_speedup  # noqa: E402
-from prsgd.records.results import provenance, write_json_atomic  # noqa: E402
+from prsgd.records.results import provenance  # noqa: E402
+from prsgd.records.rundir import write_json_atomic  # noqa: E402
 
 
 def ints(text: str) -> tuple[int, ...]:

@@ -55,7 +55,7 @@ class StopAt:
     def after_step(self, trainer, step, events):
         if step == self.step:
             import signal
-            from prsgd.records.checkpoint import Interrupted
+            from prsgd.records.lifecycle import Interrupted
             raise Interrupted(signal.SIGTERM)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from prsgd.core import config as config_mod
 from prsgd.backends.horovod import init_horovod
-from prsgd.train import Trainer
+from prsgd.core.loop import Trainer
 
 
 # Tiny ResNet20 runs on batches of 4 are chaotic: rounding differences of 1e-7 grow ~100x per

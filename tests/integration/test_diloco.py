@@ -17,7 +17,8 @@ import torch
 
 from conftest import StopAt, horovodrun, load_ckpt, metric_frame, replica_rows
 from prsgd.core import config as config_mod
-from prsgd.records.checkpoint import Interrupted, save_atomic
+from prsgd.records.lifecycle import Interrupted
+from prsgd.records.state import save_checkpoint as save_atomic
 from prsgd.core.flat import FlatModel
 from prsgd.core.models import ResNet20
 from prsgd.train import run

@@ -27,7 +27,7 @@ def test_unreachable_host_stops_the_sweep_before_any_run(tmp_path):
 
 
 def test_manifest_records_the_launch(tmp_path):
-    from prsgd.experiments.sweep import Manifest
+    from prsgd.experiments.manifest import Manifest
     s = spec("--np", "2", "--hosts", "a:1,b:1", "--network-interface", "labnet")
     Manifest(tmp_path, s).save()
     launch = json.loads((tmp_path / "manifest.json").read_text())["spec"]["launch"]

@@ -15,7 +15,7 @@ import torch
 
 from conftest import StopAt, horovodrun, load_ckpt, metric_frame, replica_rows, run_python
 from prsgd.core import config as config_mod
-from prsgd.records.checkpoint import Interrupted
+from prsgd.records.lifecycle import Interrupted
 from prsgd.train import run
 
 HETERO = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",

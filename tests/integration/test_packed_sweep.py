@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT, StopAt, metric_frame, run_python
 from prsgd.core import config as config_mod
-from prsgd.records.checkpoint import Interrupted
+from prsgd.records.lifecycle import Interrupted
 from prsgd.records.results import load_sweep
 from prsgd.train import train_packed_sweep
 
@@ -164,13 +164,15 @@ def test_sweep_driver_resumes_an_interrupted_pack(tmp_path):
     # The interrupted sweep: its manifest says running, the pack got through epoch 1 only.
     cut = tmp_path / "cut"
     from prsgd.experiments import sweep as sweep_mod
+    from prsgd.experiments.manifest import Manifest
+    from prsgd.experiments.spec import job_command
     spec = sweep_mod.SweepSpec(intervals=[2, 3], seeds=[0], np=2, backend="packed", pack=True,
                                train_args=[*sweep_mod.data_args("synthetic"), *train])
-    manifest = sweep_mod.Manifest(cut, spec)
+    manifest = Manifest(cut, spec)
     for rid in ("I2-s0", "I3-s0"):
         manifest.update(rid, status="running", pack=[2, 3])
     job = [("I2-s0", 2, 0), ("I3-s0", 3, 0)]
-    cmd = sweep_mod.pack_command(spec, cut / "runs", job, resume=False)
+    cmd = job_command(spec, cut / "runs", job, resume=False)
     run_python([*cmd[1:], "--max-steps", "8"], timeout=600)     # 8 steps = epoch 1 of 2
     assert len(pd.read_csv(cut / "runs" / "I2-s0" / "metrics.csv")) == 1
     as_if_killed(cut / "runs", tmp_path / "whole" / "runs")

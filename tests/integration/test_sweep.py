@@ -20,6 +20,7 @@ import pytest
 
 from conftest import ROOT, run_python, subprocess_env
 from prsgd.experiments import sweep
+from prsgd.experiments.manifest import Manifest
 from prsgd.records.results import load_sweep
 
 # 2 workers x 64 images, batch 8: 8 local steps per epoch; --max-steps 10 makes T = 10.
@@ -192,10 +193,10 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 # --- argument checks and helpers (no processes) --------------------------------------------------
 def test_changed_sweep_settings_are_refused_on_rerun(tmp_path):
     spec = sweep.SweepSpec(intervals=[1], np=2, train_args=["--epochs", "1"])
-    sweep.Manifest(tmp_path, spec).save()
-    sweep.Manifest(tmp_path, sweep.SweepSpec(intervals=[1, 4], np=2, train_args=["--epochs", "1"]))
+    Manifest(tmp_path, spec).save()
+    Manifest(tmp_path, sweep.SweepSpec(intervals=[1, 4], np=2, train_args=["--epochs", "1"]))
     with pytest.raises(sweep.SweepError, match="np=2, not 4"):
-        sweep.Manifest(tmp_path, sweep.SweepSpec(intervals=[1], np=4, train_args=["--epochs", "1"]))
+        Manifest(tmp_path, sweep.SweepSpec(intervals=[1], np=4, train_args=["--epochs", "1"]))
 
 
 # --- 4. the notebook -----------------------------------------------------------------------------

@@ -64,9 +64,9 @@ PACKED = ["-m", "prsgd.train", "--preset", "smoke", "--backend", "packed", "--wo
 
 
 def test_checkpoint_loads_with_weights_only_and_write_is_atomic(tmp_path):
-    from prsgd.records import checkpoint
+    from prsgd.records import state as checkpoint
     path = tmp_path / "checkpoint.pt"
-    checkpoint.save_atomic({"format": 1, "x": torch.arange(3)}, path)
+    checkpoint.save_checkpoint({"format": 1, "x": torch.arange(3)}, path)
     # A crash while writing the next one leaves only the temporary file: the old one stands.
     (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(3))

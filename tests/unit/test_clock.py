@@ -142,9 +142,9 @@ def test_a_flat_link_fits_alpha_only_when_asked():
 def test_compute_calibration_times_first_epoch_steps():
     """calibrate-compute's synthetic set holds every timed step of every replica in one epoch
     (looping over a few images timed 12-15 % slow steps on a CPU)."""
-    from prsgd.data import dataset as data_mod
+    from prsgd.data import plan as data_mod_plan
     from prsgd.clock.calibrate import calibration_images
     for steps, batch, replicas in ((23, 32, 1), (205, 32, 1), (23, 32, 8), (2, 4, 1)):
         n = calibration_images(steps, batch, replicas)
-        assert data_mod.steps_per_epoch(n, replicas, batch) >= steps
+        assert data_mod_plan.steps_per_epoch(n, replicas, batch) >= steps
     assert calibration_images(10_000, 32, 8) == 50_000      # capped at CIFAR-10's size

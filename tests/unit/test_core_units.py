@@ -9,6 +9,8 @@ import torch
 from conftest import ROOT
 from prsgd.core import config
 from prsgd.data import dataset as data
+from prsgd.data import plan as data_plan
+from prsgd.data import sources as data_sources
 from prsgd.core import models
 from prsgd.core.flat import FlatModel
 
@@ -61,21 +63,21 @@ def test_flat_model_views_share_memory_and_sgd_matches_torch():
 
 
 def test_shards_are_disjoint_cover_and_follow_distributed_sampler():
-    perm = data.epoch_permutation(103, seed=4, epoch=2)
-    shards = [data.shard(perm, w, 4) for w in range(4)]
+    perm = data_plan.epoch_permutation(103, seed=4, epoch=2)
+    shards = [data_plan.shard(perm, w, 4) for w in range(4)]
     assert all(len(s) == 26 for s in shards)
     assert set(torch.cat(shards).tolist()) == set(range(103))
     # Only DistributedSampler's wrap-around padding repeats samples: 4*26 - 103 = 1.
     assert len(torch.cat(shards)) - len(set(torch.cat(shards).tolist())) == 1
     sampler = torch.utils.data.DistributedSampler(range(103), num_replicas=4, rank=2,
                                                   shuffle=False)
-    assert list(sampler) == data.shard(torch.arange(103), 2, 4).tolist()
-    assert not torch.equal(perm, data.epoch_permutation(103, seed=4, epoch=3))
+    assert list(sampler) == data_plan.shard(torch.arange(103), 2, 4).tolist()
+    assert not torch.equal(perm, data_plan.epoch_permutation(103, seed=4, epoch=3))
 
 
 def test_device_augmentation_is_crop_of_zero_padding_then_flip():
     imgs = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    dd = data.DeviceData(imgs, torch.arange(5), torch.device("cpu"))
+    dd = data_plan.DeviceData(imgs, torch.arange(5), torch.device("cpu"))
     index = torch.tensor([[0, 3], [4, 1]])        # 2 workers, batch 2
     oy, ox = torch.tensor([[0, 8], [4, 2]]), torch.tensor([[8, 0], [4, 7]])
     flip = torch.tensor([[False, True], [True, False]])
@@ -89,7 +91,7 @@ def test_device_augmentation_is_crop_of_zero_padding_then_flip():
             if flip[w, b]:
                 want = want.flip(-1)
             got = x[b, 3 * w:3 * w + 3]
-            assert torch.allclose(got, data.normalize(want[None])[0])
+            assert torch.allclose(got, data_plan.normalize(want[None])[0])
 
 
 def _write_imagefolder_zip(path, per_class=2):
@@ -152,7 +154,7 @@ def test_environment_yml_names_the_pyproject_dependencies():
 def test_official_cifar_folder_with_wrong_files_is_refused(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    for name in data.CIFAR_BATCH_MD5:
+    for name in data_sources.CIFAR_BATCH_MD5:
         (folder / name).write_bytes(b"not the official file")
     with pytest.raises(data.DataError, match="md5 mismatch"):
         data.load("cifar10", str(folder))

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from helpers import bad_inputs
-from prsgd.data import dataset as data
+from prsgd.data import sources as data_sources
 from prsgd.train import main
 
 
@@ -28,7 +28,7 @@ def test_small_zip_valid_then_one_byte_changed_then_truncated(tmp_path, monkeypa
     z = tmp_path / "ok" / "data.zip"
     bad_inputs.make_zip(z)
     monkeypatch.setenv("PRSGD_CACHE", str(tmp_path / "cache"))
-    assert len(data.imagefolder(str(z)).train_y) == 20      # the intact copy loads
+    assert len(data_sources.imagefolder(str(z)).train_y) == 20      # the intact copy loads
     one = tmp_path / "one" / "data.zip"
     one.parent.mkdir()
     shutil.copy(z, one)

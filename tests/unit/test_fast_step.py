@@ -27,7 +27,7 @@ TINY = ["-m", "prsgd.train", "--preset", "smoke", "--train-subset", "64", "--tes
 @cuda
 def test_graph_step_equals_eager_step(tmp_path):
     from prsgd.core import config as config_mod
-    from prsgd.train import Trainer
+    from prsgd.core.loop import Trainer
 
     def final(extra):
         cfg = config_mod.from_args(["--preset", "smoke", "--backend", "packed", "--workers", "2",

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from prsgd.launch import hosts
-from prsgd.experiments.sweep import SweepError, build_parser, spec_from_args, train_command
+from prsgd.experiments.spec import job_command
+from prsgd.experiments.sweep import SweepError, build_parser, spec_from_args
 
 
 def spec(*argv, train=("--preset", "smoke")):
@@ -17,13 +18,13 @@ def spec(*argv, train=("--preset", "smoke")):
 def test_hosts_and_interface_reach_horovodrun(tmp_path):
     s = spec("--np", "4", "--hosts", "a:2,b:2", "--network-interface", "labnet",
              "--gloo-timeout-seconds", "30", "--horovodrun-args=--disable-cache")
-    cmd = train_command(s, tmp_path, "I4-s0", 4, 0, resume=False)
+    cmd = job_command(s, tmp_path, [("I4-s0", 4, 0)], resume=False)
     py = cmd.index(sys.executable)
     assert cmd[1:py] == ["-np", "4", "--gloo", "-H", "a:2,b:2", "--network-interface", "labnet",
                          "--gloo-timeout-seconds", "30", "--disable-cache"]
     assert "--hosts" not in cmd[py:]            # launcher flags never reach the trainer
     # Without hosts the command is what it always was.
-    plain = train_command(spec("--np", "2"), tmp_path, "I4-s0", 4, 0, resume=False)
+    plain = job_command(spec("--np", "2"), tmp_path, [("I4-s0", 4, 0)], resume=False)
     assert plain[1:plain.index(sys.executable)] == ["-np", "2", "--gloo"]
 
 
@@ -33,9 +34,9 @@ def test_hostfile(tmp_path):
     assert hosts.parse_hostfile(str(f)) == [("lab-n1", 2), ("lab-n2", 2)]
     s = spec("--np", "4", "--hostfile", str(f))
     assert s.launch["hostfile"] == str(f.resolve())
-    cmd = train_command(s, tmp_path, "I1-s0", 1, 0, resume=False)
+    cmd = job_command(s, tmp_path, [("I1-s0", 1, 0)], resume=False)
     assert cmd[cmd.index("--hostfile") + 1] == str(f.resolve())
-    from prsgd.experiments.sweep import portable_spec     # the manifest holds no machine path
+    from prsgd.experiments.manifest import portable_spec     # the manifest holds no machine path
     assert portable_spec(s)["launch"]["hostfile"] == "hosts.txt"
 
 

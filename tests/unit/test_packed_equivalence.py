@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from prsgd.data import dataset as D
+from prsgd.data import plan as D_plan
+from prsgd.data import sources as D_sources
 from prsgd.core.flat import FlatModel
 from prsgd.core.models import ResNet20, tile_state
 
@@ -46,9 +47,9 @@ def test_first_step_agrees_in_fp32():
     singles = [ResNet20(1) for _ in range(2)]
     for m in singles:
         m.load_state_dict(sd)
-    ds = D.synthetic(128, 16, 3)
-    dd = D.DeviceData(ds.train_x, ds.train_y, torch.device("cpu"))
-    plan = D.epoch_plan(128, [0, 1], 2, 8, 3, 0)
+    ds = D_sources.synthetic(128, 16, 3)
+    dd = D_plan.DeviceData(ds.train_x, ds.train_y, torch.device("cpu"))
+    plan = D_plan.epoch_plan(128, [0, 1], 2, 8, 3, 0)
     x, y = dd.batch(plan.index[:, 0], plan.oy[:, 0], plan.ox[:, 0], plan.flip[:, 0])
     fms = [FlatModel(packed, 2)] + [FlatModel(m, 1) for m in singles]
     for fm, inp, tgt, n in ((fms[0], x, y, 2), (fms[1], x[:, :3], y[:, :1], 1),

@@ -19,8 +19,9 @@ import pytest
 from helpers import bad_inputs
 from prsgd.core import config as config_mod
 from prsgd.data import dataset as data
+from prsgd.data import sources as data_sources
 from prsgd.plots import figure3 as plot
-from prsgd.records import results
+from prsgd.records import results, rundir
 from prsgd.train import main
 
 BASE = bad_inputs.BASE
@@ -56,7 +57,7 @@ def test_resume_differences_compares_every_field_and_allows_only_operational_one
 # --- strict JSON ---------------------------------------------------------------------------------
 def test_records_are_strict_json(tmp_path):
     with pytest.raises(ValueError):
-        results.write_json_atomic(tmp_path / "x.json", {"lr": float("nan")})
+        rundir.write_json_atomic(tmp_path / "x.json", {"lr": float("nan")})
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(config_mod.ConfigError, match="--lr: must be a finite number"):
         config_mod.from_args(["--lr", "nan"]).validate()
@@ -71,22 +72,27 @@ def test_a_users_zips_named_train_and_test_are_not_held_to_the_shared_hash(tmp_p
     mine = tmp_path / "mine"
     for split in ("train", "test"):
         bad_inputs.make_zip(mine / f"{split}.zip")
-    ds = data.imagefolder(str(mine))
+    ds = data_sources.imagefolder(str(mine))
     assert ds.name == "imagefolder" and len(ds.train_y) == 20   # loads; not "cifar10-jpeg-q75"
     # A folder whose README says it is the shared copy is held to the known hash.
-    (mine / "README.md").write_text("train.zip " + data.KNOWN_SHA256["train.zip"] + "\n")
+    (mine / "README.md").write_text("train.zip " + data_sources.KNOWN_SHA256["train.zip"] + "\n")
     with pytest.raises(data.DataError, match="train.zip: sha256 differs from the known copy"):
-        data.imagefolder(str(mine))
+        data_sources.imagefolder(str(mine))
 
 
 # --- metrics.csv torn by a kill -----------------------------------------------------------------
-HEADER = ",".join(results.METRIC_COLUMNS)
+# The committed layout of metrics.csv (results/ must keep loading): the trainer's row keys.
+METRIC_COLUMNS = ("epoch", "step", "train_seconds", "train_loss", "train_acc", "lr", "rounds",
+                  "rounds_local", "bytes", "compute_seconds", "comm_seconds", "test_loss",
+                  "test_acc", "full_train_loss", "bytes_local", "comm_seconds_local",
+                  "worker_steps")
+HEADER = ",".join(METRIC_COLUMNS)
 
 
 def row(epoch: int, loss: str = "0.5") -> str:
     vals = {"epoch": str(epoch), "step": str(4 * epoch), "train_seconds": "1.5",
             "train_loss": loss, "train_acc": "0.25", "lr": "0.1"}
-    return ",".join(vals.get(c, "") for c in results.METRIC_COLUMNS)
+    return ",".join(vals.get(c, "") for c in METRIC_COLUMNS)
 
 
 def run_dir_with(tmp_path: Path, lines: list[str]) -> Path:

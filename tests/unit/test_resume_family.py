@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from prsgd.records import checkpoint
+from prsgd.records import policy
 from prsgd.core.flat import FlatModel
 from prsgd.core.config import preset
 from prsgd.core.models import ResNet20
@@ -90,10 +90,8 @@ def test_rounds_log_goes_with_a_start_over_and_a_restart(tmp_path):
                  run_id="r")
     d = tmp_path / "r"
 
-    def checkpointer():
-        return checkpoint.Checkpointer(
-            cfg=cfg, comm=SimpleNamespace(rank=0), runs=[SimpleNamespace(run_dir=d)], parts={},
-            loop=None, workers=2, dataset=SimpleNamespace(checksum="0" * 64), num_epochs=1)
+    def decide():
+        return policy.open_run_dirs(cfg, [d], 2, SimpleNamespace(checksum="0" * 64))[0]
 
     def killed_before_its_first_checkpoint():
         d.mkdir(exist_ok=True)
@@ -105,10 +103,10 @@ def test_rounds_log_goes_with_a_start_over_and_a_restart(tmp_path):
 
     killed_before_its_first_checkpoint()
     cfg.resume = True
-    assert checkpointer()._decide() is None
+    assert decide() is None
     assert not (d / "rounds.jsonl").exists() and not (d / "metrics.csv").exists()
 
     killed_before_its_first_checkpoint()
     cfg.resume, cfg.restart = False, True
-    assert checkpointer()._decide() is None
+    assert decide() is None
     assert list(d.iterdir()) == []

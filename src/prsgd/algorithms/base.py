@@ -47,7 +47,7 @@ class LoopState:
     worker_steps: int = 0
     worker_step_counts: list = field(default_factory=list)
     per_worker: bool = False   # keep worker_step_counts (only when workers step unequally)
-    last_step_at: float = 0.0  # time.monotonic() of the last step's start (see checkpoint.guard)
+    last_step_at: float = 0.0  # time.monotonic() of the last step's start (see RunLifecycle.guard)
 
     def advance(self, active: list[bool] | None) -> None:
         """One iteration of the loop: every active local worker made one step."""

@@ -8,15 +8,14 @@ Reported epochs are counted in rounds, which every worker shares (not in local s
 """
 from __future__ import annotations
 
-import json
 import math
 
 import torch
 
 from prsgd.core.schedule import Heterogeneous
+from prsgd.records import rundir
 from .base import Algorithm, Option, bad
 
-ROUNDS = "rounds.jsonl"   # each round's steps per worker, appended once per epoch
 
 
 class Hetero(Algorithm):
@@ -88,10 +87,9 @@ class Hetero(Algorithm):
         table = run.comm.gather_rows(mine).tolist()    # (workers, rounds)
         first = loop.rounds_done - len(self._round_steps)
         if run.is_writer:
-            with open(run.run_dir / ROUNDS, "a") as f:
-                for r in range(len(self._round_steps)):
-                    f.write(json.dumps({"round": first + r + 1, "epoch": loop.epoch + 1,
-                                        "steps": [row[r] for row in table]}) + "\n")
+            rundir.append_rounds(run.run_dir, [
+                {"round": first + r + 1, "epoch": loop.epoch + 1,
+                 "steps": [row[r] for row in table]} for r in range(len(self._round_steps))])
         self._round_steps = []
 
     @property

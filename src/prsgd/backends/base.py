@@ -156,6 +156,12 @@ class Comm(ABC):
     def shutdown(self) -> None:
         """Release the backend at the end of the process (default: nothing)."""
 
+    def stopped_by_peer(self, error: BaseException, last_step_at: float) -> bool:
+        """Whether `error`, raised in a collective, means a peer rank was stopped (a signal, its
+        launcher ending the job) rather than broken: the run is then `interrupted`, not
+        `failed`. Only a backend can tell; by default nothing is."""
+        return False
+
     def provenance(self) -> dict:
         """What config.json's provenance records about the backend (`comm`); default its name."""
         return {"backend": self.name}

@@ -3,6 +3,7 @@ group's process set (Gloo, MPI or NCCL underneath, whatever Horovod was built wi
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -59,6 +60,22 @@ class HorovodComm(Comm):
         self = cls(init_horovod(dynamic_groups, device_type, comm=comm))
         self.device_type = device_type
         return self
+
+    def stopped_by_peer(self, error: BaseException, last_step_at: float) -> bool:
+        """Horovod's error on the ranks left when a peer rank exits (a signal to that rank, or
+        horovodrun ending the job): the job was stopped, not broken. The error carries no cause,
+        so the wait tells the two apart: a peer that exited breaks the collective at once, while
+        a peer or link that stopped answering (a cut cable, a hung node) ends it only after
+        Gloo's timeout (HOROVOD_GLOO_TIMEOUT_SECONDS, set by horovodrun; 30 s by default): that
+        is a failure."""
+        if error.__class__.__name__ != "HorovodInternalError":
+            return False
+        try:
+            timeout = float(os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS", 30))
+        except ValueError:
+            timeout = 30.0
+        waited = time.monotonic() - last_step_at if last_step_at else 0.0
+        return waited < 0.9 * timeout
 
     def provenance(self) -> dict:
         """The backend as it ran: Horovod's build flags and the path a tensor's allreduce took

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from prsgd.records import rundir
+
 KIND = "prsgd-clock-calibration"
 RESNET20_BUFFER = 271_098 * 4          # bytes of one ResNet20 averaging round (params + BN stats)
 DEFAULT_SIZES = (4096, 65536, 262144, RESNET20_BUFFER, 2 * RESNET20_BUFFER)
@@ -91,9 +93,7 @@ def _under_horovod() -> bool:
 def _write(path: str, doc: dict) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out)
+    rundir.write_text_atomic(out, json.dumps(doc, indent=2) + "\n")
     print(out)
 
 
@@ -110,12 +110,13 @@ def time_steps(*, device, batch: int, precision: str, channels_last: bool, cuda_
                steps: int, warmup: int, replicas: int = 1, hvd=None) -> float:
     """Mean seconds of one StepRunner step of `replicas` packed workers (the trainer's code)."""
     import torch
-    from prsgd.data import dataset as data_mod
+    from prsgd.data import plan as data_mod_plan
+    from prsgd.data import sources as data_mod_sources
     from prsgd.core.flat import FlatModel
     from prsgd.core.models import ResNet20, tile_state
     from prsgd.core.step import DTYPES, StepRunner
-    ds = data_mod.synthetic(calibration_images(steps + warmup, batch, replicas), 16, 0)
-    images = data_mod.DeviceData(ds.train_x, ds.train_y, device)
+    ds = data_mod_sources.synthetic(calibration_images(steps + warmup, batch, replicas), 16, 0)
+    images = data_mod_plan.DeviceData(ds.train_x, ds.train_y, device)
     torch.manual_seed(0)
     model = ResNet20(replicas=replicas)
     model.load_state_dict(tile_state(ResNet20(1).state_dict(), replicas))
@@ -127,11 +128,11 @@ def time_steps(*, device, batch: int, precision: str, channels_last: bool, cuda_
                         weight_decay=1e-4, channels_last=channels_last, cuda_graph=cuda_graph,
                         device=device)
     runner.set_lr(0.1)
-    per_epoch = data_mod.steps_per_epoch(len(ds.train_y), replicas, batch)
+    per_epoch = data_mod_plan.steps_per_epoch(len(ds.train_y), replicas, batch)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     done, epoch, t0 = 0, 0, None
     while done < warmup + steps:
-        plan = data_mod.epoch_plan(len(ds.train_y), list(range(replicas)), replicas, batch, 0,
+        plan = data_mod_plan.epoch_plan(len(ds.train_y), list(range(replicas)), replicas, batch, 0,
                                    epoch).to(device)
         runner.begin_epoch(plan)
         for s in range(per_epoch):
@@ -150,7 +151,7 @@ def time_steps(*, device, batch: int, precision: str, channels_last: bool, cuda_
 
 
 def _like(run_dir: str) -> dict:
-    meta = json.loads((Path(run_dir) / "config.json").read_text())
+    meta = rundir.read_config(run_dir)
     c = meta["config"]
     return {"batch": c.get("batch_size", 32), "precision": c.get("precision", "fp32"),
             "channels_last": bool(c.get("channels_last")), "cuda_graph": bool(c.get("cuda_graph"))}

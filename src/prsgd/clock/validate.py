@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 
 from prsgd.clock.model import Calibration, CalibrationError, model_run
 from prsgd.plots.figure3 import plain_log_labels
-from prsgd.records.results import find_runs, load_run
+from prsgd.records.results import load_run
+from prsgd.records.rundir import find_runs
 
 TOLERANCE = 0.15
 

@@ -1,4 +1,4 @@
-"""Config -> the parts of a run on this process. Nothing here trains; `train.Trainer` runs them.
+"""Config -> the parts of a run on this process. Nothing here trains; `core.loop.Trainer` runs them.
 
 Order matters only where a part needs another: the backend first (it decides N, the rank and the
 device), then the data (rank 0 fills the cache first), the model and its flat buffer (the same
@@ -15,9 +15,13 @@ from pathlib import Path
 import torch
 
 from prsgd.data import dataset as data_mod
+
+from prsgd.data import plan as data_mod_plan
 from prsgd.algorithms import REGISTRY, LoopState, algorithm_class
 from prsgd.backends import make_comm
-from prsgd.records.checkpoint import Checkpointer, ListState, RngState
+from prsgd.records.checkpoint import Checkpointer
+from prsgd.records.lifecycle import RunLifecycle
+from prsgd.records.state import ListState, RngState
 from prsgd.core.flat import FlatModel
 from prsgd.core.config import Config, ConfigError
 from prsgd.core.diagnostics import Diagnostics
@@ -95,6 +99,7 @@ class Parts:
     total_steps: int
     slowdown: float
     checkpoint: Checkpointer
+    lifecycle: RunLifecycle      # status.json and the guard around the loop
 
 
 def _launch(cfg: Config, backend_comm=None):
@@ -180,7 +185,7 @@ def _local_steps(cfg: Config, dataset, model, fm, comm, first, *, N, spe, runs, 
     """The local step: images on the device, each worker's batches, the StepRunner. Eager
     steps call `runner.update`; with --cuda-graph the whole step (batch, forward, backward,
     SGD) is one graph of the same arithmetic, so the flag changes the speed, never the weights."""
-    holder = data_mod.DeviceData if cfg.model == "resnet20" else FeatureData
+    holder = data_mod_plan.DeviceData if cfg.model == "resnet20" else FeatureData
     images = holder(dataset.train_x, dataset.train_y, device)
     feed = Feed(images, num_samples=len(dataset.train_y), workers=comm.workers, num_workers=N,
                 batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
@@ -207,10 +212,10 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     comm.timed = not cfg.cuda_graph
     dataset = _load_data(cfg, comm)
     M = len(dataset.train_y)
-    if data_mod.shard_size(M, N) < cfg.batch_size:
+    if data_mod_plan.shard_size(M, N) < cfg.batch_size:
         raise ConfigError(f"--batch-size: {cfg.batch_size} is larger than a worker's shard "
-                          f"({data_mod.shard_size(M, N)} = {M} images / {N} workers)")
-    spe = data_mod.steps_per_epoch(M, N, cfg.batch_size)
+                          f"({data_mod_plan.shard_size(M, N)} = {M} images / {N} workers)")
+    spe = data_mod_plan.steps_per_epoch(M, N, cfg.batch_size)
     total_steps = min(cfg.epochs * spe, cfg.max_steps or cfg.epochs * spe)
 
     # Model: every worker starts from the same weights (seeded, then broadcast from rank 0).
@@ -240,7 +245,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     # Refuses a directory holding another run; --restart clears it; --resume restores state.
     # (Packed sweeps: one checkpoint of all runs, in the first run's directory.)
     checkpoint = Checkpointer(cfg=cfg, comm=comm, runs=runs, parts=stateful, loop=loop,
-                              workers=N, dataset=dataset, num_epochs=first.algorithm.num_epochs)
+                              workers=N, dataset=dataset)
     resumed = checkpoint.prepare()
     derived = {"workers": N, "steps_per_epoch": spe, "total_steps": total_steps,
                "global_batch": N * cfg.batch_size,
@@ -258,4 +263,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
                  eval_model=eval_model, eval_fm=eval_fm, loop=loop, steps_per_epoch=spe,
                  total_steps=total_steps,
                  slowdown=cfg.slowdown[comm.rank] if cfg.slowdown else 1.0,
-                 checkpoint=checkpoint)
+                 checkpoint=checkpoint,
+                 lifecycle=RunLifecycle(comm=comm, run_dirs=checkpoint.run_dirs, loop=loop,
+                                        num_epochs=first.algorithm.num_epochs,
+                                        checkpoint=checkpoint))

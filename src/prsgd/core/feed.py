@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from prsgd.data import dataset as data_mod
+from prsgd.data import plan as data_mod_plan
 
 
 class Feed:
@@ -19,12 +19,12 @@ class Feed:
         self.images, self.M, self.workers, self.N = images, num_samples, workers, num_workers
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
         self.spe, self.runs, self.device = steps_per_epoch, runs, device
-        self._plans: dict[int, data_mod.EpochPlan] = {}
+        self._plans: dict[int, data_mod_plan.EpochPlan] = {}
         self.batch_index = None   # which samples each worker used last (for tests)
 
-    def plan(self, data_epoch: int) -> data_mod.EpochPlan:
+    def plan(self, data_epoch: int) -> data_mod_plan.EpochPlan:
         if data_epoch not in self._plans:
-            self._plans[data_epoch] = data_mod.epoch_plan(
+            self._plans[data_epoch] = data_mod_plan.epoch_plan(
                 self.M, self.workers, self.N, self.batch_size, self.seed, data_epoch,
                 self.augment).to(self.device)
         return self._plans[data_epoch]

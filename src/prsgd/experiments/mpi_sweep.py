@@ -22,7 +22,9 @@ import traceback
 
 from pathlib import Path
 
-from prsgd.experiments.sweep import MANAGED_FLAGS, Manifest, SweepError, SweepSpec, run_id
+from prsgd.experiments.manifest import Manifest
+from prsgd.experiments.spec import SweepError, SweepSpec, refuse_managed, run_id
+from prsgd.records import rundir
 
 STATUS = {0: "done", 3: "diverged"}   # prsgd.train's exit codes; any other is "failed"
 
@@ -42,12 +44,17 @@ def groups(world: int, intervals: list[int]) -> list[list[int]]:
     return [list(range(i * size, (i + 1) * size)) for i in range(k)]
 
 
+def own_args(interval: int, seed: int, out: str) -> list[str]:
+    """The trainer flags mpi_sweep sets for a group (and so refuses in the training arguments)."""
+    return ["--out", out, "--run-id", run_id(interval, seed), "--interval", str(interval),
+            "--seed", str(seed), "--backend", "horovod"]
+
+
 def train_args_for(interval: int, seed: int, out: str, train_args: list[str]) -> list[str]:
-    for a in train_args:
-        if a.split("=")[0] in MANAGED_FLAGS:
-            raise MpiSweepError(f"{a}: mpi_sweep sets {', '.join(MANAGED_FLAGS)} itself")
-    return [*train_args, "--out", out, "--run-id", run_id(interval, seed),
-            "--interval", str(interval), "--seed", str(seed)]
+    own = own_args(interval, seed, out)
+    managed = [a for a in own if a.startswith("--")] + ["--intervals", "--resume", "--restart"]
+    refuse_managed(train_args, managed, "", error=MpiSweepError)
+    return [*train_args, *own]
 
 
 def parse(argv: list[str]):
@@ -77,7 +84,7 @@ def main(argv=None) -> int:
         blocks = groups(world.Get_size(), a.intervals)
         color = next(k for k, b in enumerate(blocks) if rank in b)
         interval = a.intervals[color]
-        args = train_args_for(interval, a.seed, str(Path(a.out) / "runs"), train_args)
+        args = train_args_for(interval, a.seed, str(rundir.runs_dir(a.out)), train_args)
     except MpiSweepError as e:
         if rank == 0:
             print(f"mpi_sweep: error: {e}", file=sys.stderr)
@@ -108,25 +115,26 @@ def main(argv=None) -> int:
                             exit_code=max(codes))
             print(f"mpi_sweep: interval {i}: {len(blocks[0])} ranks, "
                   f"{'done' if codes == [0] else 'exit ' + ','.join(map(str, codes))} -> "
-                  f"{Path(a.out) / 'runs' / run_id(i, a.seed)}", flush=True)
+                  f"{rundir.runs_dir(a.out) / run_id(i, a.seed)}", flush=True)
     return max(c for _, _, c in outcomes) if rank == 0 else rc
 
 
 def _train(args: list[str], comm) -> int:
     """prsgd.train's main() for one group, on its communicator (same exit codes)."""
-    from prsgd.records import checkpoint as checkpoint_mod
+    from prsgd.records.lifecycle import Interrupted
     from prsgd.core import config as config_mod
     from prsgd.data import dataset as data_mod
     from prsgd import train
+    from prsgd.core.divergence import Diverged
     try:
         train.run(config_mod.from_args(args), comm=comm)
     except (config_mod.ConfigError, data_mod.DataError) as e:
         print(f"prsgd.train: error: {e}", file=sys.stderr)
         return 2
-    except train.Diverged as e:
+    except Diverged as e:
         print(f"prsgd.train: diverged: {e}", file=sys.stderr)
         return 3
-    except checkpoint_mod.Interrupted as e:
+    except Interrupted as e:
         print(f"prsgd.train: {e}", file=sys.stderr)
         return e.exit_code
     except Exception:  # noqa: BLE001 - reported through the gather; its group's peers fail too

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from prsgd.core import config as config_mod
 from prsgd.data import dataset as data_mod
+from prsgd.data import plan as data_mod_plan
 
 
 def objective(params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
@@ -100,9 +101,9 @@ class Setup:
 
 
 def run_one(setup: Setup, workers: int, interval: int, x, y, f_star: float) -> dict:
-    from prsgd.train import Trainer  # late: keeps `import prsgd.experiments.stich` light
+    from prsgd.core.loop import Trainer  # late: keeps `import prsgd.experiments.stich` light
     lam = 1.0 / setup.n
-    steps_per_epoch = data_mod.steps_per_epoch(setup.n, workers, setup.batch)
+    steps_per_epoch = data_mod_plan.steps_per_epoch(setup.n, workers, setup.batch)
     epochs = math.ceil(setup.max_steps / steps_per_epoch)
     cfg = config_mod.preset(
         "smoke", model="logreg", dataset="synthetic_logreg", train_subset=setup.n,

@@ -4,216 +4,87 @@
         --data ../shared/data/cifar10-jpeg -- --preset paper
 
 Each run is `horovodrun -np N [--gloo] python -m prsgd.train --out SWEEP/runs --run-id ID ...`
-(or `python -m prsgd.train --backend packed --workers N ...` with `--backend packed`). With
-`--backend packed --pack`, the unfinished intervals of a seed train together in ONE process
-(`--intervals 1,4,8,16,32`: 5 x N replicas; the way to run Figure 3 on one GPU), each still in its
-own `runs/<ID>/`. The sweep
-directory holds `runs/<ID>/` (the trainer's run directories), `logs/<ID>.{stdout,stderr}` and
-`manifest.json`: the sweep's configuration and each run's status (pending, running, done,
-failed with its error, diverged, interrupted). Running the same command again skips finished runs,
-continues a run from `runs/<ID>/checkpoint.pt` with `--resume` where the trainer left one, and
-otherwise restarts it from scratch. A failing run is recorded and the sweep goes on; the exit
-status is non-zero at the end when any run failed or diverged, naming them.
+(or `python -m prsgd.train --backend packed --workers N ...` with `--backend packed`; see
+experiments/spec.py). With `--backend packed --pack`, the unfinished intervals of a seed train
+together in ONE process (`--intervals 1,4,8,16,32`: 5 x N replicas; the way to run Figure 3 on one
+GPU), each still in its own `runs/<ID>/`. The sweep directory holds `runs/<ID>/` (the trainer's
+run directories), `logs/<ID>.{stdout,stderr}` and `manifest.json` (experiments/manifest.py).
+
+A run's outcome is what its status.json says (records/lifecycle.py), never its printed output:
+running the same command again skips finished runs, continues a run from its checkpoint with
+`--resume` where the trainer left one, and otherwise restarts it from scratch. A failing run is
+recorded and the sweep goes on; the exit status is non-zero at the end when any run failed or
+diverged, naming them. While a run trains the driver prints one line per epoch with the run's and
+the whole sweep's elapsed time and ETA.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import os
-import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from prsgd.experiments.manifest import Manifest
+from prsgd.experiments.spec import (DEFAULT_INTERVALS, SweepError, SweepSpec, check_runs,
+                                    data_args, job_command, jobs, managed_flags, refuse_managed)
 from prsgd.launch import hosts as hosts_mod
-from prsgd.records import ownership
-from prsgd.records.results import (RecordError, git_info, portable_command, portable_path, read_json,
-                      write_json_atomic)
+from prsgd.launch.children import Interrupts, run_logged
+from prsgd.records import ownership, rundir
+from prsgd.records.results import portable_command
+from prsgd.records.rundir import RecordError
 
-DEFAULT_INTERVALS = (1, 4, 8, 16, 32)
-# Flags the sweep sets itself for every run; passing them as training arguments is refused.
-MANAGED_FLAGS = ("--interval", "--intervals", "--seed", "--out", "--run-id", "--resume",
-                 "--restart")
 # How long a rerun waits for a previous driver's runs to end (they get SIGTERM when it dies).
 OWNER_WAIT_S = 60.0
 FINAL = ("done", "diverged")          # statuses a rerun of the sweep does not touch
-EXIT_DIVERGED = 3                     # prsgd.train's exit code for a diverged run
-# The shared JPEG copy next to the repository (or next to the working directory, as make sees it).
-SHARED_DATA = (Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cifar10-jpeg",
-               Path("..") / "shared" / "data" / "cifar10-jpeg")
-EPOCH_LINE = re.compile(r"\[(?P<id>[^\]]+)\] epoch (?P<e>\d+)/(?P<n>\d+) .*?loss (?P<loss>\S+)")
-ERROR_LINE = re.compile(r"prsgd\.train: (error|diverged): .*")
 
 
-class SweepError(ValueError):
-    """Bad sweep arguments or a manifest that does not match them; the message says which."""
+def clock(seconds: float) -> str:
+    """1 h 02 min, 3 min 05 s, 12 s: elapsed times and ETAs in log lines."""
+    s = int(round(max(seconds, 0.0)))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
 
 
-@dataclass
-class SweepSpec:
-    """What a sweep runs. Stored in manifest.json; a rerun must agree on everything but the list
-    of intervals and seeds (which may grow)."""
-    intervals: list[int] = field(default_factory=lambda: list(DEFAULT_INTERVALS))
-    seeds: list[int] = field(default_factory=lambda: [0])
-    np: int = 2
-    backend: str = "horovod"          # horovod: horovodrun -np N; packed: one process, N replicas
-    gloo: bool = True                 # horovodrun --gloo (CPU boxes); off for MPI/NCCL builds
-    pack: bool = False                # packed backend: a seed's intervals in one process
-    train_args: list[str] = field(default_factory=list)
-    overrides: dict[str, list[str]] = field(default_factory=dict)   # run id -> extra arguments
-    launcher: str = "horovodrun"      # horovod backend: horovodrun, or mpirun (Horovod with MPI)
-    launch: dict = field(default_factory=dict)   # hosts: horovodrun -H/--hostfile/... (hosts.py)
-
-    FIXED = ("np", "backend", "gloo", "train_args", "pack")
-
-    def run_ids(self) -> list[tuple[str, int, int]]:
-        return [(run_id(i, s), i, s) for i in self.intervals for s in self.seeds]
-
-
-def run_id(interval, seed: int) -> str:
-    return f"I{interval}-s{seed}"
-
-
-def jobs(spec: SweepSpec, todo: list[tuple[str, int, int]]) -> list[list[tuple[str, int, int]]]:
-    """The processes to launch, each a list of runs: one run each, or with `pack` one per seed
-    holding all of that seed's unfinished intervals."""
-    if not spec.pack:
-        return [[run] for run in todo]
-    by_seed: dict[int, list] = {}
-    for run in todo:
-        by_seed.setdefault(run[2], []).append(run)
-    return list(by_seed.values())
-
-
-def train_command(spec: SweepSpec, runs_dir: Path, rid: str, interval: int, seed: int,
-                  resume: bool) -> list[str]:
-    """The command of one run, as a list of arguments."""
-    args = ["-m", "prsgd.train", "--out", str(runs_dir), "--run-id", rid,
-            "--interval", str(interval), "--seed", str(seed), *spec.train_args,
-            *spec.overrides.get(rid, [])]
-    if resume:
-        args.append("--resume")
-    if spec.backend == "packed":
-        return [sys.executable, *args, "--backend", "packed", "--workers", str(spec.np)]
-    if spec.launcher == "mpirun":
-        from prsgd.launch.commands import LaunchError, mpirun_prefix
-        if set(spec.launch) - {"hosts"}:
-            raise SweepError("--launcher mpirun: takes --hosts only (--hostfile, "
-                             "--network-interface, --gloo-timeout-seconds and --horovodrun-args "
-                             "are horovodrun's); pass mpirun options through its own MCA env")
-        try:
-            return [*mpirun_prefix(spec.np, hosts=spec.launch.get("hosts")), sys.executable,
-                    *args]
-        except LaunchError as e:
-            raise SweepError(str(e)) from None
-    hvdrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent) + os.pathsep
-                          + os.environ.get("PATH", ""))
-    if hvdrun is None:
-        raise SweepError("horovodrun not found next to this Python or on PATH; install Horovod "
-                         "(make install) or use --backend packed")
-    return [hvdrun, "-np", str(spec.np), *(["--gloo"] if spec.gloo else []),
-            *hosts_mod.horovodrun_args(spec.launch), sys.executable, *args]
-
-
-def pack_command(spec: SweepSpec, runs_dir: Path, job: list[tuple[str, int, int]],
-                 resume: bool) -> list[str]:
-    """One packed process for the runs of `job` (one seed, several intervals); the trainer
-    names each run's directory from the `I{interval}-s<seed>` template."""
-    seed = job[0][2]
-    intervals = ",".join(str(i) for _, i, _ in job)
-    return [sys.executable, "-m", "prsgd.train", "--out", str(runs_dir),
-            "--run-id", run_id("{interval}", seed), "--intervals", intervals,
-            "--seed", str(seed), *spec.train_args, *(["--resume"] if resume else []),
-            "--backend", "packed", "--workers", str(spec.np)]
-
-
-# --- manifest ------------------------------------------------------------------------------------
-class Manifest:
-    """manifest.json of a sweep directory: written atomically after every change of status."""
-
-    def __init__(self, sweep_dir: Path, spec: SweepSpec):
-        self.path = sweep_dir / "manifest.json"
-        self.spec = spec
-        self.runs: dict[str, dict] = {}
-        if self.path.exists():
-            old = read_json(self.path)
-            _check_compatible(old.get("spec", {}), spec, self.path)
-            try:
-                self.runs = {r["run_id"]: r for r in old.get("runs", [])}
-            except (TypeError, KeyError):
-                raise RecordError(f"{self.path}: its runs list is malformed") from None
-            self.created = old.get("created")
-        else:
-            self.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        for rid, interval, seed in spec.run_ids():
-            self.runs.setdefault(rid, {"run_id": rid, "interval": interval, "seed": seed,
-                                       "status": "pending"})
-
-    def update(self, rid: str, **fields) -> None:
-        self.runs[rid].update(fields)
-        self.save()
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {
-            "spec": portable_spec(self.spec), "created": self.created, "git": git_info(),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "runs": [self.runs[k] for k in sorted(self.runs, key=_order(self.runs))],
-        })
-
-
-def _order(runs):
-    return lambda k: (runs[k]["interval"], runs[k]["seed"])
-
-
-def portable_spec(spec: SweepSpec) -> dict:
-    """The spec as manifest.json keeps it: paths in the training arguments made portable."""
-    d = asdict(spec)
-    d["train_args"] = [portable_path(a) for a in d["train_args"]]
-    if "hostfile" in d["launch"]:
-        d["launch"]["hostfile"] = portable_path(d["launch"]["hostfile"])
-    return d
-
-
-def _check_compatible(old: dict, spec: SweepSpec, path: Path) -> None:
-    new = portable_spec(spec)
-    for key in SweepSpec.FIXED:
-        if key in old and old[key] != new[key]:
-            raise SweepError(f"{path} was made with {key}={old[key]!r}, not {new[key]!r}; "
-                             "use another --out for a different sweep")
-
-
-def load_manifest(sweep_dir) -> dict | None:
-    path = Path(sweep_dir) / "manifest.json"
-    return read_json(path) if path.exists() else None
-
-
-# --- running one run -----------------------------------------------------------------------------
 class Progress:
-    """A text progress display over runs and epochs, fed by the trainer's per-epoch lines."""
+    """One line per epoch of the running job (read from its status.json): the run's and the whole
+    sweep's share done, elapsed time and ETA. Lines only (no carriage returns), greppable."""
 
-    def __init__(self, total_runs: int, stream=sys.stdout, width: int = 24):
-        self.total, self.stream, self.width = total_runs, stream, width
-        self.index = 0
+    def __init__(self, total_jobs: int, stream=sys.stdout, width: int = 24):
+        self.total, self.stream, self.width = total_jobs, stream, width
+        self.index, self.sweep_t0 = 0, time.monotonic()
+        self.job_t0, self.shown = self.sweep_t0, None
 
     def bar(self, frac: float) -> str:
         n = round(max(0.0, min(1.0, frac)) * self.width)
         return "[" + "#" * n + "." * (self.width - n) + "]"
 
-    def start(self, rid: str, note: str = "") -> None:
+    def start(self, name: str, note: str = "") -> None:
         self.index += 1
-        self.say(f"run {self.index}/{self.total} {rid}: started{note}")
+        self.job_t0, self.shown = time.monotonic(), None
+        self.say(f"run {self.index}/{self.total} {name}: started{note}")
 
-    def epoch(self, rid: str, e: int, n: int, loss: str) -> None:
-        done = (self.index - 1 + e / n) / self.total
-        self.say(f"run {self.index}/{self.total} {rid} {self.bar(e / n)} epoch {e}/{n} "
-                 f"loss {loss} | sweep {self.bar(done)} {100 * done:3.0f}%")
+    def epoch(self, name: str, e: int, n: int, first: int = 0) -> None:
+        """Epoch `e` of `n` done; `first`: the epoch this job started from (a resume)."""
+        if (e, n) == self.shown or n <= 0:
+            return
+        self.shown = (e, n)
+        now = time.monotonic()
+        run_s = now - self.job_t0
+        frac = e / n
+        left = run_s / (e - first) * (n - e) if e > first else None
+        done = (self.index - 1 + frac) / self.total
+        sweep_s = now - self.sweep_t0
+        sweep_left = sweep_s / done * (1 - done) if done > 0 else None
+        eta = (lambda s: "?" if s is None else clock(s))
+        self.say(f"run {self.index}/{self.total} {name} {self.bar(frac)} epoch {e}/{n} "
+                 f"{clock(run_s)} ETA {eta(left)} | sweep {self.bar(done)} {100 * done:3.0f}% "
+                 f"{clock(sweep_s)} ETA {eta(sweep_left)}")
 
     def say(self, text: str) -> None:
         print(f"sweep: {text}", file=self.stream, flush=True)
@@ -227,128 +98,50 @@ def run_env() -> dict:
     return env
 
 
-def _pump(pipe, log_path: Path, on_line, tail: collections.deque):
-    with open(log_path, "w") as log:
-        for line in pipe:
-            log.write(line)
-            log.flush()
-            tail.append(line.rstrip("\n"))
-            if on_line:
-                on_line(line)
-
-
-def run_one(cmd: list[str], logs: Path, rid: str, progress: Progress, timeout: float | None,
-            log_name: str | None = None):
-    """Run one training command, streaming run `rid`'s per-epoch lines into the progress display
-    (a packed job's runs move together: one of them is enough). Logs go to
-    `logs/<log_name or rid>.{stdout,stderr}`. Returns (return code, last stdout lines, last
-    stderr lines)."""
+def run_job(cmd: list[str], logs: Path, name: str, first_dir: Path, progress: Progress,
+            timeout: float | None):
+    """Run one job's command, its output into `logs/<name>.{stdout,stderr}`, reporting its first
+    run's epochs from status.json. Returns (return code or None on timeout, last stderr lines)."""
     logs.mkdir(parents=True, exist_ok=True)
-    log_name = log_name or rid
+    started = time.time()
+    first = (rundir.read_status(first_dir) or {}).get("checkpoint_epoch") or 0
 
-    def on_stdout(line: str):
-        m = EPOCH_LINE.search(line)
-        if m and m["id"] == rid:
-            progress.epoch(log_name, int(m["e"]), int(m["n"]), m["loss"])
+    def report():
+        st = rundir.read_status(first_dir, since=started)
+        if st and st.get("epoch"):
+            progress.epoch(name, int(st["epoch"]), int(st.get("epochs") or 0), first)
 
-    out_tail, err_tail = collections.deque(maxlen=200), collections.deque(maxlen=200)
-    # A session of its own, so that an interrupt or a timeout ends every rank of the run; and
-    # SIGTERM to the launcher when this driver dies, even by SIGKILL (see _die_with_parent).
-    with _signals_deferred():   # an interrupt inside Popen would orphan the started ranks
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                bufsize=1, start_new_session=True, env=run_env(),
-                                preexec_fn=_die_with_parent(os.getpid()))
-    try:
-        _raise_pending()
-    except KeyboardInterrupt:
-        _kill_group(proc)
-        raise
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, logs / f"{log_name}.stdout",
-                                                  on_stdout, out_tail), daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, logs / f"{log_name}.stderr", None,
-                                                  err_tail), daemon=True)]
-    for t in pumps:
-        t.start()
-    try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        rc = None
-    except BaseException:
-        _kill_group(proc)
-        raise
-    for t in pumps:
-        t.join(timeout=10)
-    return rc, list(out_tail), list(err_tail)
+    rc, err_tail = run_logged(cmd, rundir.log_path(logs, name, "stdout"),
+                              rundir.log_path(logs, name, "stderr"), env=run_env(),
+                              timeout=timeout, on_tick=report)
+    report()   # the last epochs of a short run, between two ticks
+    return rc, err_tail
 
 
-def _die_with_parent(parent: int):
-    """preexec_fn: the child (horovodrun, or a packed trainer) gets SIGTERM when this driver
-    dies, however it dies (Linux PR_SET_PDEATHSIG); horovodrun then ends its ranks, which record
-    `interrupted`. Elsewhere the driver's own SIGTERM/SIGINT handling still ends the group."""
-    def preexec():
-        try:
-            import ctypes
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:   # the driver died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-    return preexec if sys.platform.startswith("linux") else None
-
-
-class _Interrupts:
-    deferred = False
-    pending = False
-    signum = signal.SIGINT
-
-
-def _interrupt(signum, frame):
-    """SIGINT/SIGTERM handler: KeyboardInterrupt now, or right after a deferred section."""
-    _Interrupts.signum = signum
-    if _Interrupts.deferred:
-        _Interrupts.pending = True
-    else:
-        raise KeyboardInterrupt
-
-
-class _signals_deferred:
-    def __enter__(self):
-        _Interrupts.deferred = True
-
-    def __exit__(self, *exc):
-        _Interrupts.deferred = False
-
-
-def _raise_pending():
-    if _Interrupts.pending:
-        _Interrupts.pending = False
-        raise KeyboardInterrupt
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def error_message(rc, out_tail: list[str], err_tail: list[str], timeout) -> str:
-    """The trainer's own error line where there is one (horovodrun prefixes rank output),
-    followed by the last lines of stderr."""
-    if rc is None:
-        return f"timed out after {timeout:g} s (--run-timeout)"
-    own = [m.group(0) for line in err_tail + out_tail if (m := ERROR_LINE.search(line))]
-    last = [line for line in err_tail if line.strip()][-8:]
-    head = own[0] if own else f"exit status {rc}"
-    return "\n".join([head, *(["--- last lines of stderr:"] + last if last else [])])
+def job_outcomes(runs_dir: Path, rids: list[str], rc, err_tail: list[str], timeout,
+                 started: float) -> list[tuple[str, str, str | None]]:
+    """(run id, status, error) of each run of a job that ended, from the status.json its process
+    wrote (`started`: when the job started). `done` needs exit status 0 as well; a run whose
+    status.json is missing (refused before it started) or still `running` (killed) failed."""
+    out = []
+    for rid in rids:
+        st = rundir.read_status(runs_dir / rid, since=started) or {}
+        status, message = st.get("status"), st.get("message") or None
+        if rc is None:
+            status, message = "failed", f"timed out after {timeout:g} s (--run-timeout)"
+        elif status in ("diverged", "failed", "interrupted") or (status == "done" and rc == 0):
+            pass
+        else:
+            why = {"running": "killed: its status.json still says running",
+                   "done": "its status.json says done",
+                   None: "no status.json: the run did not start"}.get(status, f"status {status}")
+            status, message = "failed", f"exit status {rc}; {why}"
+        if status != "done":
+            last = [line for line in err_tail if line.strip()][-8:]
+            message = "\n".join([message or f"exit status {rc}",
+                                 *(["--- last lines of stderr:"] + last if last else [])])
+        out.append((rid, status, None if status == "done" else message))
+    return out
 
 
 # --- the sweep -----------------------------------------------------------------------------------
@@ -356,13 +149,12 @@ def run_sweep(sweep_dir, spec: SweepSpec, *, stop_after: int = 0, run_timeout: f
               stream=sys.stdout) -> int:
     """Run (or continue) a sweep; returns the exit status (0: every run done)."""
     sweep_dir = Path(sweep_dir)
-    runs_dir, logs = sweep_dir / "runs", sweep_dir / "logs"
     try:   # one driver per sweep directory (released when this process ends, however)
         owner = ownership.acquire(sweep_dir, "sweep")
     except ownership.OwnedElsewhere as e:
         raise SweepError(f"--out: {e}") from None
     try:
-        return _run_sweep(sweep_dir, spec, runs_dir, logs, stop_after, run_timeout, stream)
+        return _run_sweep(sweep_dir, spec, stop_after, run_timeout, stream)
     finally:
         owner.release()
 
@@ -378,7 +170,8 @@ def _free(runs_dir: Path, rids: list[str], wait: float) -> None:
                              "PID) or wait, then run the sweep again")
 
 
-def _run_sweep(sweep_dir, spec, runs_dir, logs, stop_after, run_timeout, stream) -> int:
+def _run_sweep(sweep_dir, spec, stop_after, run_timeout, stream) -> int:
+    runs_dir, logs = rundir.runs_dir(sweep_dir), rundir.logs_dir(sweep_dir)
     manifest = Manifest(sweep_dir, spec)
     manifest.save()
     todo = [(rid, i, s) for rid, i, s in spec.run_ids()
@@ -388,59 +181,18 @@ def _run_sweep(sweep_dir, spec, runs_dir, logs, stop_after, run_timeout, stream)
     skipped = len(spec.run_ids()) - len(todo)
     if skipped:
         progress.say(f"{skipped} finished run(s) skipped")
-    ran = 0
-    for job in todo_jobs:
+    for ran, job in enumerate(todo_jobs):
         if stop_after and ran >= stop_after:
             progress.say(f"stopping after {ran} run(s) (--stop-after); run again to continue")
             break
-        rids = [rid for rid, _, _ in job]
-        first_dir = runs_dir / rids[0]
-        _free(runs_dir, rids, OWNER_WAIT_S)
-        if spec.pack:
-            # A packed job resumes only the very pack that wrote the checkpoint (same intervals).
-            pack = [i for _, i, _ in job]
-            resume = ((first_dir / "checkpoint.pt").exists()
-                      and manifest.runs[rids[0]].get("pack") == pack)
-            cmd = pack_command(spec, runs_dir, job, resume)
-            name = f"s{job[0][2]}-pack"
-        else:
-            pack = None
-            resume = (first_dir / "checkpoint.pt").exists()
-            rid, interval, seed = job[0]
-            cmd = train_command(spec, runs_dir, rid, interval, seed, resume)
-            name = rid
-        if not resume:   # unfinished runs without a checkpoint to continue start afresh
-            for rid in rids:
-                if (runs_dir / rid).exists():
-                    shutil.rmtree(runs_dir / rid)
         try:
-            for rid in rids:
-                manifest.update(rid, status="running", command=portable_command(cmd), error=None,
-                                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resume,
-                                run_dir=str((runs_dir / rid).relative_to(sweep_dir)),
-                                **({"pack": pack} if pack else {}))
-            progress.start(name, " (resuming from its checkpoint)" if resume else "")
-            t0 = time.time()
-            rc, out_tail, err_tail = run_one(cmd, logs, rids[0], progress, run_timeout, name)
+            _run_job(spec, manifest, job, runs_dir, logs, progress, run_timeout)
         except KeyboardInterrupt:
-            for rid in rids:
+            for rid, _, _ in job:
                 manifest.update(rid, status="interrupted", error="interrupted by the user")
             progress.say("interrupted; run the same command again to continue")
-            return 128 + int(_Interrupts.signum)   # 130 for SIGINT, 143 for SIGTERM
-        fields = {"returncode": rc, "seconds": round(time.time() - t0, 1),
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if rc == 0:
-            for rid in rids:
-                manifest.update(rid, status="done", **fields)
-            progress.say(f"{name} done in {fields['seconds']:.0f} s")
-        else:
-            msg = error_message(rc, out_tail, err_tail, run_timeout)
-            diverged = rc == EXIT_DIVERGED or msg.startswith("prsgd.train: diverged")
-            for rid, status, error in run_outcomes(rids, diverged, msg):
-                manifest.update(rid, status=status, error=error, **fields)
-            progress.say(f"{name} {'diverged' if diverged else 'FAILED'}: {msg.splitlines()[0]} "
-                         f"(log: {logs / (name + '.stderr')})")
-        ran += 1
+            return 128 + int(Interrupts.signum)   # 130 for SIGINT, 143 for SIGTERM
+    progress.say(f"{len(todo_jobs)} job(s) in {clock(time.monotonic() - progress.sweep_t0)}")
     bad = [r for r in manifest.runs.values() if r["status"] in ("failed", "diverged")]
     if bad:
         names = ", ".join(f"{r['run_id']} ({r['status']})" for r in bad)
@@ -449,39 +201,42 @@ def _run_sweep(sweep_dir, spec, runs_dir, logs, stop_after, run_timeout, stream)
     return 0
 
 
-def run_outcomes(rids: list[str], diverged: bool, msg: str) -> list[tuple[str, str, str]]:
-    """(run id, status, error) of each run of a job that exited non-zero. In a packed job one
-    diverging run stops the others: the trainer names the diverged ones ("of run(s) A, B"); the
-    others are `failed` (stopped), so a rerun of the sweep trains them again without it."""
-    if not diverged or len(rids) == 1:
-        return [(rid, "diverged" if diverged else "failed", msg) for rid in rids]
-    m = re.search(r"of run\(s\) ([^:]+):", msg)
-    named = {r.strip() for r in m.group(1).split(",")} if m else set(rids)
-    return [(rid, "diverged", msg) if rid in named else
-            (rid, "failed", f"stopped: a run packed with it diverged ({msg.splitlines()[0]})")
-            for rid in rids]
+def _run_job(spec, manifest, job, runs_dir, logs, progress, run_timeout) -> None:
+    rids = [rid for rid, _, _ in job]
+    first_dir = runs_dir / rids[0]
+    _free(runs_dir, rids, OWNER_WAIT_S)
+    pack = [i for _, i, _ in job] if spec.pack else None
+    # A packed job resumes only the very pack that wrote the checkpoint (same intervals).
+    resume = rundir.has_checkpoint(first_dir) and (
+        pack is None or manifest.runs[rids[0]].get("pack") == pack)
+    cmd = job_command(spec, runs_dir, job, resume)
+    name = f"s{job[0][2]}-pack" if pack else rids[0]
+    if not resume:   # unfinished runs without a checkpoint to continue start afresh
+        for rid in rids:
+            if (runs_dir / rid).exists():
+                shutil.rmtree(runs_dir / rid)
+    for rid in rids:
+        manifest.update(rid, status="running", command=portable_command(cmd), error=None,
+                        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resume,
+                        run_dir=str((runs_dir / rid).relative_to(manifest.sweep_dir)),
+                        **({"pack": pack} if pack else {}))
+    progress.start(name, " (resuming from its checkpoint)" if resume else "")
+    t0 = time.time()
+    rc, err_tail = run_job(cmd, logs, name, first_dir, progress, run_timeout)
+    fields = {"returncode": rc, "seconds": round(time.time() - t0, 1),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    outcomes = job_outcomes(runs_dir, rids, rc, err_tail, run_timeout, started=t0)
+    for rid, status, error in outcomes:
+        manifest.update(rid, status=status, error=error, **fields)
+    if all(status == "done" for _, status, _ in outcomes):
+        progress.say(f"{name} done in {clock(fields['seconds'])}")
+    else:
+        status, error = next((s, e) for _, s, e in outcomes if s != "done")
+        progress.say(f"{name} {'diverged' if status == 'diverged' else 'FAILED'}: "
+                     f"{error.splitlines()[0]} (log: {rundir.log_path(logs, name, 'stderr')})")
 
 
-# --- data and command line -----------------------------------------------------------------------
-def data_args(data: str) -> list[str]:
-    """Training arguments for a data source: `auto` takes the shared JPEG copy where it exists,
-    else the official CIFAR-10 (downloaded by the trainer where the network allows)."""
-    if data in ("", "auto"):
-        for shared in SHARED_DATA:
-            if (shared / "train.zip").exists() or (shared / "train").is_dir():
-                return ["--dataset", "imagefolder", "--data", str(shared.resolve())]
-        return ["--dataset", "cifar10"]
-    if data == "synthetic":
-        return ["--dataset", "synthetic"]
-    p = Path(data)
-    if not p.exists():
-        raise SweepError(f"--data: {data} does not exist (expected a cifar-10-batches-py folder, an "
-                         "ImageFolder tree or zip, 'synthetic' or 'auto')")
-    if (p / "data_batch_1").exists() or (p / "cifar-10-batches-py").is_dir():
-        return ["--dataset", "cifar10", "--data", str(p)]
-    return ["--dataset", "imagefolder", "--data", str(p)]
-
-
+# --- command line --------------------------------------------------------------------------------
 def preflight_data(train_args: list[str]) -> None:
     """Load (and cache) the dataset once before any run, so that missing data stops the sweep with
     the loader's message instead of failing every run in turn."""
@@ -540,7 +295,6 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
         raise SweepError("--seeds: give at least one seed")
     if args.np <= 0:
         raise SweepError(f"--np: must be a positive integer (got {args.np})")
-    _refuse_managed(train_args, "")
     if args.pack and args.backend != "packed":
         raise SweepError("--pack: packs runs into one process of the packed backend; add "
                          "--backend packed")
@@ -551,8 +305,6 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
         raise SweepError(f"--intervals: each interval once (got {args.intervals})")
     if len(set(args.seeds)) != len(args.seeds):
         raise SweepError(f"--seeds: each seed once (got {args.seeds})")
-    if args.data is not None:
-        train_args = [*data_args(args.data), *train_args]
     try:
         launch = hosts_mod.launch_from_args(args)
     except hosts_mod.HostsError as e:
@@ -560,6 +312,10 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
     spec = SweepSpec(intervals=args.intervals, seeds=args.seeds, np=args.np, backend=args.backend,
                      gloo=args.gloo, pack=args.pack, train_args=train_args,
                      launcher=args.launcher, launch=launch)
+    managed = managed_flags(spec)
+    refuse_managed(train_args, managed, "")
+    if args.data is not None:
+        spec.train_args = [*data_args(args.data), *train_args]
     known = {rid for rid, _, _ in spec.run_ids()}
     for item in args.override:
         rid, sep, extra = item.partition("=")
@@ -570,40 +326,10 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
             extra_args = shlex.split(extra)
         except ValueError as e:
             raise SweepError(f"--override {rid}: {e}") from None
-        _refuse_managed(extra_args, f"--override {rid}: ")
+        refuse_managed(extra_args, managed, f"--override {rid}: ")
         spec.overrides[rid] = spec.overrides.get(rid, []) + extra_args
     check_runs(spec)
     return spec
-
-
-def _refuse_managed(train_args: list[str], where: str) -> None:
-    """Parse training arguments with the trainer's own parser (no abbreviations: `--see` is an
-    error, not `--seed`) and refuse the flags the sweep sets itself, however they are spelled."""
-    from prsgd.core.config import ConfigError, given_flags
-    try:
-        given = given_flags(train_args)
-    except ConfigError as e:
-        raise SweepError(f"{where}{e}") from None
-    managed = [f for f in MANAGED_FLAGS if f[2:].replace("-", "_") in given]
-    if managed:
-        raise SweepError(f"{where}{managed[0]}: the sweep sets {', '.join(MANAGED_FLAGS)} "
-                         "itself; use --intervals, --seeds, --out (or --override for one run's "
-                         "other arguments)")
-
-
-def check_runs(spec: SweepSpec) -> None:
-    """Validate every run's configuration from the common training arguments before the first
-    run starts: a bad value there would fail every run. (A run's --override is checked by its
-    trainer: that run fails, recorded with the message, and the sweep goes on.)"""
-    from prsgd.core.config import ConfigError, from_args
-    for rid, interval, seed in spec.run_ids():
-        argv = ["--interval", str(interval), "--seed", str(seed), *spec.train_args]
-        if spec.backend == "packed":
-            argv += ["--backend", "packed", "--workers", str(spec.np)]
-        try:
-            from_args(argv).validate(spec.np if spec.backend == "horovod" else None)
-        except ConfigError as e:
-            raise SweepError(f"run {rid}: {e}") from None
 
 
 def main(argv=None) -> int:
@@ -614,8 +340,7 @@ def main(argv=None) -> int:
         argv, train_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
     # `kill SWEEP_PID` ends the current run's ranks too (they run in a session of their own).
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    Interrupts.install()
     try:
         spec = spec_from_args(args, train_args)
         if spec.launch:

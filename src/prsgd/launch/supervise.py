@@ -23,6 +23,8 @@ import subprocess
 import sys
 import threading
 
+from prsgd.launch.children import die_with_parent
+
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_S = 60.0   # after a forwarded signal, how long the job may take to end before SIGKILL
 
@@ -53,11 +55,10 @@ def filter_stderr(pipe, out, verdict: dict) -> None:
 
 
 def run(cmd: list[str]) -> int:
-    from prsgd.experiments.sweep import _die_with_parent
     got: list[int] = []
     verdict: dict = {}
     proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True,
-                            bufsize=1, preexec_fn=_die_with_parent(os.getpid()))
+                            bufsize=1, preexec_fn=die_with_parent(os.getpid()))
     pump = threading.Thread(target=filter_stderr, args=(proc.stderr, sys.stderr, verdict),
                             daemon=True)
     pump.start()

@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from prsgd.records import rundir
 from prsgd.clock.model import Calibration, CalibrationError, model_run
 
 MEASURED = "measured"
@@ -45,7 +46,7 @@ def with_clock(df: pd.DataFrame, cal: Calibration | None) -> pd.DataFrame:
     parts = []
     for rid, g in out.groupby("run_id", sort=False):
         if rid not in configs:
-            raise CalibrationError(f"run {rid}: no config.json to model its clock from")
+            raise CalibrationError(f"run {rid}: no {rundir.CONFIG} to model its clock from")
         parts.append(model_run(cal, configs[rid], g))
     model = pd.concat(parts) if parts else pd.DataFrame(index=out.index)
     out = out.join(model)

@@ -12,7 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from prsgd.records.results import find_runs, load_run
+from prsgd.records import rundir
+from prsgd.records.results import load_run
+from prsgd.records.rundir import find_runs
 
 
 def label(cfg: dict) -> str:
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="", help="PNG path (default ROOT/family.png)")
     args = p.parse_args(argv)
     root = Path(args.root)
-    runs = load_family(root / "runs" if (root / "runs").is_dir() else root)
+    runs = load_family(rundir.runs_dir(root) if rundir.runs_dir(root).is_dir() else root)
     if not runs:
         print(f"plot_family: no finished runs under {root}", file=sys.stderr)
         return 2

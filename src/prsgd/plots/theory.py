@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,15 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from prsgd.records import rundir  # noqa: E402
+
 
 def load_diagnostics(run_dir) -> tuple[dict, pd.DataFrame]:
     run_dir = Path(run_dir)
-    path = run_dir / "diagnostics.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no diagnostics.csv (was the run made with "
-                                "--diagnostics?)")
-    meta = json.loads((run_dir / "config.json").read_text())
-    return meta, pd.read_csv(path)
+    df = rundir.read_diagnostics(run_dir)
+    return rundir.read_config(run_dir), df
 
 
 def plot_consensus(run_dirs, path, title: str | None = None) -> Path:

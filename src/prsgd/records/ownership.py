@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-OWNER_FILE = ".owner"
+from prsgd.records.rundir import OWNER as OWNER_FILE
 _held: dict[str, "Owner"] = {}   # directories this process owns (acquire is re-entrant)
 
 

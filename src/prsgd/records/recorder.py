@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 from prsgd.core.diagnostics import DIAG_COLUMNS, corollary1
-from prsgd.records.results import MetricsWriter, portable_path, provenance, read_json, write_json_atomic
+from prsgd.records import rundir
+from prsgd.records.results import portable_path, provenance
+from prsgd.records.rundir import MetricsWriter
 
 
 @dataclass
@@ -37,9 +39,10 @@ class RunView:
 
     def open_writers(self) -> None:
         if self.is_writer:
-            self.writer = MetricsWriter(self.run_dir / "metrics.csv")
+            self.writer = MetricsWriter(rundir.metrics_path(self.run_dir))
             if self.diag is not None:
-                self.diag_writer = MetricsWriter(self.run_dir / "diagnostics.csv", DIAG_COLUMNS)
+                self.diag_writer = MetricsWriter(rundir.diagnostics_path(self.run_dir),
+                                                 DIAG_COLUMNS)
 
     def close(self) -> None:
         for w in (self.writer, self.diag_writer):
@@ -48,17 +51,20 @@ class RunView:
         self.writer = self.diag_writer = None
 
     def metrics_row(self, loop, loss: float, acc: float, lr: float, evals: dict | None) -> dict:
-        c = self.counters
-        row = {"epoch": loop.epoch, "step": loop.step, "train_seconds": loop.train_seconds,
-               "train_loss": loss, "train_acc": acc, "lr": lr,
-               "rounds": c.rounds["global"], "rounds_local": c.rounds["local"],
-               "bytes": c.total("bytes"), "comm_seconds": c.total("seconds"),
-               "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
-               "worker_steps": loop.worker_steps,
-               "compute_seconds": loop.train_seconds - c.total("seconds")}
-        if evals is not None:
-            row.update(evals)
-        return row
+        """One row of metrics.csv: its keys, in this order, are the file's columns (a new metric is
+        one new key here). The evaluation's columns are empty in epochs without one."""
+        c, evals = self.counters, evals or {}
+        return {"epoch": loop.epoch, "step": loop.step, "train_seconds": loop.train_seconds,
+                "train_loss": loss, "train_acc": acc, "lr": lr,
+                "rounds": c.rounds["global"], "rounds_local": c.rounds["local"],
+                "bytes": c.total("bytes"),
+                "compute_seconds": loop.train_seconds - c.total("seconds"),
+                "comm_seconds": c.total("seconds"),
+                "test_loss": evals.get("test_loss"), "test_acc": evals.get("test_acc"),
+                "full_train_loss": evals.get("full_train_loss"),
+                # the family issue: counters of the local level (Hier-AVG), all workers' steps
+                "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
+                "worker_steps": loop.worker_steps}
 
     def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,
                      resumed_from: int | None, packed: dict | None,
@@ -83,11 +89,10 @@ class RunView:
                                comm=comm or {}),   # the backend as it ran (Comm.provenance)
             "theory": corollary1(derived["total_steps"], derived["workers"], cfg.interval),
         }
-        path = self.run_dir / "config.json"
-        if resumed_from is not None and path.exists():
-            old = read_json(path)
+        if resumed_from is not None and rundir.has_config(self.run_dir):
+            old = rundir.read_json(rundir.config_path(self.run_dir))
             old.setdefault("resumes", []).append(
                 {"from_epoch": resumed_from, "provenance": meta["provenance"],
                  "changed": resume_changes or {}})
             meta = old
-        write_json_atomic(path, meta)
+        rundir.write_config(self.run_dir, meta)
