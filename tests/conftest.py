@@ -168,7 +168,8 @@ def shared_data() -> Path:
 # --- the unit tier starts no process --------------------------------------------------------------
 # tests/unit/ is the fast tier (`make test-fast`): in-process only. A unit test (or a fixture it
 # uses) that starts a process fails here, so the tier cannot silently grow slow; such tests belong
-# in tests/integration/. `git` is allowed: run records ask it for their commit (provenance).
+# in tests/integration/. `git` and `uname` are allowed: run records ask them for their commit and
+# (platform.platform(), once per process) the processor (provenance).
 UNIT_DIR = Path(__file__).resolve().parent / "unit"
 _in_unit_test = [False]
 _execute_child = subprocess.Popen._execute_child
@@ -176,7 +177,7 @@ _execute_child = subprocess.Popen._execute_child
 
 def _refuse_in_unit_tests(self, args, *rest, **kw):
     program = Path(str(args[0] if isinstance(args, (list, tuple)) else args).split()[0]).name
-    if _in_unit_test[0] and program != "git":
+    if _in_unit_test[0] and program not in ("git", "uname"):
         raise AssertionError(f"a unit test started a process ({args!r}): move it to "
                              "tests/integration/")
     return _execute_child(self, args, *rest, **kw)

@@ -103,6 +103,23 @@ def test_calibrate_commands_under_horovodrun(tmp_path):
     assert cal.compute_per_rank and cal.collective_seconds((0, 1), 1e6) > cal.overhead_s
 
 
+@pytest.mark.horovod
+def test_calibrate_network_under_torchrun(tmp_path):
+    """The clock calibrates through the backends' Comm, so torchrun's ranks calibrate it too
+    (torch.distributed all_reduce between 2 ranks, tiny sizes)."""
+    from conftest import torchrun
+    net = tmp_path / "net.json"
+    sizes = (4096, 1048576, 16777216)   # far apart: the time grows with the size even here
+    torchrun(2, ["-m", "prsgd.clock", "calibrate-network", "--sizes", ",".join(map(str, sizes)),
+                 "--repeats", "3", "--warmup", "1", "--note", "loopback", "--out", str(net)])
+    doc = json.loads(net.read_text())["network"]
+    assert doc["backend"] == "torchdist" and doc["ranks_per_node"] == 2 and doc["nodes"] == 1
+    assert {p["bytes"] for p in doc["points"]} == set(sizes)
+    assert all(p["repeats"] == 3 and p["n"] == 2 and p["mean_s"] > 0 for p in doc["points"])
+    assert doc["overhead_s"] == 0.0 and doc["cycle_time_ms"] == 0.0   # no Horovod cycle
+    assert list(doc["levels"]) == ["intra"]
+
+
 def test_calibrate_network_refuses_to_run_alone(tmp_path):
     p = run_python(["-m", "prsgd.clock", "calibrate-network", "--out", str(tmp_path / "n.json")],
                    check=False)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +150,46 @@ def assert_io_failure(p, path: Path, reason: str, errno: int, run: Path) -> dict
     st = json.loads((run / "status.json").read_text())
     assert st["status"] == "failed" and reason in st["message"], st
     return st
+
+
+# --- issue 18 §5: a run that talks ---------------------------------------------------------------
+def test_a_run_prints_a_start_banner_and_elapsed_and_eta_on_every_epoch(tmp_path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["--preset", "smoke", "--backend", "packed", "--workers", "2",
+                     "--dataset", "synthetic", "--train-subset", "64", "--test-subset", "16",
+                     "--batch-size", "8", "--epochs", "2", "--out", str(tmp_path),
+                     "--run-id", "talk"])
+    assert code == 0
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()                     # lines only, through any prefixes
+    banner = lines[:4]
+    assert banner[0] == f"[talk] run directory: {tmp_path / 'talk'}"
+    assert banner[1].startswith("[talk] config: preset smoke, algorithm prsgd, interval ")
+    assert "2 epochs" in banner[1] and "batch 8 per worker" in banner[1]
+    assert banner[2].startswith("[talk] world: backend packed, 2 workers on 1 process(es)")
+    assert "device cpu" in banner[2]
+    assert banner[3].startswith("[talk] dataset: synthetic, 64 training and 16 test samples")
+    epochs = [l for l in lines if l.startswith("[talk] epoch ")]
+    assert [l.split()[2] for l in epochs] == ["1/2", "2/2"]           # one line per epoch
+    clock = r"(\d+ s|\d+ min \d\d s|\d+ h \d\d min)"
+    assert all(re.search(rf"\| elapsed {clock} ETA {clock}$", l) for l in epochs), epochs
+    assert epochs[-1].endswith("ETA 0 s")
+    # the sweep's progress reads the epoch reached from status.json
+    assert rundir.read_status(tmp_path / "talk")["epoch"] == 2
+
+
+def test_decoding_a_jpeg_dataset_says_what_it_is_doing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRSGD_CACHE", str(tmp_path / "cache"))
+    bad_inputs.make_zip(tmp_path / "mine" / "train.zip")
+    bad_inputs.make_zip(tmp_path / "mine" / "test.zip")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        data_sources.imagefolder(str(tmp_path / "mine"))
+    said = err.getvalue().splitlines()
+    assert any(l.startswith("data: decoding 20 images of ") for l in said), said
+    assert any(re.fullmatch(r"data: 20 images decoded in \d+\.\d s", l) for l in said), said
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        data_sources.imagefolder(str(tmp_path / "mine"))      # cached: nothing to say
+    assert err.getvalue() == ""

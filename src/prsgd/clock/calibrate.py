@@ -86,8 +86,17 @@ def _provenance() -> dict:
             "command": portable_command(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def _under_horovod() -> bool:
-    return "HOROVOD_RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ
+def _launched_comm(dynamic_groups: bool = False):
+    """The communicator (backends' `Comm`) of the launcher that started this process:
+    horovodrun or mpirun -> horovod, torchrun -> torchdist; None for a process on its own."""
+    if "HOROVOD_RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+        name = "horovod"
+    elif all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")):
+        name = "torchdist"
+    else:
+        return None
+    from prsgd.backends import make_comm
+    return make_comm(name, dynamic_groups=dynamic_groups)
 
 
 def _write(path: str, doc: dict) -> None:
@@ -107,7 +116,7 @@ def calibration_images(steps: int, batch: int, replicas: int = 1) -> int:
 
 
 def time_steps(*, device, batch: int, precision: str, channels_last: bool, cuda_graph: bool,
-               steps: int, warmup: int, replicas: int = 1, hvd=None) -> float:
+               steps: int, warmup: int, replicas: int = 1, comm=None) -> float:
     """Mean seconds of one StepRunner step of `replicas` packed workers (the trainer's code)."""
     import torch
     from prsgd.data import plan as data_mod_plan
@@ -138,8 +147,8 @@ def time_steps(*, device, batch: int, precision: str, channels_last: bool, cuda_
         for s in range(per_epoch):
             if done == warmup:
                 sync()
-                if hvd is not None:      # every rank starts timing together
-                    hvd.allreduce(torch.zeros(1), name="clock.start")
+                if comm is not None:      # every rank starts timing together
+                    comm.barrier()
                 t0 = time.perf_counter()
             runner.step(s)
             done += 1
@@ -159,11 +168,8 @@ def _like(run_dir: str) -> dict:
 
 def cmd_compute(args) -> int:
     import torch
-    hvd = None
-    if _under_horovod():
-        from prsgd.backends.horovod import init_horovod
-        hvd = init_horovod()
-    local_size = hvd.local_size() if hvd else 1
+    comm = _launched_comm()
+    local_size = comm.local_size if comm else 1
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = args.threads or max(1, (affinity or 1) // local_size)
     torch.set_num_threads(threads)
@@ -172,7 +178,7 @@ def cmd_compute(args) -> int:
     if args.like:
         opts.update(_like(args.like))
     want = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    local_rank = hvd.local_rank() if hvd else 0
+    local_rank = comm.local_rank if comm else 0
     device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1)) \
         if want == "cuda" else torch.device("cpu")
     if device.type == "cuda":
@@ -184,89 +190,104 @@ def cmd_compute(args) -> int:
     for name, v in variants.items():
         s = time_steps(device=device, batch=v["batch"], precision=v["precision"],
                        channels_last=v["channels_last"], cuda_graph=v["cuda_graph"],
-                       steps=args.steps, warmup=args.warmup, hvd=hvd)
-        per_rank = hvd.allgather_object(s, name=f"clock.{name}") if hvd else [s]
+                       steps=args.steps, warmup=args.warmup, comm=comm)
+        per_rank = comm.allgather_object(s) if comm else [s]
         measured[name] = {"seconds_per_step": max(per_rank), "per_rank_seconds_per_step": per_rank,
                           "options": v}
-    if hvd and hvd.rank() != 0:
-        return 0
+    if comm and comm.rank != 0:
+        return _done(comm)
     chosen = "graph" if opts["cuda_graph"] and "graph" in measured else "eager"
     doc = {"kind": KIND, "name": args.name or f"compute {chosen} ({device})",
            "compute": {**measured[chosen], "variant": chosen, "variants": measured,
                        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
                        else f"cpu ({affinity} cores usable, {threads} threads per rank)",
-                       "ranks": hvd.size() if hvd else 1, "steps": args.steps,
+                       "ranks": comm.size if comm else 1, "steps": args.steps,
                        "warmup": args.warmup, "statistic": "mean over timed steps; "
                        "seconds_per_step = the slowest rank",
                        "source": "measured: prsgd.clock calibrate-compute (StepRunner, the "
                                  "trainer's step code), synthetic CIFAR-shaped images",
                        "provenance": _provenance()}}
     _write(args.out, doc)
-    return 0
+    return _done(comm)
+
+
+def _done(comm, rc: int = 0) -> int:
+    """Release the backend before the process ends (torch.distributed's group left to the
+    interpreter's exit can abort a rank: see train.run)."""
+    if comm is not None:
+        comm.shutdown()
+    return rc
 
 
 # --- network ------------------------------------------------------------------------------------
-def _levels(hvd) -> tuple[dict, list]:
-    """{level name: (process set or None for all, groups)}, and each rank's host."""
+def _levels(comm) -> tuple[dict, list]:
+    """{level name: the groups of its collective}, and each rank's host. Inside the nodes is a
+    level of its own when there are several nodes of several ranks each (its groups registered
+    with the backend: collective, same order everywhere)."""
     import socket
-    hosts = hvd.allgather_object(socket.gethostname(), name="clock.hosts")
+    hosts = comm.allgather_object(socket.gethostname())
     by_host: dict[str, list[int]] = {}
     for r, h in enumerate(hosts):
         by_host.setdefault(h, []).append(r)
     groups = sorted(by_host.values())
     levels = {}
-    if hvd.size() > 1:
-        levels["inter" if len(groups) > 1 else "intra"] = (None, [list(range(hvd.size()))])
+    if comm.size > 1:
+        levels["inter" if len(groups) > 1 else "intra"] = [list(range(comm.size))]
     if len(groups) > 1 and all(len(g) > 1 for g in groups):
-        sets = [hvd.add_process_set(g) for g in groups]   # collective, same order everywhere
-        mine = next(s for s, g in zip(sets, groups) if hvd.rank() in g)
-        levels["intra"] = (mine, groups)
+        comm.register_groups([tuple(g) for g in groups])
+        levels["intra"] = groups
     return levels, hosts
 
 
 def cmd_network(args) -> int:
     import torch
-    from prsgd.backends.horovod import init_horovod
-    if not _under_horovod():
-        print("prsgd.clock calibrate-network: run it under horovodrun (or mpirun) with >= 2 "
-              "ranks", file=sys.stderr)
+    from prsgd.core.schedule import GLOBAL, LOCAL, Event
+    comm = _launched_comm(dynamic_groups=True)
+    if comm is None:
+        print("prsgd.clock calibrate-network: run it under horovodrun, mpirun or torchrun with "
+              ">= 2 ranks", file=sys.stderr)
         return 2
-    hvd = init_horovod(dynamic_process_sets=True)
-    cycle_ms = float(os.environ.get("HOROVOD_CYCLE_TIME", "1"))   # Horovod 0.28's default: 1 ms
+    # Horovod batches collectives every HOROVOD_CYCLE_TIME ms (0.28's default: 1): on average
+    # half a cycle of waiting per collective; torch.distributed starts each one at once.
+    cycle_ms = float(os.environ.get("HOROVOD_CYCLE_TIME", "1")) if comm.name == "horovod" \
+        else 0.0
     overhead = cycle_ms / 2000
     sizes = [int(s) for s in args.sizes.split(",")]
-    levels, hosts = _levels(hvd)
+    levels, hosts = _levels(comm)
     rng = random.Random(12345)      # the same sleeps on every rank
     raw = []
-    for level, (pset, groups) in levels.items():
-        kw = {"process_set": pset} if pset is not None else {}
+    for level, groups in levels.items():
+        # the backend counts rounds by the schedule's levels: all ranks or groups of them
+        kind = GLOBAL if len(groups) == 1 else LOCAL
+        event = Event(kind, tuple(tuple(g) for g in groups))
         for nbytes in sizes:
             buf = torch.randn(max(1, nbytes // 4))
             times = []
             for k in range(args.warmup + args.repeats):
                 time.sleep(rng.uniform(0, 2 * cycle_ms / 1000))
                 t0 = time.perf_counter()
-                hvd.allreduce_(buf, op=hvd.Average, name=f"clock.{level}.{nbytes}", **kw)
+                comm.average_(buf, event)
                 if k >= args.warmup:
                     times.append(time.perf_counter() - t0)
             raw.append({"level": level, "n": len(groups[0]), "bytes": buf.numel() * 4,
-                        "rank": hvd.rank(), "seconds": times})
-    everything = hvd.allgather_object(raw, name="clock.raw")
-    if hvd.rank() != 0:
-        return 0
-    doc = network_doc(everything, levels={k: g for k, (_, g) in levels.items()}, hosts=hosts,
-                      cycle_ms=cycle_ms, overhead=overhead, note=args.note)
+                        "rank": comm.rank, "seconds": times})
+    everything = comm.allgather_object(raw)
+    if comm.rank != 0:
+        return _done(comm)
+    doc = network_doc(everything, levels=levels, hosts=hosts, cycle_ms=cycle_ms,
+                      overhead=overhead, note=args.note, backend=comm.name)
     doc["name"] = args.name or f"network {len(set(hosts))} nodes x {hosts.count(hosts[0])} ranks"
     _write(args.out, doc)
     failed = [v["error"] for v in doc["network"]["levels"].values() if "error" in v]
     if failed:
         print("prsgd.clock calibrate-network: error: no fit for " + "; ".join(failed) +
               f" (the points are in {args.out})", file=sys.stderr)
-        return 1
-    return 0
+        return _done(comm, 1)
+    return _done(comm)
 
 
-def network_doc(per_rank_raw, *, levels, hosts, cycle_ms, overhead, note="") -> dict:
+def network_doc(per_rank_raw, *, levels, hosts, cycle_ms, overhead, note="",
+                backend: str = "horovod") -> dict:
     """Rank 0's summary of every rank's timings: per (level, size) and repeat the slowest rank
     (a collective ends when its last rank is done), the mean over repeats, and one fit per level."""
     import statistics
@@ -296,7 +317,9 @@ def network_doc(per_rank_raw, *, levels, hosts, cycle_ms, overhead, note="") -> 
         "overhead_s": overhead,
         "overhead_rule": "cycle_time/2: mean wait for Horovod's next cycle (random phase)",
         "statistic": "per repeat the slowest rank; mean over repeats", "note": note,
-        "source": "measured: prsgd.clock calibrate-network (hvd.allreduce_ between the ranks)",
+        "source": f"measured: prsgd.clock calibrate-network ({backend} Comm.average_ between "
+                  "the ranks)",
+        "backend": backend,
         "provenance": _provenance()}}
 
 
