@@ -164,7 +164,9 @@ def test_unfinished_run_with_a_checkpoint_is_resumed_not_deleted(tmp_path):
                timeout=300, check=False)
     run = manifest(out)["I2-s0"]
     assert run["resumed"] is True
-    assert run["command"].split()[-5:] == ["--resume", "--backend", "packed", "--workers", "2"]
+    cmd = run["command"].split()
+    assert "--resume" in cmd and cmd[cmd.index("--backend") + 1] == "packed"
+    assert cmd[cmd.index("--workers") + 1] == "2"
     assert (out / "runs" / "I2-s0").is_dir()
 
 
@@ -181,7 +183,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert runs["I4-s0"]["status"] == "failed"
     assert runs["I4-s0"]["error"].startswith("prsgd.train: error: --lr: must be > 0")
     assert runs["I2-s0"]["status"] == "diverged"
-    assert runs["I2-s0"]["error"].startswith("prsgd.train: diverged: training loss is nan")
+    assert runs["I2-s0"]["error"].startswith("training loss is nan")   # its status.json's
     assert runs["I1-s0"]["status"] == "done"                      # ran after the failures
     assert "did not finish: I4-s0 (failed), I2-s0 (diverged)" in proc.stdout
     # a rerun retries the failed run (here it fails again), not the done or diverged ones

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prsgd.install.doctor import allreduce_path
+from prsgd.backends.horovod import allreduce_path
 
 
 @pytest.mark.parametrize("built,device,ctrl,path", [

@@ -44,6 +44,52 @@ def init_horovod(dynamic_process_sets: bool = False, device_type: str = "cpu", c
 _PROCESS_SETS: dict[tuple[int, ...], object] = {}
 
 
+# --- what a run records about Horovod (also reported by prsgd.doctor) ---------------------------
+def allreduce_path(built: dict, device_type: str, controller: str | None) -> str:
+    """How Horovod reduces a tensor on `device_type`: 'nccl' for CUDA tensors of a NCCL build;
+    otherwise the CPU controller ('gloo' or 'mpi'), prefixed 'cpu-staging-' for CUDA tensors
+    (Horovod's DoAllreduceCudaOnCPU: device -> host copy, reduce, host -> device copy)."""
+    ctrl = controller or ("gloo" if built.get("gloo") else "mpi" if built.get("mpi") else "none")
+    if device_type == "cuda":
+        return "nccl" if built.get("nccl") else f"cpu-staging-{ctrl}"
+    return ctrl
+
+
+def controller_of(hvd) -> str | None:
+    """The controller an initialised Horovod runs: gloo (horovodrun --gloo) or mpi (mpirun)."""
+    if hvd.gloo_enabled():
+        return "gloo"
+    return "mpi" if hvd.mpi_enabled() else None
+
+
+def build_flags() -> dict:
+    """The build key and flags the install script recorded next to the installed Horovod."""
+    try:
+        import horovod
+    except ImportError:
+        return {}
+    from prsgd.install import hvd_build   # stdlib only: where the install script writes it
+    path = os.path.join(os.path.dirname(horovod.__file__), hvd_build.MARKER)
+    if not os.path.exists(path):
+        return {"key": None, "note": "not installed by scripts/install_horovod.sh"}
+    import json
+    with open(path) as f:
+        return json.load(f)
+
+
+def horovod_record(hvd, device_type: str) -> dict | None:
+    """Provenance of one run: Horovod's build and the allreduce path its tensors took."""
+    if hvd is None:
+        return None
+    built = {"gloo": bool(hvd.gloo_built()), "mpi": bool(hvd.mpi_built()),
+             "nccl": bool(hvd.nccl_built())}
+    ctrl = controller_of(hvd)
+    rec = build_flags()
+    return {"built": built, "controller": ctrl, "key": rec.get("key"),
+            "flags": rec.get("flags", {}),
+            "allreduce_path": allreduce_path(built, device_type, ctrl)}
+
+
 class HorovodComm(Comm):
     """Averaging across Horovod ranks. This process is one worker: `workers == [rank]`."""
 
@@ -79,8 +125,7 @@ class HorovodComm(Comm):
 
     def provenance(self) -> dict:
         """The backend as it ran: Horovod's build flags and the path a tensor's allreduce took
-        (NCCL, or staged through the CPU: see prsgd.install.doctor)."""
-        from prsgd.install.doctor import horovod_record
+        (NCCL, or staged through the CPU: `allreduce_path`; prsgd.doctor reports the same)."""
         return {"backend": self.name,
                 "horovod_build": horovod_record(self.hvd, getattr(self, "device_type", "cpu"))}
 

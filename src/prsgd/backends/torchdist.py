@@ -24,7 +24,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from prsgd.core.config import ConfigError
+from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import Event
 from .base import Comm
 

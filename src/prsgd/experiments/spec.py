@@ -76,8 +76,7 @@ def driver_flags(spec: SweepSpec, runs_dir: Path, job: list[tuple[str, int, int]
     else:
         which = ["--run-id", job[0][0], "--interval", str(job[0][1])]
     return ["--out", str(runs_dir), *which, "--seed", str(seed), "--backend", spec.backend,
-            *(["--workers", str(spec.np)] if spec.backend == "packed" else []),
-            *(["--resume"] if resume else [])]
+            "--workers", str(spec.np), *(["--resume"] if resume else [])]
 
 
 def trainer_args(spec: SweepSpec, runs_dir: Path, job, resume: bool) -> list[str]:
@@ -138,15 +137,18 @@ def refuse_managed(args: list[str], managed: list[str], where: str, error=SweepE
 
 
 def check_runs(spec: SweepSpec) -> None:
-    """Validate every job's configuration, the training arguments and each run's --override with
-    the driver's own flags, before the first run starts: a bad value would fail runs one by one,
-    and a contradiction of the sweep's backend or launcher would start the wrong job."""
+    """Validate every job's configuration from the driver's flags and the common training
+    arguments before the first run starts: a bad value there would fail every run. (A run's
+    --override is checked by its trainer: that run fails, recorded with the message, and the
+    sweep goes on; what could contradict the sweep's backend or launcher, --backend and
+    --workers, is a managed flag and refused in an override up front.)"""
     from prsgd.core.config import ConfigError, from_args
     world = spec.np if spec.backend != "packed" else None
     for job in jobs(spec, spec.run_ids()):
         name = job[0][0] if len(job) == 1 else f"pack of seed {job[0][2]}"
+        argv = [*driver_flags(spec, Path("."), job, resume=False), *spec.train_args]
         try:
-            from_args(trainer_args(spec, Path("."), job, resume=False)).validate(world)
+            from_args(argv).validate(world)
         except ConfigError as e:
             raise SweepError(f"run {name}: {e}") from None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -39,6 +40,9 @@ from prsgd.records.rundir import RecordError
 # How long a rerun waits for a previous driver's runs to end (they get SIGTERM when it dies).
 OWNER_WAIT_S = 60.0
 FINAL = ("done", "diverged")          # statuses a rerun of the sweep does not touch
+# The trainer's own error line (horovodrun prefixes it), for the message of a run refused before
+# it wrote status.json; the outcome itself is never read from the output.
+TRAINER_ERROR = re.compile(r"prsgd\.train: error: .*")
 
 
 def clock(seconds: float) -> str:
@@ -131,10 +135,13 @@ def job_outcomes(runs_dir: Path, rids: list[str], rc, err_tail: list[str], timeo
             status, message = "failed", f"timed out after {timeout:g} s (--run-timeout)"
         elif status in ("diverged", "failed", "interrupted") or (status == "done" and rc == 0):
             pass
+        elif status is None:   # refused before it started: the trainer's one line says why
+            own = [m.group(0) for line in err_tail if (m := TRAINER_ERROR.search(line))]
+            status = "failed"
+            message = own[0] if own else f"exit status {rc}; no status.json: the run did not start"
         else:
-            why = {"running": "killed: its status.json still says running",
-                   "done": "its status.json says done",
-                   None: "no status.json: the run did not start"}.get(status, f"status {status}")
+            why = ("killed: its status.json still says running" if status == "running"
+                   else f"its status.json says {status}")
             status, message = "failed", f"exit status {rc}; {why}"
         if status != "done":
             last = [line for line in err_tail if line.strip()][-8:]

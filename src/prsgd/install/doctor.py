@@ -7,7 +7,8 @@ devices there are (horovodrun -np 2 --gloo; also mpirun when Horovod has MPI): C
 the exact average, and on GPUs CUDA tensors against the CPU result (which catches a staging copy
 read before it arrives). Exit status 1 when a check fails.
 
-`horovod_record(hvd, device_type)` is what each run's config.json records (provenance.horovod_build).
+What a run's config.json records about Horovod (provenance.horovod_build) is
+`backends.horovod.horovod_record`; this command reports the same facts.
 """
 from __future__ import annotations
 
@@ -17,52 +18,10 @@ import os
 import subprocess
 import sys
 
+from prsgd.backends.horovod import allreduce_path, build_flags, controller_of
 from prsgd.install import hvd_build
 
 from prsgd.launch import commands as launch
-
-
-def allreduce_path(built: dict, device_type: str, controller: str | None) -> str:
-    """How Horovod reduces a tensor on `device_type`: 'nccl' for CUDA tensors of a NCCL build;
-    otherwise the CPU controller ('gloo' or 'mpi'), prefixed 'cpu-staging-' for CUDA tensors
-    (Horovod's DoAllreduceCudaOnCPU: device -> host copy, reduce, host -> device copy)."""
-    ctrl = controller or ("gloo" if built.get("gloo") else "mpi" if built.get("mpi") else "none")
-    if device_type == "cuda":
-        return "nccl" if built.get("nccl") else f"cpu-staging-{ctrl}"
-    return ctrl
-
-
-def controller_of(hvd) -> str | None:
-    """The controller an initialised Horovod runs: gloo (horovodrun --gloo) or mpi (mpirun)."""
-    if hvd.gloo_enabled():
-        return "gloo"
-    return "mpi" if hvd.mpi_enabled() else None
-
-
-def build_flags() -> dict:
-    """The build key and flags the install script recorded next to the installed Horovod."""
-    try:
-        import horovod
-    except ImportError:
-        return {}
-    path = os.path.join(os.path.dirname(horovod.__file__), hvd_build.MARKER)
-    if not os.path.exists(path):
-        return {"key": None, "note": "not installed by scripts/install_horovod.sh"}
-    with open(path) as f:
-        return json.load(f)
-
-
-def horovod_record(hvd, device_type: str) -> dict | None:
-    """Provenance of one run: Horovod's build and the allreduce path its tensors took."""
-    if hvd is None:
-        return None
-    built = {"gloo": bool(hvd.gloo_built()), "mpi": bool(hvd.mpi_built()),
-             "nccl": bool(hvd.nccl_built())}
-    ctrl = controller_of(hvd)
-    rec = build_flags()
-    return {"built": built, "controller": ctrl, "key": rec.get("key"),
-            "flags": rec.get("flags", {}),
-            "allreduce_path": allreduce_path(built, device_type, ctrl)}
 
 
 # --- the 2-rank check (one process per rank) -----------------------------------------------------
