@@ -134,16 +134,17 @@ def test_validation_table_and_figure(sweep, tmp_path):
 
 
 def test_committed_validation_table_recomputes():
-    """results/wallclock/validation/table*.csv come from the committed lab runs and lab
-    calibrations (results/wallclock/validation/README.md has the command)."""
+    """results/wallclock/validation/table*.csv come from the committed lab runs (results/figure3-lab,
+    results/wallclock/validation-runs) and lab calibrations (results/wallclock/validation/README.md
+    has the command)."""
     from prsgd.clock import validate as clock_validate
     val = ROOT / "results" / "wallclock" / "validation"
     committed = pd.read_csv(val / "table.csv")
     settings = {}
     for name, cal in committed[["setting", "calibration"]].drop_duplicates().itertuples(index=False):
         # make clock-validation's settings: "shaped RATE" (the lab Figure 3) and "unshaped"
-        runs = "figure3" if name.startswith("shaped") else "validation-runs/unshaped"
-        settings[name] = (ROOT / "results" / "wallclock" / runs,
+        runs = "figure3-lab" if name.startswith("shaped") else "wallclock/validation-runs/unshaped"
+        settings[name] = (ROOT / "results" / runs,
                           ROOT / "results" / "wallclock" / "calibration" / cal)
     pd.testing.assert_frame_equal(clock_validate.table(settings), committed)
     pd.testing.assert_frame_equal(clock_validate.table(settings, compute_from_other_runs=True),

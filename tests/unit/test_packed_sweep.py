@@ -39,14 +39,14 @@ def test_run_id_template():
 
 
 def test_committed_figure3_replots_from_its_run_directories(tmp_path):
-    """results/figure3's tables come from the run directories committed beside them."""
+    """results/figure3-h100-packed's tables come from the run directories committed beside them."""
     from prsgd.plots import figure3 as plot
-    sweep_dir = ROOT / "results" / "figure3" / "sweep"
+    sweep_dir = ROOT / "results" / "figure3-h100-packed" / "sweep"
     # panel (b) and the modelled columns use the named calibration (results/README.md)
     clock = ROOT / "results" / "wallclock" / "calibration" / "h100-pcie3-box.json"
     written = plot.write_all(sweep_dir, tmp_path, clock=clock)
     fresh = pd.read_csv(written["summary.csv"])
-    committed = pd.read_csv(ROOT / "results" / "figure3" / "summary.csv")
+    committed = pd.read_csv(ROOT / "results" / "figure3-h100-packed" / "summary.csv")
     pd.testing.assert_frame_equal(fresh, committed)
     assert list(fresh["interval"]) == [1, 4, 8, 16, 32] and set(fresh["epochs"]) == {300}
     # One packed process: one shared clock, so no measured time ratio between intervals is
