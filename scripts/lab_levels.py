@@ -85,13 +85,14 @@ def figure(root: Path, df: pd.DataFrame):
     """(a) training loss against measured seconds, every run including Hier-AVG (plot_figure3.py
     draws PR-SGD alone); (b) measured seconds per averaging round, by level."""
     fig, (a, b) = style.figure(2, width=14, height=5.2)
-    colours: dict[str, str] = {}       # one colour per variant, one line style per seed
     for run_dir in sorted(find_runs(root), key=lambda d: _key(load_run(d)[0])):
         meta, m = load_run(run_dir)
         if m.empty:
             continue
         name, seed = _name(meta["config"]), meta["config"]["seed"]
-        colour = colours.setdefault(name, f"C{len(colours)}")
+        # the interval's colour of every other figure; Hier-AVG one of its own
+        colour = HIER_COLOUR if meta["config"]["algorithm"] == "hier" else \
+            style.interval_color(meta["config"]["interval"])
         a.plot(m["train_seconds"], m["train_loss"], ("-", "--", ":", "-.")[seed % 4],
                color=colour, marker="o", ms=3, label=f"{name} (seed {seed})")
     a.set_yscale("log")
@@ -114,6 +115,9 @@ def figure(root: Path, df: pd.DataFrame):
     what = lab_note(root) or str(root)       # the same line panel (b) of figure3.png carries
     style.suptitle(fig, f"{what[:1].upper()}{what[1:]}; the machine's load per run in levels.md")
     return fig
+
+
+HIER_COLOUR = "C9"     # not one of style.INTERVAL_ORDER's first colours
 
 
 def _name(cfg: dict) -> str:
