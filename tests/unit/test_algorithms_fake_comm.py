@@ -65,12 +65,13 @@ def run_fake(n: int, steps: int, flags: list[str]):
     """Every worker's final parameters (n x DIM) and worker 0's log of collectives."""
     cfg = config_mod.from_args(["--preset", "smoke", "--dataset", "synthetic", *flags])
     world, out, errors = World(n), [None] * n, []
-    c = torch.from_numpy(targets(n))
+    c, x0 = torch.from_numpy(targets(n)), torch.from_numpy(start_params())
 
     def worker(rank: int):
         try:
-            torch.manual_seed(0)                           # the same start on every worker
             fm = FlatModel(torch.nn.Linear(3, 1).double())
+            with torch.no_grad():
+                fm.params.copy_(x0)       # the same start on every worker (as the broadcast does)
             comm = FakeComm(world, rank)
             algo = algorithm_class(cfg.algorithm)(cfg, workers=n, local_workers=[rank],
                                                   steps_per_epoch=steps, total_steps=steps,
@@ -100,8 +101,9 @@ def run_fake(n: int, steps: int, flags: list[str]):
 
 
 def start_params() -> np.ndarray:
-    torch.manual_seed(0)
-    return FlatModel(torch.nn.Linear(3, 1).double()).params.numpy().copy()
+    """The model every worker starts from (drawn once, outside the threads: they would race on
+    torch's global generator)."""
+    return np.linspace(-0.5, 0.5, DIM)
 
 
 def local_steps(x: np.ndarray, c: np.ndarray) -> np.ndarray:

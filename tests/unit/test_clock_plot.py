@@ -7,54 +7,22 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_toy_run, toy_calibration_file
 from prsgd.plots import figure3 as plot
 from prsgd.plots import clock as plot_clock
-from prsgd.clock.model import KIND, Calibration
+from prsgd.clock.model import Calibration
 from prsgd.records.results import load_sweep
-
-
-def write_run(root, rid, interval, losses, *, backend="horovod", world=4, cores=16,
-              group_size=0, rounds_local=0):
-    d = root / "runs" / rid
-    d.mkdir(parents=True)
-    meta = {"config": {"run_id": rid, "algorithm": "hier" if group_size else "prsgd",
-                       "interval": interval, "seed": 0, "dataset": "synthetic",
-                       "backend": backend, "group_size": group_size, "precision": "fp32"},
-            "derived": {"workers": world, "averaged_floats": 1000, "steps_per_epoch": 16,
-                        "total_steps": 16 * len(losses)},
-            "provenance": {"world_size": world, "cpu_count": cores, "devices": ["cpu (2 cores)"]}}
-    (d / "config.json").write_text(json.dumps(meta))
-    rows = []
-    for e, loss in enumerate(losses, 1):
-        rounds = 16 * e // interval
-        loc = rounds_local * e
-        rows.append({"epoch": e, "step": 16 * e, "train_seconds": 10.0 * e, "train_loss": loss,
-                     "train_acc": 0.5, "lr": 0.1, "rounds": rounds, "rounds_local": loc,
-                     "bytes": (rounds + loc) * 4000, "bytes_local": loc * 4000,
-                     "compute_seconds": 9.0 * e, "comm_seconds": 1.0 * e,
-                     "comm_seconds_local": 0.0, "test_acc": 0.3})
-    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
-
-
-def calibration(tmp_path, step=0.01):
-    doc = {"kind": KIND, "name": "toy box", "compute": {"seconds_per_step": step},
-           "network": {"ranks_per_node": 4, "overhead_s": 0.0,
-                       "levels": {"intra": {"alpha_s": 0.0, "bandwidth_Bps": 4000.0}}}}
-    p = tmp_path / "cal.json"
-    p.write_text(json.dumps(doc))
-    return p
 
 
 @pytest.fixture
 def sweep(tmp_path):
-    write_run(tmp_path / "s", "I1", 1, [2.0, 1.0, 0.5])
-    write_run(tmp_path / "s", "I4", 4, [2.2, 1.2, 0.8])
+    write_toy_run(tmp_path / "s", "I1", 1, [2.0, 1.0, 0.5])
+    write_toy_run(tmp_path / "s", "I4", 4, [2.2, 1.2, 0.8])
     return tmp_path / "s"
 
 
 def test_modelled_clock_by_hand(sweep, tmp_path):
-    cal = Calibration.load(calibration(tmp_path))
+    cal = Calibration.load(toy_calibration_file(tmp_path))
     df = plot_clock.with_clock(load_sweep(sweep), cal)
     # one round of 4 workers, 4000 bytes at 4000 B/s: 2·3/4 s = 1.5 s; 16 steps x 0.01 s
     i1 = df[df["interval"] == 1]["clock_seconds"].tolist()
@@ -68,7 +36,7 @@ def test_modelled_clock_by_hand(sweep, tmp_path):
 
 def test_time_to_target(sweep, tmp_path):
     df = load_sweep(sweep)
-    cal = Calibration.load(calibration(tmp_path))
+    cal = Calibration.load(toy_calibration_file(tmp_path))
     target, epoch = plot_clock.target_loss(df, frac=0.67)      # I = 1 at epoch 2
     assert (target, epoch) == (1.0, 2)
     t = plot_clock.time_to_target(df, {"toy": cal}, target).set_index("interval")
@@ -81,13 +49,13 @@ def test_time_to_target(sweep, tmp_path):
 
 def test_panel_b_says_what_its_clock_is(sweep, tmp_path):
     df = plot.select(load_sweep(sweep))
-    fig = plot.figure3(df, clock=calibration(tmp_path))
+    fig = plot.figure3(df, clock=toy_calibration_file(tmp_path))
     b = fig.axes[1]
     assert any("modelled: toy box" in t.get_text() for t in b.texts)
     assert b.get_xlabel().startswith("MODELLED")
     # 4 CPU ranks on 16 cores: no contention note; the demo's 8 ranks on 2 cores: a note
     assert not plot.figure3(df).axes[1].texts
-    write_run(tmp_path / "c", "I1", 1, [2.0, 1.0], world=8, cores=2)
+    write_toy_run(tmp_path / "c", "I1", 1, [2.0, 1.0], world=8, cores=2)
     crowded = plot.figure3(plot.select(load_sweep(tmp_path / "c"))).axes[1]
     assert any("8 CPU ranks contending for 2 cores" in t.get_text() for t in crowded.texts)
 
@@ -107,8 +75,8 @@ def test_panel_b_of_lab_runs_says_lab(sweep, tmp_path):
 
 
 def test_summary_names_what_its_columns_hold(tmp_path):
-    write_run(tmp_path / "h", "H", 2, [2.0], group_size=2, rounds_local=8)   # Hier-AVG
-    write_run(tmp_path / "p", "P", 4, [2.0], backend="packed")
+    write_toy_run(tmp_path / "h", "H", 2, [2.0], group_size=2, rounds_local=8)   # Hier-AVG
+    write_toy_run(tmp_path / "p", "P", 4, [2.0], backend="packed")
     h = plot.summary_table(plot.select(load_sweep(tmp_path / "h"))).iloc[0]
     # 8 global rounds over 4 workers (2·3/4) + 8 local rounds in pairs (2·1/2), 4000 B each
     assert h["buffer_bytes"] == 16 * 4000
@@ -120,7 +88,7 @@ def test_summary_names_what_its_columns_hold(tmp_path):
 
 def test_validation_table_and_figure(sweep, tmp_path):
     from prsgd.clock import validate as clock_validate
-    cal = calibration(tmp_path)
+    cal = toy_calibration_file(tmp_path)
     out = tmp_path / "val"
     assert clock_validate.main(["--setting", f"toy={sweep},{cal}", "--out", str(out)]) == 0
     t = pd.read_csv(out / "table.csv").set_index("label")

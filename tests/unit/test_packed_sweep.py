@@ -6,10 +6,8 @@ local models differ at every epoch boundary and a checkpoint must keep every rep
 """
 from __future__ import annotations
 
-import json
 
 import pandas as pd
-import torch
 
 from conftest import ROOT
 from prsgd.core import config as config_mod
@@ -26,11 +24,6 @@ ARGS = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "
 def sweep(out, *extra, hooks=None):
     cfg = config_mod.from_args([*ARGS, "--out", str(out), *extra])
     return train_packed_sweep(cfg, hooks=hooks)
-
-
-def final_state(run_dir):
-    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    return ck, ck["ranks"][0]["flat"]
 
 
 def test_run_id_template():
@@ -76,20 +69,3 @@ def test_pack_jobs_and_outcomes():
     assert out == {"I1-s0": "failed", "I4-s0": "diverged"}
     assert {s for _, s, _ in sweep.run_outcomes(["I1-s0", "I4-s0"], False, "boom")} == {"failed"}
 
-
-def as_if_killed(cut_runs, whole_runs) -> None:
-    """The records a pack killed after its epoch-1 checkpoint leaves: the config in the checkpoint
-    and in each config.json is the full pack's (no --max-steps), and the status still `running`
-    (a --max-steps run ends `done`, and resume refuses any change of config)."""
-    ckpt = cut_runs / "I2-s0" / "checkpoint.pt"
-    ck = torch.load(ckpt, weights_only=True)
-    ck["config"] = torch.load(whole_runs / "I2-s0" / "checkpoint.pt", weights_only=True)["config"]
-    torch.save(ck, ckpt)
-    for rid in ("I2-s0", "I3-s0"):
-        meta, full = (json.loads((d / rid / "config.json").read_text())
-                      for d in (cut_runs, whole_runs))
-        meta["config"], meta["derived"] = dict(full["config"], out=meta["config"]["out"]), \
-            full["derived"]
-        (cut_runs / rid / "config.json").write_text(json.dumps(meta))
-        status = json.loads((cut_runs / rid / "status.json").read_text())
-        (cut_runs / rid / "status.json").write_text(json.dumps(dict(status, status="running")))

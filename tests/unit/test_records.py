@@ -33,10 +33,6 @@ def train(*args: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def files(run_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
-
-
 # --- resume compares the whole config ---------------------------------------------------------
 def test_resume_differences_compares_every_field_and_allows_only_operational_ones():
     old = config_mod.preset("smoke").to_dict()
@@ -133,13 +129,3 @@ def test_speedup_only_where_it_means_something():
 
 
 # --- an I/O failure mid-run -----------------------------------------------------------------------
-def assert_io_failure(p, path: Path, reason: str, errno: int, run: Path) -> dict:
-    """Exit 1, no traceback, ONE stderr line naming `path` and the error; status.json of `run`
-    says `failed` and why. Returns the status."""
-    assert p.returncode == 1, p.stderr
-    assert "Traceback" not in p.stderr
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert lines == [f"prsgd.train: error: {path}: {reason} (errno {errno})"], p.stderr
-    st = json.loads((run / "status.json").read_text())
-    assert st["status"] == "failed" and reason in st["message"], st
-    return st

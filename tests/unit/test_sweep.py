@@ -5,14 +5,13 @@ tests use the packed backend (one process per run) to stay fast: the driver logi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_python
+from conftest import ROOT
 from prsgd.plots import figure3 as plot
 from prsgd.experiments import sweep
 
@@ -29,20 +28,6 @@ def sweep_cmd(out: Path, *opts: str, train=TINY) -> list[str]:
 
 def manifest(sweep_dir: Path) -> dict[str, dict]:
     return {r["run_id"]: r for r in json.loads((sweep_dir / "manifest.json").read_text())["runs"]}
-
-
-def fingerprint(run_dir: Path) -> dict[str, tuple[int, str]]:
-    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(run_dir.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    """Intervals 1 and 4, two real Horovod ranks each, synthetic data, T = 10 local steps."""
-    out = tmp_path_factory.mktemp("sweep") / "tiny"
-    proc = run_python(sweep_cmd(out, "--np", "2", "--intervals", "1,4", "--run-timeout", "240"),
-                      timeout=600)
-    return out, proc
 
 
 # --- 1. a tiny sweep through horovodrun, then the plot -------------------------------------------
