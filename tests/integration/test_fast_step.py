@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from conftest import run_python, run_bench
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TINY = ["-m", "prsgd.train", "--preset", "smoke", "--train-subset", "64", "--test-subset", "16",
         "--batch-size", "8", "--max-steps", "3", "--progress", "false"]
 

@@ -7,12 +7,6 @@ import sys
 
 from conftest import ROOT, subprocess_env
 
-NCCL = dict(nccl_include="/x/nvidia/nccl/include", nccl_lib="/x/nvidia/nccl/lib")
-NVCC13 = dict(nvcc="/usr/local/cuda-13.0/bin/nvcc", nvcc_version="13.0",
-              nvcc_archs=(75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121),
-              cuda_home="/usr/local/cuda-13.0")
-ARCHS = ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120")
-
 
 def test_cli_plan_prints_shell_and_refusal_exits_3(tmp_path):
     """The CLI the install script evals, run for real with this interpreter's torch."""

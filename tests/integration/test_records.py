@@ -22,7 +22,6 @@ import torch
 
 from helpers import bad_inputs
 from conftest import load_ckpt, metric_rows, subprocess_env
-from prsgd.records import results
 from prsgd.train import main
 
 BASE = bad_inputs.BASE
@@ -69,18 +68,6 @@ def test_a_done_run_is_never_retrained_by_resume(tmp_path, monkeypatch):
         code, err = train(*out, "--resume")
         assert code == 0 and "is already done (epoch 1); nothing to resume" in err, err
         assert files(tmp_path / rid) == before
-
-
-# --- strict JSON ---------------------------------------------------------------------------------
-# --- only the shared copy is held to its known sha256 -------------------------------------------
-# --- metrics.csv torn by a kill -----------------------------------------------------------------
-HEADER = ",".join(results.METRIC_COLUMNS)
-
-
-def row(epoch: int, loss: str = "0.5") -> str:
-    vals = {"epoch": str(epoch), "step": str(4 * epoch), "train_seconds": "1.5",
-            "train_loss": loss, "train_acc": "0.25", "lr": "0.1"}
-    return ",".join(vals.get(c, "") for c in results.METRIC_COLUMNS)
 
 
 # --- the speed-up column --------------------------------------------------------------------------

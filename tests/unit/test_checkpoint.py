@@ -4,27 +4,10 @@ The distributed tests launch real `horovodrun -np 2 --gloo` jobs and kill real p
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import subprocess_env
-
-# 2 workers x 64-image shards / batch 8 = 8 steps per epoch; I = 5 does not divide 8, so the
-# workers' local models differ at every epoch boundary: a checkpoint must keep all of them.
-TINY = ["-m", "prsgd.train", "--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128",
-        "--test-subset", "64", "--batch-size", "8", "--epochs", "3", "--interval", "5",
-        "--seed", "7", "--progress", "true"]
-
-
-def launch(args: list[str]) -> subprocess.Popen:
-    exe = shutil.which("horovodrun", path=subprocess_env()["PATH"])
-    return subprocess.Popen([exe, "-np", "2", "--gloo", sys.executable, *args],
-                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
 
 
 # --- single-process (packed backend) tests: same code path for checkpoints, cheaper -----------

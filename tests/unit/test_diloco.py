@@ -14,7 +14,6 @@ from __future__ import annotations
 import pytest
 
 from prsgd.core import config as config_mod
-from prsgd.train import run
 
 BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "32", "--test-subset",
         "16", "--batch-size", "4", "--epochs", "2", "--lr-milestones", "1", "--seed", "3",
@@ -22,10 +21,6 @@ BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "32", "
         "--device", "cpu"]
 DILOCO = [*BASE, "--algorithm", "diloco"]
 PACKED = ["--backend", "packed", "--workers", "2"]
-
-
-def train(out, *args, hooks=None):
-    return run(config_mod.from_args([*args, "--out", str(out)]), hooks=hooks)
 
 
 @pytest.mark.parametrize("flag, value", [("--outer-lr", "0"), ("--outer-momentum", "1")])

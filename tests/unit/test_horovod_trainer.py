@@ -2,12 +2,8 @@
 
 import pytest
 
-from conftest import ROOT
 
 pytestmark = pytest.mark.horovod
-WORKER = str(ROOT / "tests" / "helpers" / "hvd_worker.py")
-TINY = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "256",
-        "--batch-size", "8", "--eval-every", "0", "--progress", "false"]
 
 
 def test_cycle_time_default_only_for_gpu_ranks():

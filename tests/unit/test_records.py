@@ -7,8 +7,6 @@ Single-process runs of the packed backend: the record logic is the same as under
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 from pathlib import Path
@@ -21,16 +19,6 @@ from prsgd.core import config as config_mod
 from prsgd.data import dataset as data
 from prsgd.plots import figure3 as plot
 from prsgd.records import results
-from prsgd.train import main
-
-BASE = bad_inputs.BASE
-
-
-def train(*args: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main([*BASE, *args])
-    return code, err.getvalue()
 
 
 # --- resume compares the whole config ---------------------------------------------------------

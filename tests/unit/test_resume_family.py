@@ -11,34 +11,12 @@ python -m prsgd.train --resume`: it must end bit-identical to the uninterrupted 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 
 from prsgd.records import checkpoint
 from prsgd.core.config import preset
 
-from conftest import horovodrun
-
-# 2 workers x 64-image shards / batch 8 = 8 steps per epoch.
-BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",
-        "64", "--batch-size", "8", "--epochs", "3", "--seed", "7"]
-GAR = [*BASE, "--algorithm", "gradient_allreduce", "--momentum", "0.9"]
-# Algorithm 3: worker 0 averages after 2 of its steps, worker 1 after 3. A reported epoch is
-# 2 rounds (8 steps per epoch // max(I_i) = 3); 3 epochs of steps are 8 rounds = 4 epochs.
-HETERO = [*BASE, "--algorithm", "hetero", "--worker-intervals", "2,3"]
-
-
-def resume(args: list[str], run_dir: Path, from_epoch: int) -> None:
-    res = horovodrun(2, ["-m", "prsgd.train", *args, "--out", str(run_dir.parent), "--run-id",
-                         run_dir.name, "--resume", "--progress", "true"], timeout=300)
-    assert f"resumed from the checkpoint of epoch {from_epoch}" in res.stdout, res.stdout[-3000:]
-
-
-# --- the gradient-allreduce baseline ----------------------------------------------------------
-# --- Algorithm 3 --------------------------------------------------------------------------------
-def jsonl(path: Path) -> list[str]:
-    return path.read_text().splitlines()
 
 
 def test_rounds_log_goes_with_a_start_over_and_a_restart(tmp_path):

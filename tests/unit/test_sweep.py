@@ -5,29 +5,12 @@ tests use the packed backend (one process per run) to stay fast: the driver logi
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT
 from prsgd.plots import figure3 as plot
 from prsgd.experiments import sweep
-
-# 2 workers x 64 images, batch 8: 8 local steps per epoch; --max-steps 10 makes T = 10.
-TINY = ["--preset", "smoke", "--train-subset", "128", "--test-subset", "32", "--batch-size", "8",
-        "--epochs", "2", "--max-steps", "10", "--checkpoint-every", "0"]
-T = 10
-
-
-def sweep_cmd(out: Path, *opts: str, train=TINY) -> list[str]:
-    return [str(ROOT / "scripts" / "sweep.py"), "--out", str(out), "--data", "synthetic",
-            *opts, "--", *train]
-
-
-def manifest(sweep_dir: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in json.loads((sweep_dir / "manifest.json").read_text())["runs"]}
 
 
 # --- 1. a tiny sweep through horovodrun, then the plot -------------------------------------------
