@@ -216,6 +216,14 @@ def write_toy_run(root, rid, interval, losses, *, backend="horovod", world=4, co
     pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
 
 
+@pytest.fixture
+def toy_sweep(tmp_path):
+    """A sweep folder of two toy runs, I = 1 and I = 4, three epochs each."""
+    write_toy_run(tmp_path / "s", "I1", 1, [2.0, 1.0, 0.5])
+    write_toy_run(tmp_path / "s", "I4", 4, [2.2, 1.2, 0.8])
+    return tmp_path / "s"
+
+
 def toy_calibration_file(tmp_path, step=0.01):
     """TMP/cal.json: one network level at 4,000 B/s, `step` seconds per local step."""
     from prsgd.clock.model import KIND

@@ -5,25 +5,18 @@ columns hold. Small run directories written here; no training, no timing."""
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_python, write_toy_run, toy_calibration_file
+from conftest import ROOT, run_python, toy_calibration_file
 
 
-@pytest.fixture
-def sweep(tmp_path):
-    write_toy_run(tmp_path / "s", "I1", 1, [2.0, 1.0, 0.5])
-    write_toy_run(tmp_path / "s", "I4", 4, [2.2, 1.2, 0.8])
-    return tmp_path / "s"
-
-
-def test_plot_figure3_clock_flag(sweep, tmp_path):
+def test_plot_figure3_clock_flag(toy_sweep, tmp_path):
     out = tmp_path / "fig"
-    run_python([str(ROOT / "scripts" / "plot_figure3.py"), str(sweep), "--out", str(out),
+    run_python([str(ROOT / "scripts" / "plot_figure3.py"), str(toy_sweep), "--out", str(out),
                 "--clock", str(toy_calibration_file(tmp_path))])
     table = pd.read_csv(out / "summary.csv")
     assert list(table["modelled_speedup_vs_I1"]) == pytest.approx([1.0, 3 * 24.16 / (3 * 6.16)])
     assert "MODELLED" in (out / "summary.md").read_text()
     bad = tmp_path / "bad.json"
     bad.write_text("[1")
-    p = run_python([str(ROOT / "scripts" / "plot_figure3.py"), str(sweep), "--out",
+    p = run_python([str(ROOT / "scripts" / "plot_figure3.py"), str(toy_sweep), "--out",
                     str(tmp_path / "x"), "--clock", str(bad)], check=False)
     assert p.returncode == 2 and "not a readable calibration" in p.stderr

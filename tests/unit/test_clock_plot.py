@@ -14,28 +14,21 @@ from prsgd.clock.model import Calibration
 from prsgd.records.results import load_sweep
 
 
-@pytest.fixture
-def sweep(tmp_path):
-    write_toy_run(tmp_path / "s", "I1", 1, [2.0, 1.0, 0.5])
-    write_toy_run(tmp_path / "s", "I4", 4, [2.2, 1.2, 0.8])
-    return tmp_path / "s"
-
-
-def test_modelled_clock_by_hand(sweep, tmp_path):
+def test_modelled_clock_by_hand(toy_sweep, tmp_path):
     cal = Calibration.load(toy_calibration_file(tmp_path))
-    df = plot_clock.with_clock(load_sweep(sweep), cal)
+    df = plot_clock.with_clock(load_sweep(toy_sweep), cal)
     # one round of 4 workers, 4000 bytes at 4000 B/s: 2·3/4 s = 1.5 s; 16 steps x 0.01 s
     i1 = df[df["interval"] == 1]["clock_seconds"].tolist()
     i4 = df[df["interval"] == 4]["clock_seconds"].tolist()
     assert i1 == pytest.approx([e * (0.16 + 16 * 1.5) for e in (1, 2, 3)])
     assert i4 == pytest.approx([e * (0.16 + 4 * 1.5) for e in (1, 2, 3)])
     # the measured clock is the runs' own train_seconds
-    assert plot_clock.with_clock(load_sweep(sweep), None)["clock_seconds"].tolist() == \
-        load_sweep(sweep)["train_seconds"].tolist()
+    assert plot_clock.with_clock(load_sweep(toy_sweep), None)["clock_seconds"].tolist() == \
+        load_sweep(toy_sweep)["train_seconds"].tolist()
 
 
-def test_time_to_target(sweep, tmp_path):
-    df = load_sweep(sweep)
+def test_time_to_target(toy_sweep, tmp_path):
+    df = load_sweep(toy_sweep)
     cal = Calibration.load(toy_calibration_file(tmp_path))
     target, epoch = plot_clock.target_loss(df, frac=0.67)      # I = 1 at epoch 2
     assert (target, epoch) == (1.0, 2)
@@ -47,8 +40,8 @@ def test_time_to_target(sweep, tmp_path):
     assert never["seconds"].isna().all()
 
 
-def test_panel_b_says_what_its_clock_is(sweep, tmp_path):
-    df = plot.select(load_sweep(sweep))
+def test_panel_b_says_what_its_clock_is(toy_sweep, tmp_path):
+    df = plot.select(load_sweep(toy_sweep))
     fig = plot.figure3(df, clock=toy_calibration_file(tmp_path))
     b = fig.axes[1]
     assert any("modelled: toy box" in t.get_text() for t in b.texts)
@@ -60,13 +53,13 @@ def test_panel_b_says_what_its_clock_is(sweep, tmp_path):
     assert any("8 CPU ranks contending for 2 cores" in t.get_text() for t in crowded.texts)
 
 
-def test_panel_b_of_lab_runs_says_lab(sweep, tmp_path):
+def test_panel_b_of_lab_runs_says_lab(toy_sweep, tmp_path):
     """A lab sweep (scripts/lab_sweep.sh writes lab.json beside it): the measured panel (b) and
     the summary say it is the lab's clock, with its link."""
     (tmp_path / "lab.json").write_text(json.dumps({"nodes": 2, "slots": 2, "cpus_per_node": 1,
                                                    "rate": "50mbit"}))
     lab_sweep = tmp_path / "sweep"
-    shutil.copytree(sweep, lab_sweep)
+    shutil.copytree(toy_sweep, lab_sweep)
     b = plot.figure3(plot.select(load_sweep(lab_sweep)), sweep_dir=lab_sweep).axes[1]
     text = " ".join(t.get_text().replace("\n", " ") for t in b.texts)
     assert "measured on the lab: 2 nodes x 2 Horovod ranks" in text and "shaped to 50 Mbit/s" in text
@@ -86,11 +79,11 @@ def test_summary_names_what_its_columns_hold(tmp_path):
     assert pd.isna(p["comm_seconds"])     # packed replicas communicate nothing
 
 
-def test_validation_table_and_figure(sweep, tmp_path):
+def test_validation_table_and_figure(toy_sweep, tmp_path):
     from prsgd.clock import validate as clock_validate
     cal = toy_calibration_file(tmp_path)
     out = tmp_path / "val"
-    assert clock_validate.main(["--setting", f"toy={sweep},{cal}", "--out", str(out)]) == 0
+    assert clock_validate.main(["--setting", f"toy={toy_sweep},{cal}", "--out", str(out)]) == 0
     t = pd.read_csv(out / "table.csv").set_index("label")
     # I = 1: 48 steps x 0.01 s + 48 rounds x 1.5 s against the measured 30 s
     assert t.loc["I=1", "modelled_s"] == pytest.approx(3 * 24.16)
