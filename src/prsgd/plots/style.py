@@ -10,7 +10,6 @@ import math
 import textwrap
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
@@ -175,8 +174,3 @@ def save(fig, path, exts=None) -> list[Path]:
         fig.savefig(p, dpi=DPI)
     return paths
 
-
-def limits_of(values, pad: float = 1.15) -> tuple[float, float]:
-    """Positive log-axis limits around `values`, padded by a factor."""
-    v = np.asarray([x for x in values if x > 0 and math.isfinite(x)], dtype=float)
-    return float(v.min() / pad), float(v.max() * pad)
