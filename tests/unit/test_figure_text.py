@@ -162,3 +162,13 @@ def test_every_text_inside_the_canvas_and_log_axes_labelled(make, monkeypatch):
                 labels = [t.get_text() for t in axis.get_ticklabels(which="both")
                           if id(t) in drawn]
                 assert len(labels) >= 3, f"{ax.get_title()!r}: log axis labelled {labels}"
+
+
+@pytest.mark.parametrize("lo, hi", [(0.03, 3), (0.6, 2), (1.1, 1.9), (1e-3, 1e5), (0.02, 0.09),
+                                    (0.5, 40), (80, 200), (14, 68)])
+def test_log_ticks_label_a_log_axis_at_least_three_times_inside_its_range(lo, hi):
+    from prsgd.plots.style import log_ticks
+    ticks = log_ticks(lo, hi)
+    assert 3 <= len(ticks) <= 9, ticks
+    assert all(lo <= t * (1 + 1e-9) and t <= hi * (1 + 1e-9) for t in ticks), ticks
+    assert ticks == sorted(set(ticks))
