@@ -58,7 +58,7 @@ INTERVALS ?= 1,4,8,16,32
 SEEDS ?= 0
 GLOO ?= 1
 SWEEP ?=
-DEMO_DIR ?= results/demo
+DEMO_DIR ?= results/figure3-cpu-demo
 REPRODUCE_DIR ?= results/figure3-8gpu
 PLOT_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))  # no Horovod needed: the venv if made, else python3
 SWEEP_RUN = $(PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) \
@@ -69,14 +69,14 @@ reproduce: $(STAMP)  ## the paper: 8 ranks, 300 epochs, I=1,4,8,16,32, then Figu
 	$(PY) scripts/plot_figure3.py $(REPRODUCE_DIR)/sweep --out $(REPRODUCE_DIR)
 
 # One GPU, no Horovod needed: every interval's 8 workers packed into one process (issue 4).
-ONE_GPU_DIR ?= results/figure3-1gpu
+ONE_GPU_DIR ?= results/figure3-h100-packed
 ONE_GPU_ARGS ?= --cuda-graph --precision bf16 --channels-last --deterministic false
-reproduce-1gpu:  ## the paper on ONE GPU: packed backend, 5 intervals x 8 workers in one process -> results/figure3-1gpu/
+reproduce-1gpu:  ## the paper on ONE GPU: packed backend, 5 intervals x 8 workers in one process -> results/figure3-h100-packed/
 	$(PLOT_PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) --backend packed --pack \
 		--np 8 --data $(if $(DATA),$(DATA),auto) --out $(ONE_GPU_DIR)/sweep -- --preset paper $(ONE_GPU_ARGS) $(ARGS)
 	$(PLOT_PY) scripts/plot_figure3.py $(ONE_GPU_DIR)/sweep --out $(ONE_GPU_DIR)
 
-demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, demo preset) -> results/demo/
+demo: $(STAMP)  ## the same, scaled to ~15 min on 2 CPU cores (8 Gloo ranks, demo preset) -> results/figure3-cpu-demo/
 	$(SWEEP_RUN) --np 8 --out $(DEMO_DIR)/sweep -- --preset demo $(ARGS)
 	$(PY) scripts/plot_figure3.py $(DEMO_DIR)/sweep --out $(DEMO_DIR)
 
@@ -84,9 +84,9 @@ figure:  ## re-plot Figure 3 and the tables of SWEEP=dir (into OUT=dir, default 
 	@[ -n "$(SWEEP)" ] || { echo "usage: make figure SWEEP=path/to/sweep-dir"; exit 2; }
 	$(PLOT_PY) scripts/plot_figure3.py $(SWEEP) $(if $(OUT),--out $(OUT),)
 CAL := results/wallclock/calibration
-figure3-clock:  ## results/figure3 re-plotted with its modelled clock, and the time-to-target figure (issue 12)
-	$(PLOT_PY) scripts/plot_figure3.py results/figure3/sweep --out results/figure3 --clock $(CAL)/h100-pcie3-box.json
-	$(PLOT_PY) -m prsgd.plots.clock time-to-target results/figure3/sweep --out results/figure3 \
+figure3-clock:  ## results/figure3-h100-packed re-plotted with its modelled clock, and the time-to-target figure (issue 12)
+	$(PLOT_PY) scripts/plot_figure3.py $(ONE_GPU_DIR)/sweep --out $(ONE_GPU_DIR) --clock $(CAL)/h100-pcie3-box.json
+	$(PLOT_PY) -m prsgd.plots.clock time-to-target $(ONE_GPU_DIR)/sweep --out $(ONE_GPU_DIR) \
 		--clock "NVLink box=$(CAL)/h100-nvlink-box.json" --clock "PCIe gen3 box=$(CAL)/h100-pcie3-box.json" \
 		--clock "PCIe gen3 box, 2018 Horovod (5 ms cycle)=$(CAL)/h100-pcie3-box-cycle5ms.json" \
 		--clock "25 GbE, 8 nodes=$(CAL)/h100-25gbe.json" --clock "1 GbE, 8 nodes=$(CAL)/h100-1gbe.json"
@@ -103,6 +103,7 @@ LAB_NODES ?= 2
 LAB_SLOTS ?= 2
 LAB_RATE ?= 50mbit
 WALLCLOCK_DIR ?= results/wallclock
+LAB_FIGURE3_DIR ?= results/figure3-lab
 # Figure 3 on the lab, sized for 2 CPU cores: 2 nodes x 2 ranks (1 core per node), the demo
 # subset of the shared JPEG copy (4,096 images: 32 steps per epoch per rank), 3 epochs.
 LAB_ARGS ?= --preset demo --train-subset 4096 --epochs 3 --lr-milestones 2 --test-subset 500
@@ -115,10 +116,10 @@ lab-up:  ## build the lab (LAB_NODES nodes x LAB_SLOTS slots, links at LAB_RATE)
 lab-down:  ## remove the lab
 	$(PLOT_PY) -m prsgd.lab down --name $(LAB_NAME)
 
-lab-figure3: $(STAMP)  ## measured Figure 3 on the lab: real ranks on 2 nodes over a LAB_RATE link -> results/wallclock/figure3/
-	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) $(call LAB_CALIB,shaped-$(LAB_RATE)) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/figure3 $(LAB_RATE) $(INTERVALS) $(LAB_REPEATS) -- $(LAB_ARGS)
-	$(PY) scripts/plot_figure3.py $(WALLCLOCK_DIR)/figure3/sweep --out $(WALLCLOCK_DIR)/figure3
-	$(PY) scripts/lab_levels.py $(WALLCLOCK_DIR)/figure3
+lab-figure3: $(STAMP)  ## measured Figure 3 on the lab: real ranks on 2 nodes over a LAB_RATE link -> results/figure3-lab/
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) $(call LAB_CALIB,shaped-$(LAB_RATE)) bash scripts/lab_sweep.sh $(LAB_FIGURE3_DIR) $(LAB_RATE) $(INTERVALS) $(LAB_REPEATS) -- $(LAB_ARGS)
+	$(PY) scripts/plot_figure3.py $(LAB_FIGURE3_DIR)/sweep --out $(LAB_FIGURE3_DIR)
+	$(PY) scripts/lab_levels.py $(LAB_FIGURE3_DIR)
 
 lab-validation: $(STAMP)  ## the clock's validation runs on the lab, unshaped link (the shaped ones: lab-figure3)
 	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) $(call LAB_CALIB,unshaped) bash scripts/lab_sweep.sh $(WALLCLOCK_DIR)/validation-runs/unshaped none 1,4,16 $(LAB_REPEATS) -- $(LAB_ARGS)
@@ -127,7 +128,7 @@ lab-validation: $(STAMP)  ## the clock's validation runs on the lab, unshaped li
 
 clock-validation:  ## the clock's validation table from the lab runs and calibrations (lab-figure3, lab-validation)
 	$(PLOT_PY) -m prsgd.clock.validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
-	    --setting "shaped $(LAB_RATE)=$(WALLCLOCK_DIR)/figure3,$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
+	    --setting "shaped $(LAB_RATE)=$(LAB_FIGURE3_DIR),$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
 	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json"
 
 clean:  ## remove the virtual environment and local runs

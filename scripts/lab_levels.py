@@ -3,7 +3,7 @@
 level (global rounds across nodes; Hier-AVG's local rounds inside a node), with the machine's load
 while each run ran (the lab shares its machine).
 
-    python scripts/lab_levels.py results/wallclock/figure3     # -> levels.{csv,md,png} there
+    python scripts/lab_levels.py results/figure3-lab     # -> levels.{csv,md,png} there
 
 Reads every run under DIR (the sweep directories written by scripts/lab_sweep.sh), the sweeps'
 manifest.json for when each run ran, and DIR/load.txt (one `time load1 load5 load15` line per
@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import pandas as pd  # noqa: E402
 
+from prsgd.plots import style  # noqa: E402
 from prsgd.plots.clock import lab_note  # noqa: E402
 from prsgd.records.results import load_run  # noqa: E402
 from prsgd.records.rundir import find_runs  # noqa: E402
@@ -84,25 +85,24 @@ def table(root: Path) -> pd.DataFrame:
 def figure(root: Path, df: pd.DataFrame):
     """(a) training loss against measured seconds, every run including Hier-AVG (plot_figure3.py
     draws PR-SGD alone); (b) measured seconds per averaging round, by level."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(12, 4.4), layout="constrained")
-    a, b = fig.subplots(1, 2)
-    colours: dict[str, str] = {}       # one colour per variant, one line style per seed
+    fig, (a, b) = style.figure(2, width=14, height=5.2)
     for run_dir in sorted(find_runs(root), key=lambda d: _key(load_run(d)[0])):
         meta, m = load_run(run_dir)
         if m.empty:
             continue
         name, seed = _name(meta["config"]), meta["config"]["seed"]
-        colour = colours.setdefault(name, f"C{len(colours)}")
+        # the interval's colour of every other figure; Hier-AVG one of its own
+        colour = HIER_COLOUR if meta["config"]["algorithm"] == "hier" else \
+            style.interval_color(meta["config"]["interval"])
         a.plot(m["train_seconds"], m["train_loss"], ("-", "--", ":", "-.")[seed % 4],
                color=colour, marker="o", ms=3, label=f"{name} (seed {seed})")
-    a.set(xlabel="measured training wall-clock (s, rank 0, evaluation excluded)",
-          ylabel="training loss (log scale)", yscale="log",
-          title="(a) loss vs measured time, every run")
-    from matplotlib.ticker import FuncFormatter
-    for axis in (a.yaxis.set_major_formatter, a.yaxis.set_minor_formatter):
-        axis(FuncFormatter(lambda v, _: f"{v:g}"))
-    a.legend(fontsize=7)
+    a.set_yscale("log")
+    style.log_axis(a.yaxis, *a.get_ylim())
+    style.labels(a, "measured training wall-clock (s, rank 0, evaluation excluded)",
+                 "training loss (log scale)")
+    style.title(a, "(a) loss vs measured time, every run")
+    style.legend_outside(a, fontsize=7)
+    style.grid(a)
     per = df.groupby("run", sort=False)[["s_per_global_round", "s_per_local_round"]].mean()
     x = range(len(per))
     b.bar([i - 0.2 for i in x], per["s_per_global_round"], 0.4, label="global round (all ranks, "
@@ -110,13 +110,15 @@ def figure(root: Path, df: pd.DataFrame):
     b.bar([i + 0.2 for i in x], per["s_per_local_round"].fillna(0), 0.4,
           label="local round (Hier-AVG: a node's 2 ranks)")
     b.set_xticks(list(x), per.index, rotation=20, fontsize=8)
-    b.set(ylabel="measured seconds per averaging round (rank 0)",
-          title="(b) cost of a round, by level")
-    b.legend(fontsize=7)
+    style.labels(b, ylabel="measured seconds per averaging round (rank 0)")
+    style.title(b, "(b) cost of a round, by level")
+    b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.25))   # under the names
     what = lab_note(root) or str(root)       # the same line panel (b) of figure3.png carries
-    fig.suptitle(f"{what[:1].upper()}{what[1:]}; the machine's load per run in levels.md",
-                 fontsize=9)
+    style.suptitle(fig, f"{what[:1].upper()}{what[1:]}; the machine's load per run in levels.md")
     return fig
+
+
+HIER_COLOUR = "C9"     # not one of style.INTERVAL_ORDER's first colours
 
 
 def _name(cfg: dict) -> str:
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
         return 2
     df.to_csv(root / "levels.csv", index=False)
     (root / "levels.md").write_text(markdown(df))
-    figure(root, df).savefig(root / "levels.png", dpi=130)
+    style.save(figure(root, df), root / "levels.png")
     print(markdown(df))
     return 0
 

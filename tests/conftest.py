@@ -165,6 +165,112 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# --- helpers shared by a unit test file and its integration twin ---------------------------------
+def toy_clock(**kw):
+    """A clock calibration: 2 ranks per node: intra 1 GB/s, alpha 10 us; inter 100 MB/s, alpha
+    100 us; 1 ms overhead; `kw` goes into its compute section (`step`: seconds per step)."""
+    from prsgd.clock.model import KIND, Calibration
+    doc = {"kind": KIND, "name": "test", "compute": {"seconds_per_step": kw.pop("step", 0.1)},
+           "network": {"ranks_per_node": 2, "overhead_s": 1e-3, "levels": {
+               "intra": {"alpha_s": 1e-5, "bandwidth_Bps": 1e9},
+               "inter": {"alpha_s": 1e-4, "bandwidth_Bps": 1e8}}}}
+    doc["compute"].update(kw)
+    return Calibration.from_dict(doc)
+
+
+def toy_clock_run(tmp_path, rows, **cfg):
+    """A run directory for the clock: a PR-SGD config (4 workers) and `rows` as metrics.csv."""
+    import pandas as pd
+    d = tmp_path / "run"
+    d.mkdir()
+    meta = {"config": {"algorithm": "prsgd", "interval": 4, "precision": "fp32", **cfg},
+            "derived": {"workers": 4, "averaged_floats": 250_000}}
+    (d / "config.json").write_text(json.dumps(meta))
+    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+    return d, meta
+
+
+def write_toy_run(root, rid, interval, losses, *, backend="horovod", world=4, cores=16,
+                  group_size=0, rounds_local=0):
+    """A run directory ROOT/runs/RID as the trainer writes it, one epoch of 16 steps per loss
+    (10 s each, 1 s of it communication), for the plots and the clock."""
+    import pandas as pd
+    d = root / "runs" / rid
+    d.mkdir(parents=True)
+    meta = {"config": {"run_id": rid, "algorithm": "hier" if group_size else "prsgd",
+                       "interval": interval, "seed": 0, "dataset": "synthetic",
+                       "backend": backend, "group_size": group_size, "precision": "fp32"},
+            "derived": {"workers": world, "averaged_floats": 1000, "steps_per_epoch": 16,
+                        "total_steps": 16 * len(losses)},
+            "provenance": {"world_size": world, "cpu_count": cores, "devices": ["cpu (2 cores)"]}}
+    (d / "config.json").write_text(json.dumps(meta))
+    rows = []
+    for e, loss in enumerate(losses, 1):
+        rounds = 16 * e // interval
+        loc = rounds_local * e
+        rows.append({"epoch": e, "step": 16 * e, "train_seconds": 10.0 * e, "train_loss": loss,
+                     "train_acc": 0.5, "lr": 0.1, "rounds": rounds, "rounds_local": loc,
+                     "bytes": (rounds + loc) * 4000, "bytes_local": loc * 4000,
+                     "compute_seconds": 9.0 * e, "comm_seconds": 1.0 * e,
+                     "comm_seconds_local": 0.0, "test_acc": 0.3})
+    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+
+
+@pytest.fixture
+def toy_sweep(tmp_path):
+    """A sweep folder of two toy runs, I = 1 and I = 4, three epochs each."""
+    write_toy_run(tmp_path / "s", "I1", 1, [2.0, 1.0, 0.5])
+    write_toy_run(tmp_path / "s", "I4", 4, [2.2, 1.2, 0.8])
+    return tmp_path / "s"
+
+
+def toy_calibration_file(tmp_path, step=0.01):
+    """TMP/cal.json: one network level at 4,000 B/s, `step` seconds per local step."""
+    from prsgd.clock.model import KIND
+    doc = {"kind": KIND, "name": "toy box", "compute": {"seconds_per_step": step},
+           "network": {"ranks_per_node": 4, "overhead_s": 0.0,
+                       "levels": {"intra": {"alpha_s": 0.0, "bandwidth_Bps": 4000.0}}}}
+    p = tmp_path / "cal.json"
+    p.write_text(json.dumps(doc))
+    return p
+
+
+def killed_after_first_checkpoint(cut: Path, ref: Path) -> None:
+    """The records of a run of `ref`'s config killed after its first checkpoint: the config in
+    the checkpoint and in config.json is the full run's (no --max-steps)."""
+    import torch
+    ck = load_ckpt(cut)
+    ck["config"] = load_ckpt(ref)["config"]
+    torch.save(ck, cut / "checkpoint.pt")
+    meta, full = (json.loads((d / "config.json").read_text()) for d in (cut, ref))
+    meta["config"], meta["derived"] = full["config"], full["derived"]
+    (cut / "config.json").write_text(json.dumps(meta))
+
+
+def run_bench(*args, **kwargs):
+    """benchmarks/bench.py's run_bench (the benchmarks are scripts, outside the package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("prsgd_bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_bench(*args, **kwargs)
+
+
+ROW_COLUMNS = ["epoch", "step", "train_loss", "train_acc", "lr", "rounds", "rounds_local",
+               "bytes", "test_loss", "test_acc"]
+
+
+def row_metrics(run_dir):
+    """metrics.csv's columns that equal runs must agree on (no clocks)."""
+    import pandas as pd
+    return pd.read_csv(run_dir / "metrics.csv")[ROW_COLUMNS]
+
+
+def rel(a, b):
+    """Relative difference |a - b| / |b| of two tensors."""
+    return float((a - b).norm() / b.norm())
+
+
 # --- the unit tier starts no process --------------------------------------------------------------
 # tests/unit/ is the fast tier (`make test-fast`): in-process only. A unit test (or a fixture it
 # uses) that starts a process fails here, so the tier cannot silently grow slow; such tests belong

@@ -2,22 +2,11 @@
 per-level costs of Hier-AVG, calibration files and the command line. No timing anywhere."""
 import json
 
-import pandas as pd
 import pytest
 
-from conftest import run_python
+from conftest import run_python, toy_clock_run
 from prsgd.clock.model import (KIND, Calibration, ring_allreduce_seconds)
 from prsgd.clock.calibrate import network_doc
-
-
-def cal(**kw) -> Calibration:
-    """2 ranks per node: intra 1 GB/s, alpha 10 us; inter 100 MB/s, alpha 100 us; 1 ms overhead."""
-    doc = {"kind": KIND, "name": "test", "compute": {"seconds_per_step": kw.pop("step", 0.1)},
-           "network": {"ranks_per_node": 2, "overhead_s": 1e-3, "levels": {
-               "intra": {"alpha_s": 1e-5, "bandwidth_Bps": 1e9},
-               "inter": {"alpha_s": 1e-4, "bandwidth_Bps": 1e8}}}}
-    doc["compute"].update(kw)
-    return Calibration.from_dict(doc)
 
 
 def test_network_doc_takes_the_slowest_rank_and_fits_each_level():
@@ -40,20 +29,10 @@ def test_network_doc_takes_the_slowest_rank_and_fits_each_level():
         5e-4 + ring_allreduce_seconds(4, 1e6, alpha, bw))
 
 
-def _run_dir(tmp_path, rows, **cfg):
-    d = tmp_path / "run"
-    d.mkdir()
-    meta = {"config": {"algorithm": "prsgd", "interval": 4, "precision": "fp32", **cfg},
-            "derived": {"workers": 4, "averaged_floats": 250_000}}
-    (d / "config.json").write_text(json.dumps(meta))
-    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
-    return d, meta
-
-
 def test_predict_and_combine_commands(tmp_path):
     rows = [{"epoch": 1, "step": 40, "train_seconds": 5.0, "rounds": 10, "rounds_local": 0,
              "bytes": 1e7, "bytes_local": 0}]
-    d, _ = _run_dir(tmp_path, rows)
+    d, _ = toy_clock_run(tmp_path, rows)
     compute = tmp_path / "compute.json"
     compute.write_text(json.dumps({"kind": KIND, "compute": {"seconds_per_step": 0.1}}))
     out = tmp_path / "cal.json"

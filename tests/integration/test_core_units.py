@@ -1,24 +1,9 @@
 """Unit tests without processes: model, data path, sharding, config (issue 2)."""
-import io
 import subprocess
-import zipfile
 
-import numpy as np
 import pytest
 
 from conftest import run_python
-from prsgd.data import dataset as data
-
-
-def _write_imagefolder_zip(path, per_class=2):
-    from PIL import Image
-    with zipfile.ZipFile(path, "w") as z:
-        for split in ("train", "test"):
-            for c in data.CLASSES[:3]:
-                for i in range(per_class):
-                    buf = io.BytesIO()
-                    Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(buf, "PNG")
-                    z.writestr(f"{split}/{c}/{i:04d}.png", buf.getvalue())
 
 
 @pytest.mark.parametrize("args, flag", [

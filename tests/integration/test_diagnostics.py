@@ -6,21 +6,10 @@ import json
 
 import pandas as pd
 import pytest
-import torch
-import torch.nn as nn
 
 from conftest import ROOT, horovodrun, run_python
 from prsgd.core import config as config_mod
 from prsgd.train import run
-
-
-class Points(nn.Module):
-    """n packed points x_r in R^d: the parameter of the quadratic f_r(x) = ½‖x − c_r‖²."""
-
-    def __init__(self, n: int, d: int):
-        super().__init__()
-        self.x = nn.Parameter(torch.zeros(n, d))
-        self.y = nn.Parameter(torch.zeros(n, 2))   # a second segment: sums must span segments
 
 
 @pytest.mark.horovod

@@ -6,21 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from conftest import ROOT, run_python
-
-
-def run_bench(*args, **kwargs):
-    """benchmarks/bench.py's run_bench (the benchmarks are scripts, outside the package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("prsgd_bench", ROOT / "benchmarks" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_bench(*args, **kwargs)
+from conftest import run_python, run_bench
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TINY = ["-m", "prsgd.train", "--preset", "smoke", "--train-subset", "64", "--test-subset", "16",
         "--batch-size", "8", "--max-steps", "3", "--progress", "false"]
 

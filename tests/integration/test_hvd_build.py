@@ -6,20 +6,6 @@ import sys
 
 
 from conftest import ROOT, subprocess_env
-from prsgd.install import hvd_build as hb
-
-NCCL = dict(nccl_include="/x/nvidia/nccl/include", nccl_lib="/x/nvidia/nccl/lib")
-NVCC13 = dict(nvcc="/usr/local/cuda-13.0/bin/nvcc", nvcc_version="13.0",
-              nvcc_archs=(75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121),
-              cuda_home="/usr/local/cuda-13.0")
-ARCHS = ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120")
-
-
-def cuda_probe(**kw) -> hb.Probe:
-    base = dict(torch_version="2.14.1+cu130", torch_cuda="13.0", torch_archs=ARCHS,
-                mpicxx=None, **NVCC13, **NCCL)
-    base.update(kw)
-    return hb.Probe(**base)
 
 
 def test_cli_plan_prints_shell_and_refusal_exits_3(tmp_path):

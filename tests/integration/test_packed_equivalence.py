@@ -14,23 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, horovodrun, run_python
+from conftest import ROOT, horovodrun, run_python, row_metrics, rel
 
 DUMP = str(ROOT / "tests" / "helpers" / "dump_state.py")
 SMALL = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "--test-subset",
          "16", "--batch-size", "2", "--epochs", "4", "--lr-milestones", "2", "--max-steps", "50",
          "--seed", "3", "--precision", "fp64", "--progress", "false", "--device", "cpu"]
 STEPS = "4,48,50"
-ROW_COLUMNS = ["epoch", "step", "train_loss", "train_acc", "lr", "rounds", "rounds_local",
-               "bytes", "test_loss", "test_acc"]
-
-
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
-def metrics(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv")[ROW_COLUMNS]
 
 
 @pytest.mark.horovod
@@ -53,8 +43,8 @@ def test_packed_n2_matches_horovodrun_np2(tmp_path):
     # steps later (50) they have drifted apart on their own shards.
     assert torch.equal(packed[48][0], packed[48][1])
     assert rel(packed[50][0], packed[50][1]) > 1e-4
-    pd.testing.assert_frame_equal(metrics(tmp_path / "p" / "run"), metrics(tmp_path / "h" / "run"),
-                                  check_exact=False, rtol=1e-6)
+    pd.testing.assert_frame_equal(row_metrics(tmp_path / "p" / "run"),
+                                  row_metrics(tmp_path / "h" / "run"), check_exact=False, rtol=1e-6)
 
 
 def test_packed_sweep_of_two_intervals_equals_separate_runs(tmp_path):
@@ -68,8 +58,8 @@ def test_packed_sweep_of_two_intervals_equals_separate_runs(tmp_path):
                     "--interval", str(interval), "--run-id", f"single-I{interval}"], timeout=1200)
         alone = torch.load(tmp_path / f"I{interval}.pt")[50]
         assert rel(sweep[2 * c:2 * c + 2], alone) < 1e-6, interval
-        pd.testing.assert_frame_equal(metrics(tmp_path / f"sw-I{interval}"),
-                                      metrics(tmp_path / f"single-I{interval}"),
+        pd.testing.assert_frame_equal(row_metrics(tmp_path / f"sw-I{interval}"),
+                                      row_metrics(tmp_path / f"single-I{interval}"),
                                       check_exact=False, rtol=1e-6)
         packed_cfg = json.loads((tmp_path / f"sw-I{interval}" / "config.json").read_text())
         alone_cfg = json.loads((tmp_path / f"single-I{interval}" / "config.json").read_text())

@@ -22,7 +22,6 @@ import torch
 
 from helpers import bad_inputs
 from conftest import load_ckpt, metric_rows, subprocess_env
-from prsgd.plots import figure3 as plot
 
 from prsgd.train import main
 
@@ -98,15 +97,6 @@ def run_dir_with(tmp_path: Path, lines: list[str]) -> Path:
 
 
 # --- the speed-up column --------------------------------------------------------------------------
-def summary(epochs: int, loss_i4: float, status_i4: str = "done") -> pd.DataFrame:
-    rows = []
-    for interval, secs, loss, status in ((1, 40.0, 1.0, "done"), (4, 9.0, loss_i4, status_i4)):
-        for e in range(1, epochs + 1):
-            rows.append({"run_id": f"I{interval}", "interval": interval, "seed": 0, "epoch": e,
-                         "step": e, "train_loss": loss, "test_acc": 0.5, "rounds": e,
-                         "bytes": e, "train_seconds": secs * e / epochs, "comm_seconds": 0.0,
-                         "status": status})
-    return plot.summary_table(pd.DataFrame(rows))
 
 
 # --- an I/O failure mid-run -----------------------------------------------------------------------

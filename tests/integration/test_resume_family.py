@@ -19,7 +19,7 @@ import torch
 from prsgd.core.flat import FlatModel
 from prsgd.core.models import ResNet20
 
-from conftest import ROOT, horovodrun
+from conftest import ROOT, horovodrun, killed_after_first_checkpoint
 from conftest import load_ckpt, metric_rows, run_status
 
 # 2 workers x 64-image shards / batch 8 = 8 steps per epoch.
@@ -42,19 +42,8 @@ def first_runs(tmp_path_factory) -> Path:
     horovodrun(2, [str(ROOT / "tests" / "helpers" / "family_worker.py"), str(out), json.dumps(runs)],
                timeout=600)
     for name in ("gar", "het"):
-        as_if_killed(out / f"{name}_cut" / "run", out / f"{name}_ref" / "run")
+        killed_after_first_checkpoint(out / f"{name}_cut" / "run", out / f"{name}_ref" / "run")
     return out
-
-
-def as_if_killed(cut: Path, ref: Path) -> None:
-    """The records of a run of `ref`'s config killed after its first checkpoint: the config in
-    the checkpoint and in config.json is the full run's (no --max-steps)."""
-    ck = load_ckpt(cut)
-    ck["config"] = load_ckpt(ref)["config"]
-    torch.save(ck, cut / "checkpoint.pt")
-    meta, full = (json.loads((d / "config.json").read_text()) for d in (cut, ref))
-    meta["config"], meta["derived"] = full["config"], full["derived"]
-    (cut / "config.json").write_text(json.dumps(meta))
 
 
 def resume(args: list[str], run_dir: Path, from_epoch: int) -> None:

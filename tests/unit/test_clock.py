@@ -1,6 +1,5 @@
 """The clock model (prsgd.clock): pure arithmetic against hand-computed values, the fit, the
 per-level costs of Hier-AVG, calibration files and the command line. No timing anywhere."""
-import json
 
 import pandas as pd
 import pytest
@@ -10,16 +9,7 @@ from prsgd.clock.model import (KIND, Calibration, CalibrationError, Link, RunSha
 from prsgd.clock.calibrate import fit_alpha_beta
 from prsgd.clock.presets import PRESETS, network_preset
 from prsgd.core.schedule import make_schedule
-
-
-def cal(**kw) -> Calibration:
-    """2 ranks per node: intra 1 GB/s, alpha 10 us; inter 100 MB/s, alpha 100 us; 1 ms overhead."""
-    doc = {"kind": KIND, "name": "test", "compute": {"seconds_per_step": kw.pop("step", 0.1)},
-           "network": {"ranks_per_node": 2, "overhead_s": 1e-3, "levels": {
-               "intra": {"alpha_s": 1e-5, "bandwidth_Bps": 1e9},
-               "inter": {"alpha_s": 1e-4, "bandwidth_Bps": 1e8}}}}
-    doc["compute"].update(kw)
-    return Calibration.from_dict(doc)
+from conftest import toy_clock, toy_clock_run
 
 
 def test_ring_allreduce_by_hand():
@@ -31,7 +21,7 @@ def test_ring_allreduce_by_hand():
 
 
 def test_levels_follow_the_nodes():
-    c = cal()
+    c = toy_clock()
     # (0, 1) share node 0: intra link; (1, 2) and all four span nodes: inter link
     assert c.collective_seconds((0, 1), 1e6) == pytest.approx(1e-3 + 2e-5 + 1e-3)
     assert c.collective_seconds((1, 2), 1e6) == pytest.approx(1e-3 + 2e-4 + 1e-2)
@@ -44,7 +34,7 @@ def test_levels_follow_the_nodes():
 def test_hier_avg_rounds_cost_their_own_level():
     """Hier-AVG, 4 workers on 2 nodes, groups of 2 = one per node, K1 = 2, K2 = 3: 60 steps
     give 10 global rounds (every 6 steps) and 20 local ones."""
-    c = cal(step=0.1)
+    c = toy_clock(step=0.1)
     shape = RunShape(workers=4, algorithm="hier", interval=2, group_size=2, payload_bytes=1e6)
     sched = make_schedule("hier", workers=4, interval=2, group_size=2, global_every=3)
     m = model_schedule(c, sched, 60, shape)
@@ -61,11 +51,11 @@ def test_hier_avg_rounds_cost_their_own_level():
 
 
 def test_a_round_waits_for_the_slowest_worker():
-    c = cal(step=0.1)
+    c = toy_clock(step=0.1)
     slow = RunShape(workers=2, interval=4, slowdown=(1.0, 2.0), payload_bytes=0)
     assert model_counts(c, slow, 40, 10)["compute_s"] == pytest.approx(40 * 0.2)
     # measured per rank (calibrate-compute under horovodrun): the slowest rank sets the pace
-    c2 = cal(step=0.1, per_rank_seconds_per_step=[0.1, 0.15])
+    c2 = toy_clock(step=0.1, per_rank_seconds_per_step=[0.1, 0.15])
     assert model_counts(c2, RunShape(workers=2), 40, 10)["compute_s"] == pytest.approx(6.0)
     # Algorithm 3: worker i makes I_i steps per round: a round lasts max_i I_i t_i
     het = RunShape(workers=2, algorithm="hetero", worker_intervals=(1, 4),
@@ -109,21 +99,11 @@ def test_presets_carry_sources_and_cost_what_they_say():
         one.collective_seconds((0, 1), 1.0)
 
 
-def _run_dir(tmp_path, rows, **cfg):
-    d = tmp_path / "run"
-    d.mkdir()
-    meta = {"config": {"algorithm": "prsgd", "interval": 4, "precision": "fp32", **cfg},
-            "derived": {"workers": 4, "averaged_floats": 250_000}}
-    (d / "config.json").write_text(json.dumps(meta))
-    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
-    return d, meta
-
-
 def test_model_run_uses_each_rows_counters(tmp_path):
     rows = [{"epoch": e, "step": 40 * e, "train_seconds": 5.0 * e, "rounds": 10 * e,
              "rounds_local": 0, "bytes": 10 * e * 1e6, "bytes_local": 0} for e in (1, 2)]
-    d, meta = _run_dir(tmp_path, rows)
-    m = model_run(cal(step=0.1), meta, pd.read_csv(d / "metrics.csv"))
+    d, meta = toy_clock_run(tmp_path, rows)
+    m = model_run(toy_clock(step=0.1), meta, pd.read_csv(d / "metrics.csv"))
     glob = 1e-3 + 6e-4 + 1.5e-2
     assert list(m["model_seconds"]) == pytest.approx([4 + 10 * glob, 8 + 20 * glob])
     assert list(m["model_comm_global_s"]) == pytest.approx([10 * glob, 20 * glob])

@@ -7,68 +7,29 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_toy_run, toy_calibration_file
 from prsgd.plots import figure3 as plot
 from prsgd.plots import clock as plot_clock
-from prsgd.clock.model import KIND, Calibration
+from prsgd.clock.model import Calibration
 from prsgd.records.results import load_sweep
 
 
-def write_run(root, rid, interval, losses, *, backend="horovod", world=4, cores=16,
-              group_size=0, rounds_local=0):
-    d = root / "runs" / rid
-    d.mkdir(parents=True)
-    meta = {"config": {"run_id": rid, "algorithm": "hier" if group_size else "prsgd",
-                       "interval": interval, "seed": 0, "dataset": "synthetic",
-                       "backend": backend, "group_size": group_size, "precision": "fp32"},
-            "derived": {"workers": world, "averaged_floats": 1000, "steps_per_epoch": 16,
-                        "total_steps": 16 * len(losses)},
-            "provenance": {"world_size": world, "cpu_count": cores, "devices": ["cpu (2 cores)"]}}
-    (d / "config.json").write_text(json.dumps(meta))
-    rows = []
-    for e, loss in enumerate(losses, 1):
-        rounds = 16 * e // interval
-        loc = rounds_local * e
-        rows.append({"epoch": e, "step": 16 * e, "train_seconds": 10.0 * e, "train_loss": loss,
-                     "train_acc": 0.5, "lr": 0.1, "rounds": rounds, "rounds_local": loc,
-                     "bytes": (rounds + loc) * 4000, "bytes_local": loc * 4000,
-                     "compute_seconds": 9.0 * e, "comm_seconds": 1.0 * e,
-                     "comm_seconds_local": 0.0, "test_acc": 0.3})
-    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
-
-
-def calibration(tmp_path, step=0.01):
-    doc = {"kind": KIND, "name": "toy box", "compute": {"seconds_per_step": step},
-           "network": {"ranks_per_node": 4, "overhead_s": 0.0,
-                       "levels": {"intra": {"alpha_s": 0.0, "bandwidth_Bps": 4000.0}}}}
-    p = tmp_path / "cal.json"
-    p.write_text(json.dumps(doc))
-    return p
-
-
-@pytest.fixture
-def sweep(tmp_path):
-    write_run(tmp_path / "s", "I1", 1, [2.0, 1.0, 0.5])
-    write_run(tmp_path / "s", "I4", 4, [2.2, 1.2, 0.8])
-    return tmp_path / "s"
-
-
-def test_modelled_clock_by_hand(sweep, tmp_path):
-    cal = Calibration.load(calibration(tmp_path))
-    df = plot_clock.with_clock(load_sweep(sweep), cal)
+def test_modelled_clock_by_hand(toy_sweep, tmp_path):
+    cal = Calibration.load(toy_calibration_file(tmp_path))
+    df = plot_clock.with_clock(load_sweep(toy_sweep), cal)
     # one round of 4 workers, 4000 bytes at 4000 B/s: 2·3/4 s = 1.5 s; 16 steps x 0.01 s
     i1 = df[df["interval"] == 1]["clock_seconds"].tolist()
     i4 = df[df["interval"] == 4]["clock_seconds"].tolist()
     assert i1 == pytest.approx([e * (0.16 + 16 * 1.5) for e in (1, 2, 3)])
     assert i4 == pytest.approx([e * (0.16 + 4 * 1.5) for e in (1, 2, 3)])
     # the measured clock is the runs' own train_seconds
-    assert plot_clock.with_clock(load_sweep(sweep), None)["clock_seconds"].tolist() == \
-        load_sweep(sweep)["train_seconds"].tolist()
+    assert plot_clock.with_clock(load_sweep(toy_sweep), None)["clock_seconds"].tolist() == \
+        load_sweep(toy_sweep)["train_seconds"].tolist()
 
 
-def test_time_to_target(sweep, tmp_path):
-    df = load_sweep(sweep)
-    cal = Calibration.load(calibration(tmp_path))
+def test_time_to_target(toy_sweep, tmp_path):
+    df = load_sweep(toy_sweep)
+    cal = Calibration.load(toy_calibration_file(tmp_path))
     target, epoch = plot_clock.target_loss(df, frac=0.67)      # I = 1 at epoch 2
     assert (target, epoch) == (1.0, 2)
     t = plot_clock.time_to_target(df, {"toy": cal}, target).set_index("interval")
@@ -79,26 +40,26 @@ def test_time_to_target(sweep, tmp_path):
     assert never["seconds"].isna().all()
 
 
-def test_panel_b_says_what_its_clock_is(sweep, tmp_path):
-    df = plot.select(load_sweep(sweep))
-    fig = plot.figure3(df, clock=calibration(tmp_path))
+def test_panel_b_says_what_its_clock_is(toy_sweep, tmp_path):
+    df = plot.select(load_sweep(toy_sweep))
+    fig = plot.figure3(df, clock=toy_calibration_file(tmp_path))
     b = fig.axes[1]
     assert any("modelled: toy box" in t.get_text() for t in b.texts)
     assert b.get_xlabel().startswith("MODELLED")
     # 4 CPU ranks on 16 cores: no contention note; the demo's 8 ranks on 2 cores: a note
     assert not plot.figure3(df).axes[1].texts
-    write_run(tmp_path / "c", "I1", 1, [2.0, 1.0], world=8, cores=2)
+    write_toy_run(tmp_path / "c", "I1", 1, [2.0, 1.0], world=8, cores=2)
     crowded = plot.figure3(plot.select(load_sweep(tmp_path / "c"))).axes[1]
     assert any("8 CPU ranks contending for 2 cores" in t.get_text() for t in crowded.texts)
 
 
-def test_panel_b_of_lab_runs_says_lab(sweep, tmp_path):
+def test_panel_b_of_lab_runs_says_lab(toy_sweep, tmp_path):
     """A lab sweep (scripts/lab_sweep.sh writes lab.json beside it): the measured panel (b) and
     the summary say it is the lab's clock, with its link."""
     (tmp_path / "lab.json").write_text(json.dumps({"nodes": 2, "slots": 2, "cpus_per_node": 1,
                                                    "rate": "50mbit"}))
     lab_sweep = tmp_path / "sweep"
-    shutil.copytree(sweep, lab_sweep)
+    shutil.copytree(toy_sweep, lab_sweep)
     b = plot.figure3(plot.select(load_sweep(lab_sweep)), sweep_dir=lab_sweep).axes[1]
     text = " ".join(t.get_text().replace("\n", " ") for t in b.texts)
     assert "measured on the lab: 2 nodes x 2 Horovod ranks" in text and "shaped to 50 Mbit/s" in text
@@ -107,8 +68,8 @@ def test_panel_b_of_lab_runs_says_lab(sweep, tmp_path):
 
 
 def test_summary_names_what_its_columns_hold(tmp_path):
-    write_run(tmp_path / "h", "H", 2, [2.0], group_size=2, rounds_local=8)   # Hier-AVG
-    write_run(tmp_path / "p", "P", 4, [2.0], backend="packed")
+    write_toy_run(tmp_path / "h", "H", 2, [2.0], group_size=2, rounds_local=8)   # Hier-AVG
+    write_toy_run(tmp_path / "p", "P", 4, [2.0], backend="packed")
     h = plot.summary_table(plot.select(load_sweep(tmp_path / "h"))).iloc[0]
     # 8 global rounds over 4 workers (2·3/4) + 8 local rounds in pairs (2·1/2), 4000 B each
     assert h["buffer_bytes"] == 16 * 4000
@@ -118,11 +79,11 @@ def test_summary_names_what_its_columns_hold(tmp_path):
     assert pd.isna(p["comm_seconds"])     # packed replicas communicate nothing
 
 
-def test_validation_table_and_figure(sweep, tmp_path):
+def test_validation_table_and_figure(toy_sweep, tmp_path):
     from prsgd.clock import validate as clock_validate
-    cal = calibration(tmp_path)
+    cal = toy_calibration_file(tmp_path)
     out = tmp_path / "val"
-    assert clock_validate.main(["--setting", f"toy={sweep},{cal}", "--out", str(out)]) == 0
+    assert clock_validate.main(["--setting", f"toy={toy_sweep},{cal}", "--out", str(out)]) == 0
     t = pd.read_csv(out / "table.csv").set_index("label")
     # I = 1: 48 steps x 0.01 s + 48 rounds x 1.5 s against the measured 30 s
     assert t.loc["I=1", "modelled_s"] == pytest.approx(3 * 24.16)
@@ -134,16 +95,17 @@ def test_validation_table_and_figure(sweep, tmp_path):
 
 
 def test_committed_validation_table_recomputes():
-    """results/wallclock/validation/table*.csv come from the committed lab runs and lab
-    calibrations (results/wallclock/validation/README.md has the command)."""
+    """results/wallclock/validation/table*.csv come from the committed lab runs (results/figure3-lab,
+    results/wallclock/validation-runs) and lab calibrations (results/wallclock/validation/README.md
+    has the command)."""
     from prsgd.clock import validate as clock_validate
     val = ROOT / "results" / "wallclock" / "validation"
     committed = pd.read_csv(val / "table.csv")
     settings = {}
     for name, cal in committed[["setting", "calibration"]].drop_duplicates().itertuples(index=False):
         # make clock-validation's settings: "shaped RATE" (the lab Figure 3) and "unshaped"
-        runs = "figure3" if name.startswith("shaped") else "validation-runs/unshaped"
-        settings[name] = (ROOT / "results" / "wallclock" / runs,
+        runs = "figure3-lab" if name.startswith("shaped") else "wallclock/validation-runs/unshaped"
+        settings[name] = (ROOT / "results" / runs,
                           ROOT / "results" / "wallclock" / "calibration" / cal)
     pd.testing.assert_frame_equal(clock_validate.table(settings), committed)
     pd.testing.assert_frame_equal(clock_validate.table(settings, compute_from_other_runs=True),

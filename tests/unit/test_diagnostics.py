@@ -2,19 +2,15 @@
 the Lemma 1 bound on real short runs, Corollary 1 in config.json."""
 from __future__ import annotations
 
-import json
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
 
-from prsgd.core import config as config_mod
 from prsgd.backends.packed import PackedComm
 from prsgd.core.flat import FlatModel
 from prsgd.core.diagnostics import Diagnostics, corollary1, lemma1_bound
 from prsgd.core.schedule import Event
-from prsgd.train import run
 
 
 class Points(nn.Module):
@@ -73,12 +69,3 @@ def test_packed_consensus_of_groups():
     # groups {0,1}: each 1 away per coordinate; {2,3}: each 2 away per coordinate.
     assert float(c) == pytest.approx((2 * 1 * d + 2 * 4 * d) / n)
 
-
-def _short_run(tmp_path, interval, **kw):
-    kw = {**dict(backend="packed", workers=2, interval=interval, momentum=0.0, diagnostics=True,
-                 train_subset=256, batch_size=8, epochs=2, lr_milestones=(), eval_every=0,
-                 progress=False, out=str(tmp_path), run_id=f"I{interval}"), **kw}
-    cfg = config_mod.preset("smoke", **kw)
-    run_dir = run(cfg)
-    return json.loads((run_dir / "config.json").read_text()), \
-        pd.read_csv(run_dir / "diagnostics.csv"), run_dir

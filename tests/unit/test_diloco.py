@@ -12,12 +12,8 @@ from __future__ import annotations
 
 
 import pytest
-import torch
 
 from prsgd.core import config as config_mod
-from prsgd.core.flat import FlatModel
-from prsgd.core.models import ResNet20
-from prsgd.train import run
 
 BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "32", "--test-subset",
         "16", "--batch-size", "4", "--epochs", "2", "--lr-milestones", "1", "--seed", "3",
@@ -25,25 +21,6 @@ BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "32", "
         "--device", "cpu"]
 DILOCO = [*BASE, "--algorithm", "diloco"]
 PACKED = ["--backend", "packed", "--workers", "2"]
-
-
-def train(out, *args, hooks=None):
-    return run(config_mod.from_args([*args, "--out", str(out)]), hooks=hooks)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Algorithm 1, DiLoCo with outer lr 1 / momentum 0, and DiLoCo with its defaults (packed)."""
-    out = tmp_path_factory.mktemp("diloco")
-    train(out, *BASE, *PACKED, "--run-id", "alg1")
-    train(out, *DILOCO, *PACKED, "--outer-lr", "1", "--outer-momentum", "0", "--run-id", "plain")
-    train(out, *DILOCO, *PACKED, "--run-id", "d")
-    return out
-
-
-def initial_params() -> torch.Tensor:
-    torch.manual_seed(3)   # --seed 3: the model every worker starts from
-    return FlatModel(ResNet20(replicas=1).double(), 1).params.detach().clone()
 
 
 @pytest.mark.parametrize("flag, value", [("--outer-lr", "0"), ("--outer-momentum", "1")])

@@ -7,21 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import ROOT
-
-
-def run_bench(*args, **kwargs):
-    """benchmarks/bench.py's run_bench (the benchmarks are scripts, outside the package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("prsgd_bench", ROOT / "benchmarks" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_bench(*args, **kwargs)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TINY = ["-m", "prsgd.train", "--preset", "smoke", "--train-subset", "64", "--test-subset", "16",
-        "--batch-size", "8", "--max-steps", "3", "--progress", "false"]
 
 
 @cuda

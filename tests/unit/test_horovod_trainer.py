@@ -1,24 +1,9 @@
 """Algorithm 1 with real `horovodrun -np 2 --gloo` ranks (issue 2, criteria 2, 3, 4, 5)."""
-import json
 
 import pytest
-import torch
 
-from conftest import horovodrun, ROOT
 
 pytestmark = pytest.mark.horovod
-WORKER = str(ROOT / "tests" / "helpers" / "hvd_worker.py")
-TINY = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "256",
-        "--batch-size", "8", "--eval-every", "0", "--progress", "false"]
-
-
-def record(tmp_path, name, args, np_=2):
-    prefix = tmp_path / name
-    horovodrun(np_, [WORKER, str(prefix), *TINY, "--out", str(tmp_path / "runs"),
-                     "--run-id", name, *args], timeout=240)
-    lines = [[json.loads(l) for l in open(f"{prefix}.rank{r}.jsonl")] for r in range(np_)]
-    finals = [torch.load(f"{prefix}.rank{r}.pt", weights_only=True) for r in range(np_)]
-    return lines, finals, tmp_path / "runs" / name
 
 
 def test_cycle_time_default_only_for_gpu_ranks():

@@ -9,31 +9,14 @@ test_first_step_agrees_in_fp32 bounds the first step; see README "Packed backend
 from __future__ import annotations
 
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT
 from prsgd.data import plan as D_plan
 from prsgd.data import sources as D_sources
 from prsgd.core.flat import FlatModel
 from prsgd.core.models import ResNet20, tile_state
-
-DUMP = str(ROOT / "tests" / "helpers" / "dump_state.py")
-SMALL = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "--test-subset",
-         "16", "--batch-size", "2", "--epochs", "4", "--lr-milestones", "2", "--max-steps", "50",
-         "--seed", "3", "--precision", "fp64", "--progress", "false", "--device", "cpu"]
-STEPS = "4,48,50"
-ROW_COLUMNS = ["epoch", "step", "train_loss", "train_acc", "lr", "rounds", "rounds_local",
-               "bytes", "test_loss", "test_acc"]
-
-
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
-def metrics(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv")[ROW_COLUMNS]
+from conftest import rel
 
 
 def test_first_step_agrees_in_fp32():

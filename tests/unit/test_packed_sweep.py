@@ -6,10 +6,8 @@ local models differ at every epoch boundary and a checkpoint must keep every rep
 """
 from __future__ import annotations
 
-import json
 
 import pandas as pd
-import torch
 
 from conftest import ROOT
 from prsgd.core import config as config_mod
@@ -28,25 +26,20 @@ def sweep(out, *extra, hooks=None):
     return train_packed_sweep(cfg, hooks=hooks)
 
 
-def final_state(run_dir):
-    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    return ck, ck["ranks"][0]["flat"]
-
-
 def test_run_id_template():
     assert packed_run_id("I{interval}-s0", 16) == "I16-s0"
     assert packed_run_id("abc", 4) == "abc-I4"
 
 
 def test_committed_figure3_replots_from_its_run_directories(tmp_path):
-    """results/figure3's tables come from the run directories committed beside them."""
+    """results/figure3-h100-packed's tables come from the run directories committed beside them."""
     from prsgd.plots import figure3 as plot
-    sweep_dir = ROOT / "results" / "figure3" / "sweep"
+    sweep_dir = ROOT / "results" / "figure3-h100-packed" / "sweep"
     # panel (b) and the modelled columns use the named calibration (results/README.md)
     clock = ROOT / "results" / "wallclock" / "calibration" / "h100-pcie3-box.json"
     written = plot.write_all(sweep_dir, tmp_path, clock=clock)
     fresh = pd.read_csv(written["summary.csv"])
-    committed = pd.read_csv(ROOT / "results" / "figure3" / "summary.csv")
+    committed = pd.read_csv(ROOT / "results" / "figure3-h100-packed" / "summary.csv")
     pd.testing.assert_frame_equal(fresh, committed)
     assert list(fresh["interval"]) == [1, 4, 8, 16, 32] and set(fresh["epochs"]) == {300}
     # One packed process: one shared clock, so no measured time ratio between intervals is
@@ -73,20 +66,3 @@ def test_pack_jobs_and_outcomes():
     spec.pack = False
     assert len(sweep.jobs(spec, todo)) == 3
 
-
-def as_if_killed(cut_runs, whole_runs) -> None:
-    """The records a pack killed after its epoch-1 checkpoint leaves: the config in the checkpoint
-    and in each config.json is the full pack's (no --max-steps), and the status still `running`
-    (a --max-steps run ends `done`, and resume refuses any change of config)."""
-    ckpt = cut_runs / "I2-s0" / "checkpoint.pt"
-    ck = torch.load(ckpt, weights_only=True)
-    ck["config"] = torch.load(whole_runs / "I2-s0" / "checkpoint.pt", weights_only=True)["config"]
-    torch.save(ck, ckpt)
-    for rid in ("I2-s0", "I3-s0"):
-        meta, full = (json.loads((d / rid / "config.json").read_text())
-                      for d in (cut_runs, whole_runs))
-        meta["config"], meta["derived"] = dict(full["config"], out=meta["config"]["out"]), \
-            full["derived"]
-        (cut_runs / rid / "config.json").write_text(json.dumps(meta))
-        status = json.loads((cut_runs / rid / "status.json").read_text())
-        (cut_runs / rid / "status.json").write_text(json.dumps(dict(status, status="running")))

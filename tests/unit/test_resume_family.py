@@ -11,76 +11,12 @@ python -m prsgd.train --resume`: it must end bit-identical to the uninterrupted 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-import torch
 
 from prsgd.records import policy
-from prsgd.core.flat import FlatModel
 from prsgd.core.config import preset
-from prsgd.core.models import ResNet20
 
-from conftest import ROOT, horovodrun
-from conftest import load_ckpt
-
-# 2 workers x 64-image shards / batch 8 = 8 steps per epoch.
-BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",
-        "64", "--batch-size", "8", "--epochs", "3", "--seed", "7"]
-GAR = [*BASE, "--algorithm", "gradient_allreduce", "--momentum", "0.9"]
-# Algorithm 3: worker 0 averages after 2 of its steps, worker 1 after 3. A reported epoch is
-# 2 rounds (8 steps per epoch // max(I_i) = 3); 3 epochs of steps are 8 rounds = 4 epochs.
-HETERO = [*BASE, "--algorithm", "hetero", "--worker-intervals", "2,3"]
-
-
-@pytest.fixture(scope="module")
-def first_runs(tmp_path_factory) -> Path:
-    """OUT/<name>/run for the uninterrupted runs (`*_ref`) and the twins stopped after epoch 1
-    (`*_cut`: 8 steps; Algorithm 3: 6 reference steps = 2 rounds). One Horovod launch for all
-    four (tests/helpers/family_worker.py): starting Horovod and torch costs more than these runs."""
-    out = tmp_path_factory.mktemp("resume")
-    runs = {"gar_ref": GAR, "gar_cut": [*GAR, "--max-steps", "8"],
-            "het_ref": HETERO, "het_cut": [*HETERO, "--max-steps", "6"]}
-    horovodrun(2, [str(ROOT / "tests" / "helpers" / "family_worker.py"), str(out), json.dumps(runs)],
-               timeout=600)
-    for name in ("gar", "het"):
-        as_if_killed(out / f"{name}_cut" / "run", out / f"{name}_ref" / "run")
-    return out
-
-
-def as_if_killed(cut: Path, ref: Path) -> None:
-    """The records of a run of `ref`'s config killed after its first checkpoint: the config in
-    the checkpoint and in config.json is the full run's (no --max-steps)."""
-    ck = load_ckpt(cut)
-    ck["config"] = load_ckpt(ref)["config"]
-    torch.save(ck, cut / "checkpoint.pt")
-    meta, full = (json.loads((d / "config.json").read_text()) for d in (cut, ref))
-    meta["config"], meta["derived"] = full["config"], full["derived"]
-    (cut / "config.json").write_text(json.dumps(meta))
-
-
-def resume(args: list[str], run_dir: Path, from_epoch: int) -> None:
-    res = horovodrun(2, ["-m", "prsgd.train", *args, "--out", str(run_dir.parent), "--run-id",
-                         run_dir.name, "--resume", "--progress", "true"], timeout=300)
-    assert f"resumed from the checkpoint of epoch {from_epoch}" in res.stdout, res.stdout[-3000:]
-
-
-def momentum_buffers(rank_state: dict) -> list[torch.Tensor]:
-    """Each parameter's momentum buffer: its segment of the flat buffer's momentum part (the
-    baseline averages the gradients, then steps the flat SGD like every algorithm)."""
-    fm = FlatModel(ResNet20(replicas=1), 1)
-    return [rank_state["flat"][o:o + k] for o, k in fm.momentum_segments]
-
-
-# --- the gradient-allreduce baseline ----------------------------------------------------------
-# --- Algorithm 3 --------------------------------------------------------------------------------
-def jsonl(path: Path) -> list[str]:
-    return path.read_text().splitlines()
-
-
-def with_epoch(lines: list[str], epoch: int) -> list[str]:
-    return [l for l in lines if json.loads(l)["epoch"] == epoch]
 
 
 def test_rounds_log_goes_with_a_start_over_and_a_restart(tmp_path):

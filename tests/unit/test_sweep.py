@@ -5,7 +5,6 @@ tests use the packed backend (one process per run) to stay fast: the driver logi
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -14,38 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_python
 from prsgd.plots import figure3 as plot
 from prsgd.experiments import sweep
 from prsgd.experiments.spec import driver_flags
-
-# 2 workers x 64 images, batch 8: 8 local steps per epoch; --max-steps 10 makes T = 10.
-TINY = ["--preset", "smoke", "--train-subset", "128", "--test-subset", "32", "--batch-size", "8",
-        "--epochs", "2", "--max-steps", "10", "--checkpoint-every", "0"]
-T = 10
-
-
-def sweep_cmd(out: Path, *opts: str, train=TINY) -> list[str]:
-    return [str(ROOT / "scripts" / "sweep.py"), "--out", str(out), "--data", "synthetic",
-            *opts, "--", *train]
-
-
-def manifest(sweep_dir: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in json.loads((sweep_dir / "manifest.json").read_text())["runs"]}
-
-
-def fingerprint(run_dir: Path) -> dict[str, tuple[int, str]]:
-    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(run_dir.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    """Intervals 1 and 4, two real Horovod ranks each, synthetic data, T = 10 local steps."""
-    out = tmp_path_factory.mktemp("sweep") / "tiny"
-    proc = run_python(sweep_cmd(out, "--np", "2", "--intervals", "1,4", "--run-timeout", "240"),
-                      timeout=600)
-    return out, proc
 
 
 # --- 1. a tiny sweep through horovodrun, then the plot -------------------------------------------

@@ -16,10 +16,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
-
 from prsgd.clock.model import Calibration, CalibrationError, model_run
-from prsgd.plots.figure3 import plain_log_labels
+from prsgd.plots import style
 from prsgd.records.results import load_run
 from prsgd.records.rundir import find_runs
 
@@ -114,8 +112,8 @@ def to_markdown(t: pd.DataFrame) -> str:
 
 def figure(t: pd.DataFrame):
     """(a) total train_seconds, (b) the communication part alone: modelled against measured."""
-    fig = Figure(figsize=(12, 5.6), layout="constrained")
-    for ax, (m, p, what) in zip(fig.subplots(1, 2), (
+    fig, axes = style.figure(2, height=5.4)
+    for ax, (m, p, what) in zip(axes, (
             ("measured_s", "modelled_s", "(a) train_seconds"),
             ("measured_comm_s", "modelled_comm_s", "(b) communication seconds (all levels)"))):
         ok = t[(t[m] > 0) & (t[p] > 0)]
@@ -136,14 +134,15 @@ def figure(t: pd.DataFrame):
             ax.scatter([], [], color=f"C{k}", marker="s", label=f"link: {name}")
         for lab in labels:
             ax.scatter([], [], color="white", edgecolor="black", marker=marker[lab], label=lab)
-        ax.set(xscale="log", yscale="log", xlim=xs, ylim=xs, title=what,
-               xlabel="measured seconds (real ranks, real links)",
-               ylabel="MODELLED seconds (prsgd.clock, calibrated on the lab)")
+        ax.set(xscale="log", yscale="log", xlim=xs, ylim=xs)
+        style.title(ax, what)
+        style.labels(ax, "measured seconds (real ranks, real links)",
+                     "MODELLED seconds (prsgd.clock, calibrated on the lab)")
         for axis in (ax.xaxis, ax.yaxis):
-            plain_log_labels(axis, *xs)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle("The clock against the lab's runs", fontsize=10)
+            style.log_axis(axis, *xs)
+        style.grid(ax)
+    style.legend_below(fig, axes[0], ncols=4)     # the same settings and variants in both
+    style.suptitle(fig, "The clock against the lab's runs")
     return fig
 
 
@@ -176,8 +175,7 @@ def main(argv=None) -> int:
     t.to_csv(out / "table.csv", index=False)
     (out / "table.md").write_text(to_markdown(t))
     fig = figure(t)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"predicted_vs_measured.{ext}", dpi=150)
+    style.save(fig, out / "predicted_vs_measured", ("png", "pdf"))
     print(to_markdown(t))
     if a.compute_from_other_runs:
         loo = table(settings, compute_from_other_runs=True)

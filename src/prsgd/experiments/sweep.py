@@ -1,6 +1,6 @@
 """The sweep driver: one training run per averaging interval I (and per seed), each a subprocess.
 
-    python scripts/sweep.py --out results/figure3/sweep --np 8 --intervals 1,4,8,16,32 \
+    python scripts/sweep.py --out results/figure3-8gpu/sweep --np 8 --intervals 1,4,8,16,32 \
         --data ../shared/data/cifar10-jpeg -- --preset paper
 
 Each run is `horovodrun -np N [--gloo] python -m prsgd.train --out SWEEP/runs --run-id ID ...`

@@ -4,7 +4,8 @@ A sweep's panel (b) plots training loss against a clock: `measured` (each run's 
 `train_seconds`: real ranks, real links) or a calibration file (`prsgd.clock`: the run's local
 steps and averaging rounds costed on a named machine). A modelled clock says so on the figure.
 
-    python -m prsgd.plots.clock time-to-target results/figure3/sweep --out results/figure3 \\
+    python -m prsgd.plots.clock time-to-target results/figure3-h100-packed/sweep \\
+        --out results/figure3-h100-packed \\
         --clock "NVLink box=results/wallclock/calibration/h100-nvlink-box.json" ...
 
 draws, for each network, the modelled time each interval I needs to reach a target training loss
@@ -18,11 +19,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
-
 from prsgd.records import rundir
 from prsgd.clock.model import Calibration, CalibrationError, model_run
+from prsgd.plots import style
 
 MEASURED = "measured"
 
@@ -129,33 +128,31 @@ def reachable_target(df: pd.DataFrame) -> float:
 
 def time_to_target_figure(panels: list, title: str = ""):
     """One panel per (table, description of the target)."""
-    fig = Figure(figsize=(6.2 * len(panels), 4.8), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    fig, axes = style.figure(len(panels), height=5.0)
+    axes = [axes] if len(panels) == 1 else list(axes)
     for ax, (table, what) in zip(axes, panels):
         intervals = sorted(table["interval"].unique())
+        looks = style.variant_styles(table["clock"].unique())
         for name, g in table.groupby("clock", sort=False):
             g = g.sort_values("interval")
-            ax.plot(g["interval"], g["seconds"], "o-", label=name)
+            ax.plot(g["interval"], g["seconds"], label=name, ms=5, **looks[name])
         missing = sorted(table.loc[table["seconds"].isna(), "interval"].unique())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
-        ax.set_xticks(intervals)
-        ax.set_xticklabels([str(i) for i in intervals])
-        ax.set(xlabel="averaging interval I (local steps between averages)",
-               ylabel="MODELLED seconds to reach the target (log scale)",
-               title=f"target: training loss {table['target_loss'].iloc[0]:.4g}\n({what})")
-        ax.title.set_fontsize(9)
+        style.log2_axis(ax.xaxis, intervals)
+        style.log_axis(ax.yaxis, *ax.get_ylim())
+        style.labels(ax, "averaging interval I (local steps between averages)",
+                     "MODELLED seconds to reach the target (log scale)")
+        style.title(ax, f"target: training loss {table['target_loss'].iloc[0]:.4g} ({what})")
         if missing:
             ax.text(0.99, 0.01, "never reached by I = " + ", ".join(map(str, missing)),
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, title="network (modelled)", title_fontsize=7)
-    fig.suptitle(title or "Time to a target training loss against I: MODELLED clock "
-                 "(committed H100 step time + network presets, prsgd.clock)", fontsize=10,
-                 color="firebrick")
+        style.grid(ax)
+    # every panel draws the same networks: one legend under them
+    style.legend_below(fig, axes[0], ncols=3, title="network (modelled)")
+    style.suptitle(fig, title or "Time to a target training loss against I: MODELLED clock "
+                   "(committed H100 step time + network presets, prsgd.clock)",
+                   color=style.NOTE_COLOR)
     return fig
 
 
@@ -192,8 +189,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fig = time_to_target_figure(panels)
     table = pd.concat([t.assign(target=what) for t, what in panels], ignore_index=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"time_to_target.{ext}", dpi=150)
+    style.save(fig, out / "time_to_target", ("png", "pdf"))
     table.to_csv(out / "time_to_target.csv", index=False)
     for f in ("time_to_target.png", "time_to_target.pdf", "time_to_target.csv"):
         print(out / f)

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from prsgd.plots import style
 from prsgd.records import rundir
 from prsgd.records.results import load_run
 from prsgd.records.rundir import find_runs
@@ -51,39 +52,53 @@ def summary(runs) -> "pandas.DataFrame":
     return pd.DataFrame(rows)
 
 
-def plot(runs, out_png: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def describe(runs) -> str:
+    """What the family's runs share: workers, dataset, epochs."""
+    if not runs:
+        return "no runs"
+    meta = runs[0][1]
+    data = meta.get("provenance", {}).get("dataset", {}).get("name") or meta["config"]["dataset"]
+    return (f"N = {meta['derived']['workers']} workers, {data}, "
+            f"{meta['config']['epochs']} epochs")
 
+
+def family_figure(runs):
+    """(a) training loss per epoch and (b) test accuracy per averaging round for every algorithm
+    on the same data and steps; (c) Alg 1 vs Alg 3 with one worker slowed down."""
     slow = [r for r in runs if r[1]["config"].get("slowdown")]
     family = [r for r in runs if not r[1]["config"].get("slowdown")]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, (a, b, c) = style.figure(3, width=19, height=5.4)
+    # colour, marker AND line style per algorithm: K-AVG's curve lies on PR-SGD I=4's
+    looks = style.variant_styles(label(cfg) for _, cfg, _ in family)
     for name, cfg, df in family:
         lab = label(cfg)
-        style = "--" if cfg["config"]["algorithm"] == "kavg" else "-"  # K-AVG overlays Alg 1
-        axes[0].plot(df.epoch, df.train_loss, style, marker="o", label=lab)
+        a.plot(df.epoch, df.train_loss, ms=5, label=lab, **looks[lab])
         if "test_acc" in df:
-            rounds = df.rounds + df.rounds_local
-            axes[1].plot(rounds, df.test_acc, style, marker="o", label=lab)
-    axes[0].set(xlabel="epoch", ylabel="training loss (mean of the epoch's mini-batches)",
-                title="(a) the family, same data and steps")
-    axes[1].set(xlabel="averaging rounds so far (global + local)", xscale="symlog",
-                ylabel="test accuracy of the averaged model", title="(b) accuracy per round")
-    if family:
-        axes[0].legend(fontsize=7)
+            b.plot(df.rounds + df.rounds_local, df.test_acc, ms=5, label=lab, **looks[lab])
+    style.labels(a, "epoch", "training loss (mean of the epoch's mini-batches)")
+    style.title(a, "(a) the family, same data and steps")
+    b.set_xscale("symlog")
+    style.labels(b, "averaging rounds so far (global + local, symlog scale)",
+                 "test accuracy of the averaged model")
+    style.title(b, "(b) accuracy per averaging round")
+    style.legend_outside(b, title="algorithm (panels a, b)")
+    looks = style.variant_styles(label(cfg) for _, cfg, _ in slow)
     for name, cfg, df in slow:
-        lab = f"{label(cfg)}, slowdown {','.join(map(str, cfg['config']['slowdown']))}"
-        axes[2].plot(df.train_seconds, df.train_loss, marker="o", label=lab)
-    axes[2].set(xlabel="training wall-clock seconds", ylabel="training loss",
-                title="(c) one worker 2x slower: Alg 1 waits, Alg 3 does not")
-    if slow:
-        axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+        lab = label(cfg)
+        c.plot(df.train_seconds, df.train_loss, ms=5, **looks[lab],
+               label=f"{lab}, slowdown {','.join(map(str, cfg['config']['slowdown']))}")
+    style.labels(c, "training wall-clock seconds", "training loss")
+    style.title(c, "(c) one worker 2x slower: Alg 1 waits, Alg 3 does not")
+    style.legend_outside(c)
+    for ax in (a, b, c):
+        style.grid(ax)
+    style.suptitle(fig, f"The algorithm family on one small run ({describe(family or slow)}); "
+                   f"(c): {describe(slow)}")
+    return fig
+
+
+def plot(runs, out_png: Path) -> Path:
+    return style.save(family_figure(runs), out_png)[0]
 
 
 def main(argv=None) -> int:

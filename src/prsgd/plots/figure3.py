@@ -10,17 +10,14 @@ Everything reads through `results.load_sweep`, the loader the notebook and the t
 from __future__ import annotations
 
 import argparse
-import textwrap
 import math
 import sys
 from pathlib import Path
 
 import pandas as pd
-# Figure objects, not pyplot: no global state and no GUI backend; savefig draws with Agg, and a
-# notebook displays the returned figures inline.
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import MaxNLocator
 
+from prsgd.plots import style
 from prsgd.plots.clock import MEASURED, clock_note, load_clock, with_clock
 from prsgd.records.results import load_sweep
 
@@ -49,29 +46,20 @@ def curves(df: pd.DataFrame, y: str, x: str = "epoch") -> dict[int, pd.DataFrame
 
 
 def _draw(ax, df: pd.DataFrame, y: str, x: str, log: bool, suffix: str = "",
-          style: str = "-", colors: dict | None = None) -> None:
-    for k, (interval, c) in enumerate(curves(df, y, x).items()):
-        color = (colors or {}).get(interval, f"C{k}")
-        line, = ax.plot(c["x"], c["mean"], style, marker="o" if len(c) <= 12 else None, ms=3,
-                        label=label(interval) + suffix, color=color)
+          linestyle: str = "-") -> None:
+    """One curve per interval, in the interval's house colour (style.interval_color)."""
+    for interval, c in curves(df, y, x).items():
+        color = style.interval_color(interval)
+        ax.plot(c["x"], c["mean"], linestyle, marker="o" if len(c) <= 12 else None, ms=3,
+                label=label(interval) + suffix, color=color)
         if c["seeds"].max() > 1:
-            ax.fill_between(c["x"], c["lo"], c["hi"], color=line.get_color(), alpha=0.2, lw=0)
+            ax.fill_between(c["x"], c["lo"], c["hi"], color=color, alpha=0.2, lw=0)
     if log:
         ax.set_yscale("log")
-        plain_log_labels(ax.yaxis, *ax.get_ylim())
+        style.log_axis(ax.yaxis, *ax.get_ylim())
     if x == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(True, which="both", alpha=0.3)
-
-
-def plain_log_labels(axis, lo: float, hi: float) -> None:
-    """Plain tick labels on a log axis from `lo` to `hi` (0.6, 1, 2 rather than 6x10^-1); over
-    more than a decade only the minor ticks at 2, 3 and 5 are labelled (else they collide)."""
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    some = FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 10 or
-                         round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else "")
-    axis.set_major_formatter(plain)
-    axis.set_minor_formatter(some)
+    style.grid(ax)
 
 
 def describe(df: pd.DataFrame) -> str:
@@ -113,60 +101,50 @@ def figure3(df: pd.DataFrame, title: str | None = None, clock=None, sweep_dir=No
     runs' own clock (`clock` None / "measured") or modelled from a calibration (prsgd.clock).
     `sweep_dir`: where the runs are (a lab's settings beside them name the measured clock)."""
     cal = load_clock(clock)
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
-    a, b = fig.subplots(1, 2)
+    fig, (a, b) = style.figure(2, height=5.2)
     _draw(a, df, "train_loss", "epoch", log=True)
-    a.set(xlabel="epoch (passes over the training set, all workers together)",
-          ylabel="training loss (mean mini-batch cross-entropy, log scale)",
-          title="(a) training loss vs epochs")
+    style.labels(a, "epoch (passes over the training set, all workers together)",
+                 "training loss (mean mini-batch cross-entropy, log scale)")
+    style.title(a, "(a) training loss vs epochs")
     _draw(b, with_clock(df, cal), "train_loss", "clock_seconds", log=True)
     if cal is None:
-        b.set(xlabel="training wall-clock time (s, evaluation excluded)"
-              + ("\nshared by all intervals (packed in one process)" if shared_clock(df) else ""),
-              title="(b) training loss vs wall-clock time")
+        style.labels(b, "training wall-clock time (s, evaluation excluded)"
+                     + ("\nshared by all intervals (packed in one process)"
+                        if shared_clock(df) else ""))
+        style.title(b, "(b) training loss vs wall-clock time")
     else:
-        b.set(xlabel="MODELLED wall-clock time (s)\nlocal steps x step time + averaging rounds "
-                     "x ring allreduce (prsgd.clock)",
-              title="(b) training loss vs wall-clock time (modelled)")
-    b.set(ylabel="training loss (log scale)")
+        style.labels(b, "MODELLED wall-clock time (s)\nlocal steps x step time + averaging "
+                        "rounds x ring allreduce (prsgd.clock)")
+        style.title(b, "(b) training loss vs wall-clock time (modelled)")
+    style.labels(b, ylabel="training loss (log scale)")
     note = clock_note(df, cal, sweep_dir)
-    if note:    # what the clock is, on the panel itself
-        # bottom left: loss curves fall to the right, the legend takes the top right
-        b.text(0.02, 0.03, textwrap.fill(note, 60), transform=b.transAxes, ha="left",
-               va="bottom", fontsize=8, color="firebrick",
-               bbox=dict(boxstyle="round", facecolor="white", edgecolor="firebrick", alpha=0.9))
-    for ax in (a, b):
-        ax.legend(fontsize=8)
-    fig.suptitle(title or f"Figure 3: ResNet20, {describe(df)}", fontsize=10)
+    if note:    # what the clock is, on the panel itself; bottom left: loss curves fall right
+        style.note(b, note)
+    style.legend_below(fig, a, ncols=5)     # both panels draw the same curves: one legend
+    style.suptitle(fig, title or f"Figure 3: ResNet20, {describe(df)}")
     return fig
 
 
 def accuracy_figure(df: pd.DataFrame, title: str | None = None):
-    fig = Figure(figsize=(6.5, 4.6), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = style.figure(width=8.5)
     acc = df.assign(test_acc_pct=100 * df["test_acc"])
     _draw(ax, acc, "test_acc_pct", "epoch", log=False)
-    ax.set(xlabel="epoch", ylabel="test accuracy of the averaged model (%)",
-           title=title or f"Test accuracy: ResNet20\n{describe(df)}")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=8)
+    style.labels(ax, "epoch", "test accuracy of the averaged model (%)")
+    style.legend_outside(ax)
+    style.suptitle(fig, title or f"Test accuracy: ResNet20, {describe(df)}")
     return fig
 
 
 def compare_figure(sweeps: dict[str, pd.DataFrame], y: str = "train_loss",
                    x: str = "epoch"):
     """Two (or more) sweeps on one axis: one colour per interval, one line style per sweep."""
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.subplots()
-    intervals = sorted({int(i) for df in sweeps.values() for i in df["interval"].unique()})
-    colors = {i: f"C{k}" for k, i in enumerate(intervals)}
-    for style, (name, df) in zip(("-", "--", ":", "-."), sweeps.items()):
-        _draw(ax, df, y, x, log=y.endswith("loss"), suffix=f" [{name}]", style=style,
-              colors=colors)
-    ax.set(xlabel="epoch" if x == "epoch" else "training wall-clock time (s)",
-           ylabel=y.replace("_", " ") + (" (log scale)" if y.endswith("loss") else ""),
-           title=f"{y.replace('_', ' ')}: " + " vs ".join(sweeps))
-    ax.legend(fontsize=7)
+    fig, ax = style.figure(width=9.5)
+    for linestyle, (name, df) in zip(style.LINESTYLES, sweeps.items()):
+        _draw(ax, df, y, x, log=y.endswith("loss"), suffix=f" [{name}]", linestyle=linestyle)
+    style.labels(ax, "epoch" if x == "epoch" else "training wall-clock time (s)",
+                 y.replace("_", " ") + (" (log scale)" if y.endswith("loss") else ""))
+    style.title(ax, f"{y.replace('_', ' ')}: " + " vs ".join(sweeps))
+    style.legend_outside(ax, fontsize=7)
     return fig
 
 
@@ -286,10 +264,8 @@ def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES, clock=None) ->
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, fig in (("figure3", figure3(df, clock=cal, sweep_dir=sweep_dir)), ("test_accuracy", accuracy_figure(df))):
-        for ext in ("png", "pdf"):
-            path = out / f"{name}.{ext}"
-            fig.savefig(path, dpi=150)
-            written[f"{name}.{ext}"] = path
+        for path in style.save(fig, out / name, ("png", "pdf")):
+            written[path.name] = path
     table = summary_table(df, cal)
     table.to_csv(out / "summary.csv", index=False)
     note = f"\nNote: {SHARED_CLOCK_NOTE}; train_seconds is that clock.\n" \

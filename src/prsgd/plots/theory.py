@@ -14,12 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from prsgd.plots import style
 
 from prsgd.records import rundir  # noqa: E402
 
@@ -31,11 +29,15 @@ def load_diagnostics(run_dir) -> tuple[dict, pd.DataFrame]:
 
 
 def plot_consensus(run_dirs, path, title: str | None = None) -> Path:
+    return style.save(consensus_figure(run_dirs, title), path)[0]
+
+
+def consensus_figure(run_dirs, title: str | None = None):
     runs = sorted((load_diagnostics(d) for d in run_dirs),
                   key=lambda md: md[0]["config"]["interval"])
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (meta, df) in enumerate(runs):
-        color = f"C{i % 10}"
+    fig, ax = style.figure(width=8.5)
+    for meta, df in runs:
+        color = style.interval_color(meta["config"]["interval"])
         I = meta["config"]["interval"]
         th = meta.get("theory", {})
         inside = th.get("inside_corollary1")
@@ -44,32 +46,32 @@ def plot_consensus(run_dirs, path, title: str | None = None) -> Path:
         ax.plot(df["epoch"], df["lemma1_bound"], "--", color=color, alpha=0.7)
     ax.plot([], [], "k--", alpha=0.7, label="Lemma 1 bound 4γ²I²G²")
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("consensus distance (1/N) Σ‖x_i − x̄‖² before averaging")
+    style.log_axis(ax.yaxis, *ax.get_ylim())
+    style.labels(ax, "epoch", "consensus distance (1/N) Σ‖x_i − x̄‖² before averaging")
     if runs:
         c = runs[0][0]
-        ax.set_title(title or f"N = {c['derived']['workers']}, {c['provenance']['dataset']['name']}")
-    return _finish(fig, ax, path)
+        style.title(ax, title or f"Consensus distance and Lemma 1's bound: "
+                    f"N = {c['derived']['workers']}, {c['provenance']['dataset']['name']}")
+    return _finish(fig, ax)
 
 
-def _finish(fig, ax, path) -> Path:
-    """Legend, grid, layout; write the figure to `path` (folders created) and close it."""
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+def _finish(fig, ax):
+    """Legend outside the data, grid."""
+    style.legend_outside(ax)
+    style.grid(ax)
+    return fig
 
 
 def plot_speedup(rows, path, fit: tuple[float, float] | None = None, title: str = "") -> Path:
+    return style.save(speedup_figure(rows, fit, title), path)[0]
+
+
+def speedup_figure(rows, fit: tuple[float, float] | None = None, title: str = ""):
     from prsgd.experiments.stich import theory_speedup
     df = pd.DataFrame(rows)
     base = df[df["K"] == 1]
     ks = sorted(df["K"].unique())
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = style.figure(width=8.0)
     kk = np.linspace(1, max(ks), 200)
     ax.plot(kk, kk, ":", color="gray", label="ideal S = K")
     for i, h in enumerate(sorted(df.loc[df["K"] > 1, "H"].unique())):
@@ -84,10 +86,11 @@ def plot_speedup(rows, path, fit: tuple[float, float] | None = None, title: str 
         ax.plot([], [], "k--", alpha=0.7, label="Thm 2.2 form, fitted")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("workers K")
-    ax.set_ylabel("speed-up T_ε(1) / T_ε(K, H)")
-    ax.set_title(title)
-    return _finish(fig, ax, path)
+    style.log2_axis(ax.xaxis, ks)
+    style.log_axis(ax.yaxis, *ax.get_ylim(), base=2)
+    style.labels(ax, "workers K", "speed-up T_ε(1) / T_ε(K, H)")
+    style.title(ax, title or "Stich's speed-up: measured and Theorem 2.2's form")
+    return _finish(fig, ax)
 
 
 def main(argv=None) -> int:
