@@ -66,7 +66,7 @@ doctor: $(FULL)  ## versions, GPUs, Horovod's build, a real 2-rank allreduce che
 	$(PY) -m prsgd.doctor
 
 # --- tests -----------------------------------------------------------------------------------------
-test-fast: $(BASE)  ## the unit tier (tests/unit: in-process, no launcher; under a minute)
+test-fast: $(BASE)  ## the unit tier (tests/unit: in-process, no launcher; about a minute)
 	$(PY) -m pytest -q tests/unit
 
 test: $(FULL)  ## both tiers, as CI (.ci/run); first says what skips here and why (13 min, 2 cores)
