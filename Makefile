@@ -25,11 +25,16 @@ PY_DIR := $(dir $(shell command -v $(PY) 2>/dev/null || echo $(PY)))
 export PATH := $(PY_DIR):$(PATH)
 
 # ranks: make train 2, the Figure 3 targets the paper's 8; NP=N overrides both
+ifneq ($(NP),)
+ifeq ($(shell [ "$(NP)" -ge 1 ] 2>/dev/null && echo ok),)
+$(error NP must be a positive integer (got '$(NP)'))
+endif
+endif
 TRAIN_NP := $(or $(NP),2)
 PAPER_NP := $(or $(NP),8)
 
 .DEFAULT_GOAL := help
-.PHONY: reproduce-gpus help install install-base use-env use-env-base doctor test test-fast smoke train clean \
+.PHONY: reproduce-gpus reproduce-1gpu-check help install install-base use-env use-env-base doctor test test-fast smoke train clean \
 	family stich reproduce reproduce-1gpu demo figure figure3-clock notebook bench bench-comm \
 	lab-up lab-down lab-figure3 lab-validation clock-validation
 
@@ -104,19 +109,29 @@ LAB_FIG3_DIR ?= results/figure3-lab
 ONE_GPU_ARGS ?= --cuda-graph --precision bf16 --channels-last --deterministic false
 SWEEP_RUN = $(PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) \
 	$(if $(filter 0,$(GLOO)),--no-gloo,) --data $(if $(DATA),$(DATA),auto)
-# make reproduce: one GPU per rank, or a one-line refusal (ranks sharing GPUs would contend and
-# panel (b)'s clock would be theirs). ALLOW_SHARED_GPUS=1 runs anyway.
-reproduce-gpus:  # before the install: nvidia-smi counts the GPUs without torch
-	@n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); \
-	[ "$(ALLOW_SHARED_GPUS)" = 1 ] || [ "$$n" -ge $(PAPER_NP) ] || { echo "make reproduce: \
-	$(PAPER_NP) ranks need $(PAPER_NP) GPUs, this machine has $$n (NP=N for fewer ranks, \
-	make reproduce-1gpu for one GPU, ALLOW_SHARED_GPUS=1 to share)"; exit 2; }
+# The GPU targets check first, before any install, with nvidia-smi (no torch needed): fewer GPUs
+# than ranks would share GPUs, and panel (b)'s clock would be their contention. A one-line
+# refusal instead; ALLOW_FEWER_GPUS=1 runs anyway.
+need_gpus = @n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); \
+	[ "$(ALLOW_FEWER_GPUS)" = 1 ] || [ "$$n" -ge $(1) ] || { echo "make $(2), this machine has \
+	$$n ($(3); ALLOW_FEWER_GPUS=1 runs anyway)"; exit 2; }
+
+reproduce-gpus:
+	$(call need_gpus,$(PAPER_NP),reproduce: $(PAPER_NP) ranks need $(PAPER_NP) GPUs,NP=N for fewer ranks; make reproduce-1gpu for one GPU)
+
+# The committed one-GPU run was made by the trainer directly, not by the sweep driver (no
+# manifest.json): a sweep into it would put new runs beside it, and the figure would mix them.
+reproduce-1gpu-check:
+	$(call need_gpus,1,reproduce-1gpu: the paper-scale packed sweep needs a GPU,make demo runs Figure 3 scaled down on CPU)
+	@if [ -d $(ONE_GPU_DIR)/sweep/runs ] && [ ! -e $(ONE_GPU_DIR)/sweep/manifest.json ]; then \
+	  echo "make reproduce-1gpu: $(ONE_GPU_DIR) holds a run not made by the sweep driver (the \
+	committed one); write yours elsewhere: make reproduce-1gpu ONE_GPU_DIR=DIR"; exit 2; fi
 
 reproduce: reproduce-gpus $(FULL)  ## the paper: NP ranks (8), 300 epochs, 8 GPUs, Horovod -> results/figure3-8gpu/ (never run yet)
 	$(SWEEP_RUN) --np $(PAPER_NP) --out $(REPRODUCE_DIR)/sweep -- --preset paper $(ARGS)
 	$(PY) scripts/plot_figure3.py $(REPRODUCE_DIR)/sweep --out $(REPRODUCE_DIR)
 
-reproduce-1gpu: $(BASE)  ## the paper on ONE GPU, 8 packed workers, no Horovod -> results/figure3-h100-packed/ (11 min, one H100)
+reproduce-1gpu: reproduce-1gpu-check $(BASE)  ## the paper on ONE GPU, 8 packed workers, no Horovod -> results/figure3-h100-packed/ (11 min, one H100)
 	$(PY) scripts/sweep.py --intervals $(INTERVALS) --seeds $(SEEDS) --backend packed --pack \
 		--np $(PAPER_NP) --data $(if $(DATA),$(DATA),auto) --out $(ONE_GPU_DIR)/sweep -- --preset paper $(ONE_GPU_ARGS) $(ARGS)
 	$(PY) scripts/plot_figure3.py $(ONE_GPU_DIR)/sweep --out $(ONE_GPU_DIR)

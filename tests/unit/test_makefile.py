@@ -43,11 +43,17 @@ def test_help_texts_are_plain():
         assert re.search(r"\d+ (min|s)\b|never run", line), (target, line)
 
 
-def test_reproduce_honours_np_and_checks_the_gpus():
-    prereqs, recipe = rules()["reproduce"]
-    assert "reproduce-gpus" in prereqs.split()[0]          # before the install
+def test_the_gpu_targets_check_first_and_honour_np():
+    found = rules()
+    prereqs, recipe = found["reproduce"]
+    assert prereqs.split()[0] == "reproduce-gpus"          # before the install
     assert "--np $(PAPER_NP)" in recipe
     assert re.search(r"^PAPER_NP := \$\(or \$\(NP\),8\)$", MAKEFILE, re.M)
+    assert found["reproduce-1gpu"][0].split()[0] == "reproduce-1gpu-check"
+    assert "--np $(PAPER_NP)" in found["reproduce-1gpu"][1]
+    # the checks: nvidia-smi's count against the ranks, and no sweep into the committed run
+    assert "$(call need_gpus,$(PAPER_NP)," in MAKEFILE and "$(call need_gpus,1," in MAKEFILE
+    assert re.search(r"^ONE_GPU_DIR \?= results/figure3-h100-packed$", MAKEFILE, re.M)
 
 
 def test_plan_names_the_groups_that_skip(monkeypatch):
