@@ -84,7 +84,7 @@ smoke: $(FULL)  ## a few-second 2-rank training run on synthetic data (into runs
 	$(PY) -m prsgd.supervise horovodrun -np 2 --gloo $(PY) -m prsgd.train --preset smoke \
 	  --dataset synthetic --interval 4 --out runs
 
-train: $(FULL)  ## NP ranks (2), demo preset, I=4, shared JPEG copy or DATA= (44 s on 2 CPU cores)
+train: $(FULL)  ## NP ranks (2), demo preset, I=4, 5 epochs, shared JPEG copy or DATA= (CPU)
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
 	if [ ! -e "$$data" ]; then echo "make train: no data: set DATA=PATH (ImageFolder tree or zip of CIFAR-10)"; exit 2; fi; \
 	$(PY) -m prsgd.supervise horovodrun -np $(TRAIN_NP) --gloo $(PY) -m prsgd.train --preset demo \
