@@ -28,7 +28,18 @@ def missing_mpi() -> str | None:
     if not (on_path("mpirun") and on_path("mpicxx")):
         return ("no OpenMPI (mpirun, mpicxx): tests/integration/test_mpi.py skips (fails under CI=true) "
                 "(Debian: apt-get install openmpi-bin libopenmpi-dev, then rebuild Horovod)")
+    if importlib.util.find_spec("horovod") is not None and not horovod_has_mpi():
+        return ("Horovod was built without MPI: tests/integration/test_mpi.py skips "
+                "(rerun scripts/install_horovod.sh with mpicxx on PATH)")
     return None
+
+
+def horovod_has_mpi() -> bool:
+    try:
+        import horovod.torch as hvd
+    except ImportError:     # a broken build: the Horovod tests themselves will say so
+        return True
+    return bool(hvd.mpi_built())
 
 
 def missing_root() -> str | None:

@@ -62,6 +62,12 @@ def test_plan_names_the_groups_that_skip(monkeypatch):
     monkeypatch.setitem(plan["missing_mpi"].__globals__, "sys",
                         type("S", (), {"executable": "/nonexistent/python"}))
     assert "no OpenMPI" in plan["missing_mpi"]()
+    monkeypatch.setitem(plan["missing_mpi"].__globals__, "on_path", lambda tool: True)
+    monkeypatch.setitem(plan["missing_mpi"].__globals__, "horovod_has_mpi", lambda: False)
+    if plan["importlib"].util.find_spec("horovod") is not None:
+        assert "Horovod was built without MPI" in plan["missing_mpi"]()
+    monkeypatch.setitem(plan["missing_mpi"].__globals__, "horovod_has_mpi", lambda: True)
+    assert plan["missing_mpi"]() is None
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "no GPU" in plan["missing_gpu"]()
