@@ -1,6 +1,6 @@
-"""Every bad input the tests try, the message each gets, and the README table made from them.
+"""Every bad input the tests try, the message each gets, and the table in docs/reliability.md made from them.
 
-    PYTHONPATH=src python tests/helpers/bad_inputs.py     # prints the table for README.md
+    PYTHONPATH=src python tests/helpers/bad_inputs.py     # prints the table for docs/reliability.md
 
 Each case runs the real command line: in-process through `prsgd.train.main` (one torch import
 for all), or through `horovodrun -np 2 --gloo` where the launcher is part of the input. Paths

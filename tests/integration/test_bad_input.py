@@ -1,5 +1,5 @@
 """Bad input: a message naming the argument and what is allowed, a non-zero exit, no run files;
-and the README table of every case, regenerated from the real messages."""
+and the table of every case in docs/reliability.md, regenerated from the real messages."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 from helpers import bad_inputs
 
-README = ROOT / "README.md"
+TABLE_DOC = ROOT / "docs" / "reliability.md"
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def test_no_bad_input_ends_in_a_traceback(results):
 
 
 @pytest.mark.horovod
-def test_readme_table_lists_every_case_with_its_current_message(results):
+def test_docs_table_lists_every_case_with_its_current_message(results):
     res, _ = results
-    assert bad_inputs.table(res) in README.read_text(), (
-        "README's bad-input table is out of date; regenerate it with "
+    assert bad_inputs.table(res) in TABLE_DOC.read_text(), (
+        "docs/reliability.md's bad-input table is out of date; regenerate it with "
         "`PYTHONPATH=src python tests/helpers/bad_inputs.py`:\n" + bad_inputs.table(res))

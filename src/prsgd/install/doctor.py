@@ -61,6 +61,15 @@ def worker() -> int:
     return 0 if out["ok"] else 1
 
 
+def rank_reports(stdout: str) -> list[dict]:
+    """The ranks' `DOCTOR {...}` reports. mpirun forwards the ranks' output through one stream
+    and may join two ranks' lines into one, so each report is decoded where it starts, not
+    per line."""
+    decoder = json.JSONDecoder()
+    return [decoder.raw_decode(part)[0] for part in stdout.split("DOCTOR ")[1:]
+            if part.startswith("{")]
+
+
 def run_check(prefix: list[str], np_: int = 2, timeout: float = 300) -> dict:
     """Launch the 2-rank check with `prefix` (horovodrun / mpirun); collect the ranks' lines."""
     env = dict(os.environ, **launch.root_env())
@@ -69,8 +78,10 @@ def run_check(prefix: list[str], np_: int = 2, timeout: float = 300) -> dict:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s", "ranks": []}
-    ranks = [json.loads(line.split("DOCTOR ", 1)[1]) for line in p.stdout.splitlines()
-             if "DOCTOR {" in line]
+    try:
+        ranks = rank_reports(p.stdout)
+    except ValueError as e:
+        return {"ok": False, "error": [f"unreadable rank report: {e}"], "ranks": []}
     ranks.sort(key=lambda r: r["rank"])  # ranks print in whatever order they finish
     res = {"ok": p.returncode == 0 and len(ranks) == np_ and all(r["ok"] for r in ranks),
            "ranks": ranks, "returncode": p.returncode}
