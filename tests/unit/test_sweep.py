@@ -70,9 +70,11 @@ def test_a_runs_outcome_is_its_status_json_not_its_output(tmp_path):
     assert out["E"][0] == "interrupted"
     # done, but the process then failed (e.g. aborted at exit): not done
     assert sweep.job_outcomes(tmp_path, ["A"], 134, [], None, started)[0][1] == "failed"
-    # a status.json left by an earlier attempt says nothing about this one
+    # a status.json left by an earlier attempt says nothing about this one ...
     later = time.time() + 5
-    assert sweep.job_outcomes(tmp_path, ["A"], 0, [], None, later)[0][1] == "failed"
+    assert sweep.job_outcomes(tmp_path, ["C"], 0, [], None, later)[0][1] == "failed"
+    # ... unless it was already finished: --resume of a done run trains nothing and exits 0
+    assert sweep.job_outcomes(tmp_path, ["A"], 0, [], None, later)[0][1] == "done"
     assert sweep.job_outcomes(tmp_path, ["A"], None, [], 5, started)[0][2].startswith(
         "timed out after 5 s")
 

@@ -325,6 +325,8 @@ def imagefolder(path: str) -> Dataset:
         vx, vy = _decode_split(*sources["test"], classes)
         arrays = [tx, ty, vx, vy]
         cached.parent.mkdir(parents=True, exist_ok=True)
+        # not records' atomic write: groups of an MPI sweep may fill the same cache at once, so
+        # each process writes its own tmp file (np.savez also insists on the .npz suffix)
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, tx=tx, ty=ty, vx=vx, vy=vy)
         os.replace(tmp, cached)

@@ -40,6 +40,7 @@ from prsgd.records.rundir import RecordError
 # How long a rerun waits for a previous driver's runs to end (they get SIGTERM when it dies).
 OWNER_WAIT_S = 60.0
 FINAL = ("done", "diverged")          # statuses a rerun of the sweep does not touch
+EXIT_DIVERGED = 3                     # prsgd.train's exit status for a diverged run
 # The trainer's own error line (horovodrun prefixes it), for the message of a run refused before
 # it wrote status.json; the outcome itself is never read from the output.
 TRAINER_ERROR = re.compile(r"prsgd\.train: error: .*")
@@ -129,7 +130,7 @@ def job_outcomes(runs_dir: Path, rids: list[str], rc, err_tail: list[str], timeo
     status.json is missing (refused before it started) or still `running` (killed) failed."""
     out = []
     for rid in rids:
-        st = rundir.read_status(runs_dir / rid, since=started) or {}
+        st = rundir.read_status(runs_dir / rid, since=started) or _finished(runs_dir / rid, rc)
         status, message = st.get("status"), st.get("message") or None
         if rc is None:
             status, message = "failed", f"timed out after {timeout:g} s (--run-timeout)"
@@ -149,6 +150,13 @@ def job_outcomes(runs_dir: Path, rids: list[str], rc, err_tail: list[str], timeo
                                  *(["--- last lines of stderr:"] + last if last else [])])
         out.append((rid, status, None if status == "done" else message))
     return out
+
+
+def _finished(run_dir: Path, rc) -> dict:
+    """A run found already finished by an earlier attempt (the trainer's --resume of a done or
+    diverged run trains nothing, exits 0 or 3 and leaves status.json as it was)."""
+    st = rundir.read_status(run_dir) or {}
+    return st if (st.get("status"), rc) in (("done", 0), ("diverged", EXIT_DIVERGED)) else {}
 
 
 # --- the sweep -----------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class RunView:
             "theory": corollary1(derived["total_steps"], derived["workers"], cfg.interval),
         }
         if resumed_from is not None and rundir.has_config(self.run_dir):
-            old = rundir.read_json(rundir.config_path(self.run_dir))
+            old = rundir.read_config(self.run_dir)
             old.setdefault("resumes", []).append(
                 {"from_epoch": resumed_from, "provenance": meta["provenance"],
                  "changed": resume_changes or {}})

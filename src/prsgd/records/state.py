@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from prsgd.core.errors import ConfigError
-from prsgd.records.rundir import atomic_open
+from prsgd.records.rundir import atomic_open, tmp_path
 
 FORMAT = 2   # 2: per-rank named state dicts (1: attributes of the old Trainer)
 
@@ -46,7 +46,7 @@ def load_checkpoint(path: Path) -> dict:
 def save_checkpoint(obj, path: Path) -> None:
     """Durably and atomically. torch.save turns a failed write into a RuntimeError (i14): it is
     reported as the I/O error it is, naming the file (the previous checkpoint stays)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = tmp_path(path)
     try:
         with atomic_open(path, "wb", durable=True) as f:
             torch.save(obj, f)
