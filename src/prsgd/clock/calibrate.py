@@ -92,7 +92,7 @@ def _write(path: str, doc: dict) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")   # never a bare NaN
     os.replace(tmp, out)
     print(out)
 
