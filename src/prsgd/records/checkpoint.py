@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from prsgd.launch import watchdog
 from prsgd.records import ownership
 from prsgd.core.config import RunFinished, resume_differences
 from prsgd.core.errors import ConfigError
@@ -397,6 +398,7 @@ class Checkpointer:
         for s in previous:
             signal.signal(s, on_signal)
         self.status("running")
+        dog = watchdog.start(lambda msg: self._last_status("interrupted", msg))
         try:
             yield
         except diverged_type as e:
@@ -418,6 +420,7 @@ class Checkpointer:
         else:
             self.status("done")
         finally:
+            dog and dog.stop()      # the outcome is recorded: the watchdog must not overwrite it
             for s, h in previous.items():
                 signal.signal(s, h)
             for owner in self.owners:
