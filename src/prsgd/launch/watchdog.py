@@ -32,12 +32,13 @@ EXIT_CODE = 128 + signal.SIGTERM
 # Processes that start ranks. The chain is watched up to the nearest one (inclusive); processes
 # above it (the user's shell, a nohup'ed parent) may come and go.
 LAUNCHERS = ("horovodrun", "torchrun", "torch.distributed.run", "torch.distributed.launch",
-             "mpirun", "mpiexec", "orterun", "prterun", "orted", "prted", "sshd")
+             "mpirun", "mpiexec", "orterun", "prterun", "orted", "prted", "slurmstepd", "sshd")
 
 
 # Set by the launchers in each rank's environment: only a rank is watched (a packed run started
 # by hand from an ssh session and left running with nohup must not stop when the session ends).
-RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "TORCHELASTIC_RUN_ID")
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "TORCHELASTIC_RUN_ID",
+                  "SLURM_PROCID")
 
 
 def _is_launcher(proc) -> bool:

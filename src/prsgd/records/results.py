@@ -3,6 +3,7 @@ epoch), written by rank 0 only; and the one loader used by the plot, the noteboo
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -98,11 +99,28 @@ def provenance(*, world_size: int, devices: list[str], dataset) -> dict:
     }
 
 
+@contextlib.contextmanager
+def naming(path: Path, remove: bool = False):
+    """An OSError inside names `path`: a write that fails on flush or close (a full disk) raises
+    one without a file name, which the user would see as "I/O: No space left on device".
+    `remove`: delete the half-written `path` (its space may let status.json say `failed`)."""
+    try:
+        yield
+    except OSError as e:
+        if remove:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """Strict JSON (a bare NaN/Infinity is refused here, not by a reader later), atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
+    with naming(tmp, remove=True):
+        tmp.write_text(text + "\n")
     os.replace(tmp, path)
 
 
@@ -141,13 +159,15 @@ class MetricsWriter:
         self._f = open(path, "a", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="raise")
         if new:
-            self._w.writeheader()
-            self._f.flush()
+            with naming(path):
+                self._w.writeheader()
+                self._f.flush()
 
     def write(self, row: dict) -> None:
-        self._w.writerow({k: _fmt(row.get(k)) for k in self.columns})
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        with naming(self.path):
+            self._w.writerow({k: _fmt(row.get(k)) for k in self.columns})
+            self._f.flush()
+            os.fsync(self._f.fileno())
 
     def close(self):
         self._f.close()
