@@ -314,7 +314,9 @@ def setup(tmp: Path) -> list[subprocess.Popen]:
         shutil.copytree(runs / "done", tmp / name / "r")
     csv_path = tmp / "plot-torn" / "r" / "metrics.csv"
     lines = csv_path.read_text().splitlines()
-    csv_path.write_text("\n".join([lines[0], lines[1][: len(lines[1]) // 2], lines[1]]) + "\n")
+    # torn after its 9th field (not at half its length: the clock columns' digits vary)
+    torn = ",".join(lines[1].split(",")[:9])
+    csv_path.write_text("\n".join([lines[0], torn, lines[1]]) + "\n")
     (tmp / "plot-badcfg" / "r" / "config.json").write_text("{not json")
     clock_files(tmp / "clock")
     (tmp / "links").mkdir()
