@@ -24,8 +24,8 @@ State (keys, configs, logs, lab.json) lives in /run/prsgd-lab/<name>/ (PRSGD_LAB
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import sys
 import time
 from pathlib import Path
