@@ -89,6 +89,7 @@ def test_cut_link_then_restored_leaves_no_rank_and_no_late_done(lab, lab_referen
     assert proc.returncode != 0, out[-3000:]
     assert not left and gone_after < bound, (left, gone_after)
     st = run_status(run_dir)
+    print(f"status.json: {st.get('status')}: {st.get('message')}")
     assert st["status"] in ("interrupted", "failed") and st["epoch"] < 12, st
     before = (run_dir / "status.json").read_bytes()
     time.sleep(2 * HOLD_S)        # the link is back: an orphan would now go on and write
