@@ -77,6 +77,8 @@ def table(root: Path) -> pd.DataFrame:
             "load1_max": max(load) if load else float("nan"),
         })
     df = pd.DataFrame(rows)
+    if df.empty:                # nothing to sort (main says so in one line)
+        return df
     order = lambda s: s.map(lambda r: (r.startswith("Hier"), int(r.split("=")[1].split()[0])))
     return df.sort_values(["run", "seed"], key=lambda s: order(s) if s.name == "run" else s) \
         .reset_index(drop=True)
@@ -145,7 +147,12 @@ def main(argv=None) -> int:
         print("usage: scripts/lab_levels.py DIR (a folder of lab sweeps)", file=sys.stderr)
         return 2
     root = Path(argv[0])
-    df = table(root)
+    from prsgd.records.results import RecordError
+    try:
+        df = table(root)
+    except (RecordError, OSError, ValueError) as e:   # a run record it cannot read
+        print(f"lab_levels: error: {root}: {e}", file=sys.stderr)
+        return 2
     if df.empty:
         print(f"lab_levels: error: no runs with metrics under {root}", file=sys.stderr)
         return 2

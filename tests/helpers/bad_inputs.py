@@ -39,13 +39,18 @@ class Case:
     args: list[str]       # appended to BASE (DIR is replaced by the temporary folder)
     expect: str           # a fragment the message must contain (the argument's name at least)
     launcher: bool = False  # run under horovodrun -np 2 (BASE's packed backend is dropped)
-    tool: str = "train"   # train (BASE + args), sweep (scripts/sweep.py args), plot (args)
+    tool: str = "train"   # train (BASE + args), sweep (scripts/sweep.py args), plot, clock
+    #                       (python -m prsgd.clock args), lab (python -m prsgd.lab args), levels
+    #                       (scripts/lab_levels.py args)
     exit: int | None = None   # the exit status it must have (None: any non-zero)
 
 
 SWEEP = ["--out", "DIR/sweep", "--data", "synthetic", "--backend", "packed", "--np", "2",
          "--intervals", "1,4", "--no-preflight"]
 LONG_ID = "x" * 300
+COMBINE = ["combine", "--compute", "DIR/clock/good.json", "--network", "preset:pcie3-box",
+           "--name", "x", "--out", "DIR/clock/out.json"]
+PREDICT = ["predict", "DIR/runs/done", "--clock"]
 
 
 CASES = [
@@ -176,6 +181,42 @@ CASES = [
          "DIR/plot-torn/r/metrics.csv: line 2 is torn or malformed", tool="plot"),
     Case("plot: an invalid config.json", ["DIR/plot-badcfg"],
          "DIR/plot-badcfg/r/config.json: not valid JSON", tool="plot"),
+    # --- issue 21: numbers that enter the clock -----------------------------------------------
+    Case("clock combine --cycle-time-ms -5", [*COMBINE, "--cycle-time-ms", "-5"],
+         "--cycle-time-ms: must be a number >= 0, not -5.0", tool="clock"),
+    Case("clock combine --cycle-time-ms nan", [*COMBINE, "--cycle-time-ms", "nan"],
+         "--cycle-time-ms: must be a number >= 0, not nan", tool="clock"),
+    Case("clock: a calibration with bandwidth 0", [*PREDICT, "DIR/clock/bw0.json"],
+         "DIR/clock/bw0.json: network.levels.inter.bandwidth_Bps must be a number > 0, not 0",
+         tool="clock"),
+    Case("clock: a calibration with a NaN step time", [*PREDICT, "DIR/clock/nan.json"],
+         "DIR/clock/nan.json: compute.seconds_per_step must be a number > 0, not nan",
+         tool="clock"),
+    Case("clock: a calibration with a step time as text", [*PREDICT, "DIR/clock/text.json"],
+         'compute.seconds_per_step must be a number > 0, not "0.1"', tool="clock"),
+    Case("clock: a calibration that is not JSON", [*PREDICT, "DIR/clock/torn.json"],
+         "DIR/clock/torn.json: not valid JSON", tool="clock"),
+    Case("clock: a calibration that is a JSON list", [*PREDICT, "DIR/clock/list.json"],
+         "DIR/clock/list.json: a JSON list, not an object", tool="clock"),
+    Case("clock predict of a directory that is not a run",
+         ["predict", "DIR/clock", "--clock", "DIR/clock/good.json"],
+         "DIR/clock: not a run directory (it has no config.json)", tool="clock"),
+    Case("clock combine: a compute part with a negative step time",
+         ["combine", "--compute", "DIR/clock/negative.json", "--network", "preset:pcie3-box",
+          "--name", "x", "--out", "DIR/clock/out.json"],
+         "DIR/clock/negative.json: compute.seconds_per_step must be a number > 0, not -0.1",
+         tool="clock"),
+    # --- issue 21: resources and messages -----------------------------------------------------
+    Case("--run-id of a dangling symlink", ["--out", "DIR/links", "--run-id", "dangling"],
+         "--out/--run-id: DIR/links/dangling is a dangling symlink"),
+    Case("--run-id of a symlink loop", ["--out", "DIR/links", "--run-id", "loop"],
+         "--out/--run-id: DIR/links/loop is a symlink loop"),
+    Case("lab up --rate 0", ["up", "--name", "never", "--rate", "0"],
+         "--rate: '0' is no rate at all; say --rate none", tool="lab"),
+    Case("plot: runs of different N", ["DIR/plot-mixed"],
+         "DIR/plot-mixed: runs of different worker counts cannot share one figure", tool="plot"),
+    Case("lab_levels.py on a folder without runs", ["DIR/afolder"],
+         "lab_levels: error: no runs with metrics under DIR/afolder", tool="levels"),
 ]
 
 
@@ -273,9 +314,38 @@ def setup(tmp: Path) -> list[subprocess.Popen]:
         shutil.copytree(runs / "done", tmp / name / "r")
     csv_path = tmp / "plot-torn" / "r" / "metrics.csv"
     lines = csv_path.read_text().splitlines()
-    csv_path.write_text("\n".join([lines[0], lines[1][: len(lines[1]) // 2], lines[1]]) + "\n")
+    # torn after its 9th field (not at half its length: the clock columns' digits vary)
+    torn = ",".join(lines[1].split(",")[:9])
+    csv_path.write_text("\n".join([lines[0], torn, lines[1]]) + "\n")
     (tmp / "plot-badcfg" / "r" / "config.json").write_text("{not json")
+    clock_files(tmp / "clock")
+    (tmp / "links").mkdir()
+    (tmp / "links" / "dangling").symlink_to(tmp / "nowhere")
+    (tmp / "links" / "loop").symlink_to("loop")
+    (tmp / "afolder").mkdir()
+    shutil.copytree(runs / "done", tmp / "plot-mixed" / "N2")     # and a run of 4 workers
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        n4 = [a if a != "2" else "4" for a in BASE]
+        assert main([*n4, "--out", str(tmp / "plot-mixed"), "--run-id", "N4"]) == 0
     return [hold(runs / "owned")]
+
+
+def clock_files(d: Path) -> None:
+    """Calibrations, good and each way bad (prsgd.clock: issue 21 §1)."""
+    import json
+    d.mkdir()
+    good = {"kind": "prsgd-clock-calibration", "compute": {"seconds_per_step": 0.1},
+            "network": {"ranks_per_node": 1, "overhead_s": 0.0005, "levels": {
+                "inter": {"alpha_s": 1e-5, "bandwidth_Bps": 1e9}}}}
+    (d / "good.json").write_text(json.dumps(good))
+    bw0 = json.loads(json.dumps(good))
+    bw0["network"]["levels"]["inter"]["bandwidth_Bps"] = 0
+    (d / "bw0.json").write_text(json.dumps(bw0))
+    for name, value in (("nan", float("nan")), ("text", "0.1"), ("negative", -0.1)):
+        (d / f"{name}.json").write_text(json.dumps({**good, "compute": {
+            "seconds_per_step": value}}))
+    (d / "torn.json").write_text('{"kind": "prsgd-clock-calib')
+    (d / "list.json").write_text("[0.1, 1e9]")
 
 
 def normalize(text: str, tmp: Path) -> str:
@@ -292,8 +362,11 @@ def run_tool(case: Case, args: list[str]) -> tuple[int, str]:
     from prsgd.plots import figure3 as plot
     from prsgd.experiments import sweep
     from prsgd import train
+    from prsgd.clock import model as clock
+    from prsgd.lab import cli as lab
     entry = {"train": lambda: train.main([*BASE, *args]), "sweep": lambda: sweep.main(args),
-             "plot": lambda: plot.main(args)}[case.tool]
+             "plot": lambda: plot.main(args), "clock": lambda: clock.main(args),
+             "lab": lambda: lab.main(args), "levels": lambda: lab_levels().main(args)}[case.tool]
     out = io.StringIO()
     with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
         try:
@@ -304,6 +377,14 @@ def run_tool(case: Case, args: list[str]) -> tuple[int, str]:
             traceback.print_exc()
             code = "traceback"
     return code, out.getvalue()
+
+
+def lab_levels():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lab_levels", ROOT / "scripts" / "lab_levels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:

@@ -19,4 +19,4 @@ def test_plot_figure3_clock_flag(toy_sweep, tmp_path):
     bad.write_text("[1")
     p = run_python([str(ROOT / "scripts" / "plot_figure3.py"), str(toy_sweep), "--out",
                     str(tmp_path / "x"), "--clock", str(bad)], check=False)
-    assert p.returncode == 2 and "not a readable calibration" in p.stderr
+    assert p.returncode == 2 and f"{bad}: not valid JSON" in p.stderr

@@ -102,7 +102,7 @@ def _launched_comm(dynamic_groups: bool = False):
 def _write(path: str, doc: dict) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rundir.write_text_atomic(out, json.dumps(doc, indent=2) + "\n")
+    rundir.write_text_atomic(out, json.dumps(doc, indent=2, allow_nan=False) + "\n")  # no bare NaN
     print(out)
 
 

@@ -27,10 +27,12 @@ see `clock_calibrate.py`) or a named preset (`clock_presets.py`, with sources an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prsgd.clock.checks import (CalibrationError, check_calibration, check_compute, check_network,
+                                dumps, nonnegative_float, nonnegative_int, read_document)
 
 GLOBAL, LOCAL = "global", "local"
 KIND = "prsgd-clock-calibration"
@@ -52,10 +54,6 @@ def ring_allreduce_seconds(n: int, nbytes: float, alpha_s: float, bandwidth_Bps:
     return 2 * (n - 1) * alpha_s + 2 * (n - 1) / n * nbytes / bandwidth_Bps
 
 
-class CalibrationError(ValueError):
-    pass
-
-
 @dataclass
 class Calibration:
     name: str
@@ -70,23 +68,18 @@ class Calibration:
     @classmethod
     def load(cls, path) -> "Calibration":
         path = Path(path)
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CalibrationError(f"{path}: not a readable calibration JSON ({e})") from None
-        return cls.from_dict(doc, default_name=path.stem)
+        doc = read_document(path)
+        return cls.from_dict(doc, default_name=path.stem, source=str(path))
 
     @classmethod
-    def from_dict(cls, doc: dict, default_name: str = "calibration") -> "Calibration":
-        if doc.get("kind") != KIND:
-            raise CalibrationError(f"{default_name}: not a clock calibration (kind must be {KIND!r})")
+    def from_dict(cls, doc: dict, default_name: str = "calibration",
+                  source: str = "") -> "Calibration":
+        """Every number is checked first (prsgd.clock.checks): a bad one is refused naming
+        `source` (the file) and the field."""
+        check_calibration(doc, source or default_name, KIND)
         comp, net = doc.get("compute") or {}, doc.get("network") or {}
-        links = {}
-        for level, d in (net.get("levels") or {}).items():
-            if d.get("bandwidth_Bps", 0) <= 0 or d.get("alpha_s", -1) < 0:
-                raise CalibrationError(f"{default_name}: network level {level!r} needs "
-                                       "alpha_s >= 0 and bandwidth_Bps > 0")
-            links[level] = Link(float(d["alpha_s"]), float(d["bandwidth_Bps"]))
+        links = {level: Link(float(d["alpha_s"]), float(d["bandwidth_Bps"]))
+                 for level, d in (net.get("levels") or {}).items()}
         return cls(name=doc.get("name") or default_name,
                    compute_s=comp.get("seconds_per_step"),
                    ranks_per_node=int(net.get("ranks_per_node", 1)),
@@ -213,16 +206,26 @@ def _num(v) -> float:
 
 
 # --- command line -------------------------------------------------------------------------------
-def cmd_predict(args) -> int:
+def load_run_dir(run_dir) -> tuple:
+    """load_run, with a directory that is not a run (no config.json) named as such."""
     from prsgd.records.results import load_run
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CalibrationError(f"{path}: no such run directory")
+    if not (path / "config.json").is_file():
+        raise CalibrationError(f"{path}: not a run directory (it has no config.json)")
+    return load_run(path)
+
+
+def cmd_predict(args) -> int:
     cal = Calibration.load(args.clock)
     if args.ranks_per_node:
         cal.ranks_per_node = args.ranks_per_node
+    runs = [(run_dir, *load_run_dir(run_dir)) for run_dir in args.runs]   # all, before output
     print(f"clock: {cal.name}")
     print(f"{'run':<28} {'algorithm':<10} {'I':>4} {'measured s':>11} {'modelled s':>11} "
           f"{'error':>7}")
-    for run_dir in args.runs:
-        meta, df = load_run(run_dir)
+    for run_dir, meta, df in runs:
         if df.empty:
             print(f"{Path(run_dir).name:<28} (no metrics rows)")
             continue
@@ -244,20 +247,25 @@ def cmd_combine(args) -> int:
                 raise CalibrationError("--compute: presets exist for networks only")
             parts[key] = network_preset(src.split(":", 1)[1], cycle_time_ms=args.cycle_time_ms)
         else:
-            doc = json.loads(Path(src).read_text())
+            doc = read_document(src)
             if key == "compute" and "rows" in doc:      # a `make bench` file (benchmarks/bench.py)
                 parts[key] = compute_from_bench(doc, args.compute_variant, src)
                 continue
-            if not doc.get(key):
-                raise CalibrationError(f"{src}: has no {key!r} part")
+            if not isinstance(doc.get(key), dict) or not doc[key]:
+                raise CalibrationError(f"{src}: has no {key!r} part (a JSON object)")
             parts[key] = doc[key]
             if key == "compute" and args.compute_variant:
                 parts[key] = select_variant(parts[key], args.compute_variant, src)
+    for key, src in (("compute", args.compute), ("network", args.network)):
+        try:    # each part's numbers, named by the file (or preset) they came from
+            (check_compute if key == "compute" else check_network)(parts[key], key)
+        except CalibrationError as e:
+            raise CalibrationError(f"{src}: {e}") from None
     doc = {"kind": KIND, "name": args.name, **parts,
            "combined_from": {"compute": args.compute, "network": args.network}}
-    Calibration.from_dict(doc)      # validate before writing
+    Calibration.from_dict(doc, source=f"--compute {args.compute} --network {args.network}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    Path(args.out).write_text(dumps(doc))     # validated above: no NaN can reach the file
     print(args.out)
     return 0
 
@@ -265,7 +273,7 @@ def cmd_combine(args) -> int:
 def select_variant(compute: dict, variant: str, src: str) -> dict:
     """A compute part can hold several measured variants (eager, graph, ...): pick one."""
     variants = compute.get("variants") or {}
-    if variant not in variants:
+    if not isinstance(variants, dict) or variant not in variants:
         raise CalibrationError(f"{src}: no compute variant {variant!r} "
                                f"(has: {', '.join(variants) or 'none'})")
     out = {k: v for k, v in compute.items() if k != "variants"}
@@ -276,18 +284,24 @@ def select_variant(compute: dict, variant: str, src: str) -> dict:
 def compute_from_bench(bench: dict, variant: str, src: str) -> dict:
     """The compute part from one row of a `make bench` JSON (benchmarks/bench.py: our StepRunner step,
     timed over `steps` steps after `warmup`)."""
-    rows = {r["variant"]: r for r in bench["rows"]}
+    try:
+        rows = {r["variant"]: r for r in bench["rows"]}
+    except (KeyError, TypeError):
+        raise CalibrationError(f"{src}: its rows are not `make bench` rows (each needs a "
+                               "\"variant\")") from None
     if variant not in rows:
         raise CalibrationError(f"{src}: no bench variant {variant!r} (has: {', '.join(rows)})")
     r = rows[variant]
     if r.get("replicas", 1) != 1:
         raise CalibrationError(f"{src}: variant {variant!r} steps {r['replicas']} packed "
                                "replicas; the clock needs one worker's step")
-    return {"seconds_per_step": r["ms_per_step"] / 1000, "variant": variant,
+    from prsgd.clock.checks import number
+    ms = number(r.get("ms_per_step"), f"{src}: rows[{variant!r}].ms_per_step", "> 0")
+    return {"seconds_per_step": ms / 1000, "variant": variant,
             "device": bench.get("device"), "options": {k: r.get(k) for k in (
                 "precision", "channels_last", "cuda_graph")},
             "source": f"measured: `make bench` ({Path(src).name}, row {variant!r}: "
-                      f"{r['steps']} timed steps, mean)",
+                      f"{r.get('steps')} timed steps, mean)",
             "provenance": {k: bench.get(k) for k in ("git", "torch", "python", "host", "time",
                                                       "device", "batch")}}
 
@@ -305,14 +319,14 @@ def main(argv=None) -> int:
     q = sub.add_parser("predict", help="measured vs modelled train_seconds of run directories")
     q.add_argument("runs", nargs="+")
     q.add_argument("--clock", required=True, help="a calibration JSON")
-    q.add_argument("--ranks-per-node", type=int, default=0,
+    q.add_argument("--ranks-per-node", type=nonnegative_int, default=0,
                    help="override the calibration's ranks per node")
     q.set_defaults(fn=cmd_predict)
     c = sub.add_parser("combine", help="one calibration from a compute and a network part")
     c.add_argument("--compute", required=True, help="a JSON with a compute part")
     c.add_argument("--compute-variant", default="", help="pick one measured variant")
     c.add_argument("--network", required=True, help="a JSON with a network part, or preset:NAME")
-    c.add_argument("--cycle-time-ms", type=float, default=None,
+    c.add_argument("--cycle-time-ms", type=nonnegative_float, default=None,
                    help="Horovod cycle time for a preset (default: the preset's)")
     c.add_argument("--name", required=True)
     c.add_argument("--out", required=True)
@@ -322,9 +336,10 @@ def main(argv=None) -> int:
     from prsgd.clock.calibrate import add_parsers
     add_parsers(sub)
     args = p.parse_args(argv)
+    from prsgd.records.results import RecordError
     try:
         return args.fn(args)
-    except (CalibrationError, FileNotFoundError, KeyError) as e:
+    except (CalibrationError, RecordError, FileNotFoundError, KeyError) as e:
         print(f"prsgd.clock: error: {e}", file=sys.stderr)
         return 2
 

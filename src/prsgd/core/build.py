@@ -23,6 +23,7 @@ from prsgd.records.checkpoint import Checkpointer
 from prsgd.records.lifecycle import RunLifecycle
 from prsgd.records.state import ListState, RngState
 from prsgd.core.flat import FlatModel
+from prsgd.core.memory import check_replicas_fit
 from prsgd.core.config import Config, ConfigError
 from prsgd.core.diagnostics import Diagnostics
 from prsgd.data.features import FeatureData
@@ -223,6 +224,9 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     configs = run_configs(cfg)
     C, dtype = len(configs), DTYPES[cfg.precision]
     replicas = len(comm.workers) * C
+    check_replicas_fit(lambda: _new_model(cfg, dataset, 1), dataset.train_x, replicas=replicas,
+                       workers=N, runs=C, batch=cfg.batch_size, itemsize=dtype.itemsize,
+                       device=device)
     model = _model(cfg, dataset, replicas, device, dtype)
     fm = FlatModel(model, replicas)
     comm.attach(fm, C)

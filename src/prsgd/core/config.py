@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 # Every algorithm and its own options, validation and label: prsgd.algorithms (one module each).
 from prsgd.algorithms import REGISTRY as _ALGORITHM_REGISTRY, algorithm_class, all_options  # noqa: E402
 from prsgd.core.errors import ConfigError  # noqa: E402,F401  (re-exported: config.ConfigError)
+from prsgd.core.paths import broken_link  # noqa: E402
 
 ALGORITHMS = tuple(_ALGORITHM_REGISTRY)
 DATASETS = ("synthetic", "cifar10", "imagefolder", "synthetic_logreg")
@@ -207,6 +208,12 @@ class CoreConfig:
         probe = path
         while not os.path.lexists(probe):
             probe = os.path.dirname(probe)
+        from prsgd.core.build import packed_run_id     # (build imports this module)
+        run_dirs = [self.run_id] + [packed_run_id(self.run_id, i) for i in self.intervals or ()] \
+            if self.run_id else []
+        for broken in filter(None, map(broken_link, [probe, *(os.path.join(self.out or ".", d)
+                                                               for d in run_dirs)])):
+            raise ConfigError(f"--out/--run-id: {broken}")
         if not os.path.isdir(probe):
             raise ConfigError(f"--out: {probe} is not a directory")
         if not os.access(probe, os.W_OK | os.X_OK):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -133,7 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _rate(text: str | None) -> str | None:
-    return None if text is None or text.lower() in ("none", "0", "") else text
+    """A tc rate (e.g. 50mbit), or None for `none`: an unshaped lab is asked for by name. A rate
+    of zero used to build an unshaped lab without a word (issue 21 §5)."""
+    if text is None or text.lower() == "none":
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([a-zA-Z]*)", text.strip())
+    if not m:
+        raise LabError(f"--rate: {text!r} is not a tc rate (e.g. 50mbit, 1gbit) or none")
+    if float(m.group(1)) <= 0:
+        raise LabError(f"--rate: {text!r} is no rate at all; say --rate none for unshaped links")
+    return text
 
 
 def _existing(name: str) -> Lab:

@@ -253,6 +253,17 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body]) + "\n"
 
 
+def check_comparable(df: pd.DataFrame, sweep_dir) -> None:
+    """One figure compares intervals at one number of workers N: runs of different N (which the
+    title would call one N) are refused, naming which runs have which N (issue 21 §5)."""
+    by_n = df.groupby("workers")["run_id"].unique()
+    if len(by_n) > 1:
+        sets = "; ".join(f"N={int(n)}: {', '.join(sorted(map(str, ids))[:4])}"
+                         f"{' ...' if len(ids) > 4 else ''}" for n, ids in by_n.items())
+        raise ValueError(f"{sweep_dir}: runs of different worker counts cannot share one figure "
+                         f"({sets}); plot each N from its own folder")
+
+
 def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES, clock=None) -> dict[str, Path]:
     """Every figure and table of a sweep into `out_dir` (default: the sweep directory).
     `clock`: "measured"/None (the runs' own train_seconds) or a calibration file for panel (b)."""
@@ -260,6 +271,7 @@ def write_all(sweep_dir, out_dir=None, statuses=PLOTTED_STATUSES, clock=None) ->
     df = select(load_sweep(sweep_dir), statuses)
     if df.empty:
         raise ValueError(f"{sweep_dir}: no finished runs with metrics to plot")
+    check_comparable(df, sweep_dir)
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}

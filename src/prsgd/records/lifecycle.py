@@ -13,6 +13,7 @@ import signal
 import time
 from contextlib import ExitStack, contextmanager
 
+from prsgd.launch import watchdog
 from prsgd.records import rundir
 
 STATUSES = ("running", "done", "diverged", "interrupted", "failed")
@@ -70,6 +71,9 @@ class RunLifecycle:
         for s in previous:
             signal.signal(s, on_signal)
         self.status("running")
+        # a rank whose launcher is gone stops (launch/watchdog.py); stopped before the outcome
+        # is recorded below, so it never overwrites it
+        dog = watchdog.start(lambda msg: self._last_status("interrupted", msg))
         try:
             with ExitStack() as watches:
                 for w in self._watches:
@@ -94,6 +98,8 @@ class RunLifecycle:
         else:
             self.status("done")
         finally:
+            if dog is not None:
+                dog.stop()
             for s, h in previous.items():
                 signal.signal(s, h)
             self.checkpoint.release()

@@ -81,9 +81,12 @@ def atomic_open(path, mode: str = "w", *, durable: bool = False, **open_kw):
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None:
+            # a write failing on flush or close (a full disk) names no file: name it
+            raise OSError(e.errno, e.strerror, str(tmp)) from None
         raise
     os.replace(tmp, path)
     if durable:
@@ -190,6 +193,14 @@ class MetricsWriter:
         self._w = None
 
     def write(self, row: dict) -> None:
+        try:
+            self._write(row)
+        except OSError as e:
+            if e.filename is None:     # a full disk on flush names no file: name it
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
+            raise
+
+    def _write(self, row: dict) -> None:
         if self._w is None:
             new = self.columns is None
             self.columns = self.columns or tuple(row)
