@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         print("usage: scripts/lab_levels.py DIR (a folder of lab sweeps)", file=sys.stderr)
         return 2
     root = Path(argv[0])
-    from prsgd.records.results import RecordError
+    from prsgd.records.rundir import RecordError
     try:
         df = table(root)
     except (RecordError, OSError, ValueError) as e:   # a run record it cannot read

@@ -336,7 +336,7 @@ def main(argv=None) -> int:
     from prsgd.clock.calibrate import add_parsers
     add_parsers(sub)
     args = p.parse_args(argv)
-    from prsgd.records.results import RecordError
+    from prsgd.records.rundir import RecordError
     try:
         return args.fn(args)
     except (CalibrationError, RecordError, FileNotFoundError, KeyError) as e:
