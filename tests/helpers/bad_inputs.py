@@ -167,6 +167,13 @@ CASES = [
     Case("sweep: --override 'I4-s0=--out elsewhere'", [*SWEEP, "--override",
                                                        "I4-s0=--out elsewhere"],
          "--override I4-s0: --out: the sweep sets", tool="sweep"),
+    # --- issue 21 §3: the flags the sweep sets are refused wherever else they appear -------------
+    Case("sweep (packed): --override 'I4-s0=--workers 4'", [*SWEEP, "--override",
+                                                            "I4-s0=--workers 4"],
+         "--override I4-s0: --workers: the sweep sets", tool="sweep"),
+    Case("sweep --backend horovod -- --backend packed",
+         [*SWEEP[:4], "--backend", "horovod", *SWEEP[6:], "--", "--backend", "packed"],
+         "--backend: the sweep sets", tool="sweep"),
     Case("sweep: --intervals 4,4", [*SWEEP, "--intervals", "4,4"],
          "--intervals: each interval once", tool="sweep"),
     Case("sweep: --seeds 0,0", [*SWEEP, "--seeds", "0,0"], "--seeds: each seed once",

@@ -18,7 +18,7 @@ import torch
 from conftest import StopAt, horovodrun, load_ckpt, metric_frame, replica_rows
 from prsgd.core import config as config_mod
 from prsgd.records.lifecycle import Interrupted
-from prsgd.records.state import save_checkpoint as save_atomic
+from prsgd.records.state import save_checkpoint
 from prsgd.core.flat import FlatModel
 from prsgd.core.models import ResNet20
 from prsgd.train import run
@@ -88,7 +88,7 @@ def test_resume_is_bit_identical_and_needs_the_outer_momentum(runs, tmp_path):
     for f in ("config.json", "metrics.csv"):
         (spoiled_dir / f).write_bytes((cut_dir / f).read_bytes())
     first["ranks"][0]["algorithm"][0]["outer_momentum"] = torch.zeros_like(saved)
-    save_atomic(first, spoiled_dir / "checkpoint.pt")
+    save_checkpoint(first, spoiled_dir / "checkpoint.pt")
 
     train(tmp_path / "cut", *args, "--resume")
     train(tmp_path / "spoiled", *args, "--resume")
