@@ -161,6 +161,7 @@ KillWait={KILL_WAIT}
 SlurmdTimeout={SLURMD_TIMEOUT}
 InactiveLimit=0
 MinJobAge=300
+EnforcePartLimits=ALL
 MailProg=/bin/true
 PluginDir={plugin_dir()}
 {nodes}
