@@ -42,6 +42,9 @@ LONG = [*LOGREG, "--interval", "5", "--epochs", "20", "--lr-milestones", "15", "
 # sets them, from SEED and INTERVALS in the figure-3 script).
 SHORT = [*LOGREG, "--epochs", "3", "--lr-milestones", "2"]
 FAULT_BOUND = labslurm.KILL_WAIT + 30   # s from scancel to the job's end (documented bound)
+# s from a node's loss to the job's end on the other node: slurmctld notices the silent slurmd
+# after SlurmdTimeout (+ its ping interval), cancels the step, KillWait later SIGKILLs the rest.
+NODE_LOSS_BOUND = 3 * labslurm.SLURMD_TIMEOUT + labslurm.KILL_WAIT + 30
 
 
 def reason() -> str | None:
@@ -276,6 +279,21 @@ def test_figure3_sbatch_one_job_equals_1node_sbatch_runs(cluster):
                                                                 ("I5-s1", "done")]
 
 
+def test_sweep_driver_in_an_allocation_equals_horovodrun(cluster, hvd_reference):
+    """sweep-horovodrun.sbatch: the sweep driver inside a 2-node allocation, horovodrun over ssh
+    with the hosts from SLURM_JOB_NODELIST = the launcher's horovodrun -H, bit for bit."""
+    jid, out = cluster.sbatch(SCRIPTS / "sweep-horovodrun.sbatch",
+                              [*LOGREG, "--epochs", "20", "--lr-milestones", "15"],
+                              ["--nodes=2", *CPU], OUT=cluster.jobs / "sweep", INTERVALS=5,
+                              SEEDS=11, IFACE=lab_mod.IFACE)
+    hosts = (cluster.jobs / "sweep" / f"hosts-{jid}.txt").read_text()
+    assert hosts == "".join(f"{h} slots=2\n" for h in cluster.lab.hosts), hosts
+    run = cluster.jobs / "sweep" / "runs" / "I5-s11"
+    assert run_status(run)["status"] == "done", out[-3000:]
+    assert_equal_runs(run, hvd_reference, 4)
+    assert provenance(run)["host"] == cluster.lab.hosts[0]
+
+
 # --- what a cluster does to jobs --------------------------------------------------------------
 def wait_running(cluster, jid: str, cond, what: str, timeout: float = 240) -> None:
     end = time.monotonic() + timeout
@@ -346,6 +364,52 @@ def test_scancel_term_then_resubmission_resumes_bit_identical(cluster, srun_refe
     assert st["status"] == "interrupted" and st["epoch"] < 20, st
     assert load_ckpt(run_dir)["epoch"] == st["checkpoint_epoch"] >= 1
     jid, out = multinode(cluster, "cut", ["--resume"])
+    assert run_status(run_dir)["status"] == "done", out[-3000:]
+    assert_equal_runs(run_dir, srun_reference, 4)
+    assert json.loads((run_dir / "config.json").read_text())["resumes"]
+
+
+def test_node_lost_mid_job_ends_it_then_the_requeued_job_resumes_bit_identical(
+        cluster, srun_reference):
+    """Node 2 dies mid-job (its slurmd and the job's processes there SIGKILLed): slurmctld sets
+    it DOWN and ends the job on node 1 within NODE_LOSS_BOUND, leaving nothing running there,
+    and requeues it. With the node back (`lab slurm` restarts its slurmd), the requeued job
+    (SLURM_RESTART_COUNT > 0: the script adds --resume) finishes bit for bit as srun_reference."""
+    lab, run_dir = cluster.lab, cluster.run_dir("lost")
+    jid, _ = multinode(cluster, "lost", wait=False)
+    n1, n2 = lab.hosts
+    wait_running(cluster, jid, lambda: run_status(run_dir).get("checkpoint_epoch"),
+                 "epoch-1 checkpoint")
+    slurmd = labslurm.load_state(lab)["slurmd"][n2]
+    victims = [p for p in labslurm._ns_pids(lab.ns(n2)) if labslurm._is_slurm_job(p)]
+    assert victims, "no job processes on node 2"
+    t0 = time.monotonic()
+    for pid in [slurmd, *victims]:
+        os.kill(pid, 9)
+    def ended():
+        return cluster.job_state(jid) not in ("RUNNING", "COMPLETING") and not [
+            p for p in labslurm._ns_pids(lab.ns(n1)) if labslurm._is_slurm_job(p)]
+    end = t0 + NODE_LOSS_BOUND + 60
+    while not ended():
+        assert time.monotonic() < end, f"job {jid} still {cluster.job_state(jid)}"
+        time.sleep(0.1)
+    elapsed = time.monotonic() - t0
+    state, nodes = cluster.job_state(jid), labslurm.node_states(lab)
+    print(f"node {n2} lost at epoch {run_status(run_dir).get('epoch')}: job {jid} off node 1 "
+          f"and {state} {elapsed:.1f} s later; nodes {nodes}")
+    assert elapsed < NODE_LOSS_BOUND, f"{elapsed:.1f} s"
+    assert state == "PENDING" and nodes[n2].startswith("down"), (state, nodes)
+    assert run_status(run_dir)["status"] != "done"
+    # The node back; the requeued job waits out Slurm's requeue delay unless told to start now.
+    lab_cli("slurm", "--name", lab.name)
+    assert labslurm.node_states(lab)[n2] == "idle"
+    labslurm.client(lab, "scontrol", "update", f"JobId={jid}", "StartTime=now")
+    end = time.monotonic() + 300
+    while cluster.job_state(jid) not in ("COMPLETED", "FAILED", "CANCELLED"):
+        assert time.monotonic() < end, f"requeued job {jid} {cluster.job_state(jid)}"
+        time.sleep(0.2)
+    out = (cluster.jobs / f"slurm-{jid}.out").read_text()
+    assert cluster.job_state(jid) == "COMPLETED", out[-3000:]
     assert run_status(run_dir)["status"] == "done", out[-3000:]
     assert_equal_runs(run_dir, srun_reference, 4)
     assert json.loads((run_dir / "config.json").read_text())["resumes"]

@@ -15,7 +15,9 @@ removes it and leaves the lab.) Layout, everything under the lab's state directo
   remounts /sys, and slurmd then finds no /sys/fs/cgroup), in its own UTS namespace (hostname
   = node name) and mount namespace: the node's /etc/hosts bound over /etc/hosts (node names
   resolve inside jobs) and a per-node directory bound over /tmp (each node's PMIx server has its
-  own /tmp; with one shared /tmp the second fails in pmixp_libpmix_init). It runs on the node's
+  own /tmp; with one shared /tmp the second fails in pmixp_libpmix_init), and the launcher's ssh
+  client config bound over /etc/ssh (a job's horovodrun logs in to the lab's nodes as from the
+  launcher, as on a cluster whose nodes trust each other). It runs on the node's
   CPUs (`taskset`), so its jobs' tasks do (TaskPlugin=task/none binds nothing).
   CONSEQUENCE: a job sees its node's private /tmp, so job directories and virtual environments
   must live outside /tmp.
@@ -206,13 +208,15 @@ def start_slurmd(lab: Lab, host: str, state: dict) -> None:
     tmp.mkdir(mode=0o1777, exist_ok=True)
     os.chmod(tmp, 0o1777)
     cpus = ",".join(map(str, lab.cpus[lab.node_index(host) - 1]))
-    script = ('mount --bind "$1" /etc/hosts && mount --bind "$2" /tmp && hostname "$3" && '
+    script = ('mount --bind "$1" /etc/hosts && mount --bind "$2" /tmp && '
+              'mount --bind "$6" /etc/ssh && hostname "$3" && '
               'exec taskset -c "$4" slurmd -D -N "$3" -f "$5"')
     pids = state.setdefault("slurmd", {})
     pids[host] = _spawn(lab, [
         "nsenter", f"--net=/var/run/netns/{ns}", "unshare", "--uts", "--mount", "--propagation",
         "private", "--", "sh", "-c", script, "sh", str(NETNS_ETC / ns / "hosts"), str(tmp), host,
-        cpus, str(conf_path(lab))], f"slurmd-{host}.out")
+        cpus, str(conf_path(lab)), str(NETNS_ETC / lab.ns(lab.launcher) / "ssh")],
+        f"slurmd-{host}.out")
     save_state(lab, state)
 
 
@@ -253,6 +257,11 @@ def up(lab: Lab, install: bool = True, wait_s: float = 60.0) -> Lab:
     if slurm_dir(lab).exists():
         if healthy(lab):
             return lab
+        st = load_state(lab)
+        if st.get("status") == "up" and alive(st.get("munged"), "munged") \
+                and alive(st.get("slurmctld"), "slurmctld"):
+            restart_nodes(lab, st, wait_s)     # a node's slurmd lost: start it again
+            return lab
         stop(lab)
     ensure_slurm(install)
     slurm_dir(lab).mkdir(mode=0o755)
@@ -276,6 +285,26 @@ def up(lab: Lab, install: bool = True, wait_s: float = 60.0) -> Lab:
         stop(lab)
         raise
     return lab
+
+
+def restart_nodes(lab: Lab, state: dict, wait_s: float = 60.0) -> list[str]:
+    """Start the slurmd of every node that has none (a lost node back); wait until each is
+    usable again (ReturnToService=2 returns a node set DOWN for not responding)."""
+    lost = [h for h in lab.hosts if not alive(state.get("slurmd", {}).get(h), "slurmd")]
+    for host in lost:
+        # As after a reboot: no /tmp and spool left by the lost node's steps (a stale PMIx
+        # socket there fails the requeued job's step: "Cannot bind() UNIX socket").
+        for d in (slurm_dir(lab) / f"spool-{host}", slurm_dir(lab) / f"tmp-{host}"):
+            for entry in d.iterdir() if d.is_dir() else ():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        start_slurmd(lab, host, state)
+    for host in lost:
+        _wait(lambda: node_states(lab).get(host, "").rstrip("*") == "idle", wait_s,
+              f"idle node {host} in sinfo", slurm_dir(lab) / f"slurmd-{host}.log")
+    return lost
 
 
 def stop(lab: Lab) -> list[str]:
