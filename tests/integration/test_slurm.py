@@ -1,4 +1,4 @@
-"""Slurm on the lab (issue 20): munged, slurmctld and a slurmd per node (prsgd.labslurm), and
+"""Slurm on the lab (issue 20): munged, slurmctld and a slurmd per node (prsgd.lab.slurm), and
 every documented Slurm launch path run across 2 lab nodes x 2 ranks: the committed sbatch
 scripts (`srun --mpi=pmix` under Horovod's MPI controller; torchrun under srun; the whole sweep as
 one job), each against `horovodrun -H` or separate runs in fp64; then what a cluster does to
@@ -7,7 +7,7 @@ the same run directory refused by the run lock.
 
 Needs root, network namespaces, OpenMPI and Horovod built with MPI; the lab installs Slurm
 (slurm-wlm, munge, libpmix2) when missing. Elsewhere every test here is skipped with the reason.
-Job directories live under /var/tmp: a job sees its node's private /tmp (prsgd.labslurm).
+Job directories live under /var/tmp: a job sees its node's private /tmp (prsgd.lab.slurm).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from conftest import ROOT, horovodrun, load_ckpt, metric_rows, run_status, subprocess_env
-from prsgd import lab as lab_mod
-from prsgd import labslurm
+from prsgd.lab import cli as lab_mod
+from prsgd.lab import slurm as labslurm
 
 pytestmark = pytest.mark.horovod
 SCRIPTS = ROOT / "scripts" / "slurm"
