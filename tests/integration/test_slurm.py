@@ -404,9 +404,10 @@ def test_node_lost_mid_job_ends_it_then_the_requeued_job_resumes_bit_identical(
     lab_cli("slurm", "--name", lab.name)
     assert labslurm.node_states(lab)[n2] == "idle"
     labslurm.client(lab, "scontrol", "update", f"JobId={jid}", "StartTime=now")
-    end = time.monotonic() + 300
+    end = time.monotonic() + 600
     while cluster.job_state(jid) not in ("COMPLETED", "FAILED", "CANCELLED"):
-        assert time.monotonic() < end, f"requeued job {jid} {cluster.job_state(jid)}"
+        assert time.monotonic() < end, f"requeued job {jid} {cluster.job_state(jid)}:\n" + \
+            (cluster.jobs / f"slurm-{jid}.out").read_text()[-3000:]
         time.sleep(0.2)
     out = (cluster.jobs / f"slurm-{jid}.out").read_text()
     assert cluster.job_state(jid) == "COMPLETED", out[-3000:]

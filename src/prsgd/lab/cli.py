@@ -20,6 +20,7 @@ Layout (lab name `lab`; every name below is derived from it, so several labs can
   There is no delay emulation: this kernel has no `netem`, so links have the latency of veth
   (tens of microseconds), not of a real network.
 State (keys, configs, logs, lab.json) lives in /run/prsgd-lab/<name>/ (PRSGD_LAB_DIR overrides).
+Slurm on the lab (`up --slurm`, `slurm [--stop]`): prsgd.lab.slurm.
 """
 from __future__ import annotations
 

@@ -323,12 +323,12 @@ def stop(lab: Lab) -> list[str]:
         if alive(pid, "slurmd"):
             steps += [p for p in _ns_pids(lab.ns(host)) if p != pid and _is_slurm_job(p)]
     kill_pids(steps)
-    for name, pid in [*[("slurmd " + h, p) for h, p in st.get("slurmd", {}).items()],
-                      ("slurmctld", st.get("slurmctld")), ("munged", st.get("munged"))]:
-        comm = name.split()[0]
-        if alive(pid, comm):
-            kill_pids([pid])
-            removed.append(f"{name} {pid}")
+    # The slurmds and slurmctld together (each takes seconds to exit), munged after them.
+    for group in ([*[("slurmd " + h, p) for h, p in st.get("slurmd", {}).items()],
+                   ("slurmctld", st.get("slurmctld"))], [("munged", st.get("munged"))]):
+        live = [(name, pid) for name, pid in group if alive(pid, name.split()[0])]
+        kill_pids([pid for _, pid in live])
+        removed += [f"{name} {pid}" for name, pid in live]
     shutil.rmtree(d, ignore_errors=True)
     removed.append(f"slurm state {d}")
     return removed
