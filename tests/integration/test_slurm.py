@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, horovodrun, load_ckpt, metric_rows, run_status, subprocess_env
+from conftest import ROOT, load_ckpt, metric_rows, run_status, subprocess_env
 from prsgd.lab import cli as lab_mod
 from prsgd.lab import slurm as labslurm
 
