@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--no-install", action="store_true", help="do not apt-get missing packages")
     u.add_argument("--slurm", action="store_true", help="also start Slurm (see `slurm`)")
     sl = sub.add_parser("slurm", parents=[common], help="start Slurm on a lab that is up: munged, "
-                        "slurmctld on the launcher, a slurmd per node (prsgd.labslurm)")
+                        "slurmctld on the launcher, a slurmd per node (prsgd.lab.slurm)")
     sl.add_argument("--stop", action="store_true", help="stop Slurm, keep the lab")
     sl.add_argument("--no-install", action="store_true", help="do not apt-get slurm-wlm munge")
     sub.add_parser("down", parents=[common], help="remove everything `up` made")
