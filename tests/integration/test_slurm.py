@@ -383,14 +383,14 @@ def test_node_lost_mid_job_ends_it_then_the_requeued_job_resumes_bit_identical(
     wait_running(cluster, jid, lambda: run_status(run_dir).get("checkpoint_epoch"),
                  "epoch-1 checkpoint")
     slurmd = labslurm.load_state(lab)["slurmd"][n2]
-    victims = [p for p in labslurm._ns_pids(lab.ns(n2)) if labslurm._is_slurm_job(p)]
+    victims = labslurm.job_pids(lab, n2)
     assert victims, "no job processes on node 2"
     t0 = time.monotonic()
     for pid in [slurmd, *victims]:
         os.kill(pid, 9)
     def ended():
-        return cluster.job_state(jid) not in ("RUNNING", "COMPLETING") and not [
-            p for p in labslurm._ns_pids(lab.ns(n1)) if labslurm._is_slurm_job(p)]
+        return cluster.job_state(jid) not in ("RUNNING", "COMPLETING") \
+            and not labslurm.job_pids(lab, n1)
     end = t0 + NODE_LOSS_BOUND + 60
     while not ended():
         assert time.monotonic() < end, f"job {jid} still {cluster.job_state(jid)}"

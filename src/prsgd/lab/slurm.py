@@ -315,14 +315,8 @@ def stop(lab: Lab) -> list[str]:
         return []
     st = load_state(lab)
     removed = []
-    # Jobs first: every process started in a node's network namespace after slurmd (its
-    # slurmstepds and their tasks), then the daemons, slurmctld before munged.
-    steps = []
-    for host in lab.hosts:
-        pid = st.get("slurmd", {}).get(host)
-        if alive(pid, "slurmd"):
-            steps += [p for p in _ns_pids(lab.ns(host)) if p != pid and _is_slurm_job(p)]
-    kill_pids(steps)
+    # Jobs first (every slurmstepd and task on the nodes), then the daemons, munged last.
+    kill_pids([p for host in lab.hosts for p in job_pids(lab, host)])
     # The slurmds and slurmctld together (each takes seconds to exit), munged after them.
     for group in ([*[("slurmd " + h, p) for h, p in st.get("slurmd", {}).items()],
                    ("slurmctld", st.get("slurmctld"))], [("munged", st.get("munged"))]):
@@ -334,8 +328,10 @@ def stop(lab: Lab) -> list[str]:
     return removed
 
 
-def _ns_pids(ns: str) -> list[int]:
-    return [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()]
+def job_pids(lab: Lab, host: str) -> list[int]:
+    """The processes of Slurm jobs on node `host`: its slurmstepds and their tasks."""
+    pids = [int(p) for p in sh("ip", "netns", "pids", lab.ns(host), check=False).stdout.split()]
+    return [p for p in pids if _is_slurm_job(p)]
 
 
 def _is_slurm_job(pid: int) -> bool:
