@@ -41,6 +41,8 @@ LONG = [*LOGREG, "--interval", "5", "--epochs", "20", "--lr-milestones", "15", "
 # The sweep's runs: 2 workers, 32 steps per epoch, 3 epochs (no --seed, --interval: prsgd.mpi_sweep
 # sets them, from SEED and INTERVALS in the figure-3 script).
 SHORT = [*LOGREG, "--epochs", "3", "--lr-milestones", "2"]
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+         "BOOT_FAIL", "DEADLINE", "PREEMPTED")   # the job states that end a job
 FAULT_BOUND = labslurm.KILL_WAIT + 30   # s from scancel to the job's end (documented bound)
 # s from a node's loss to the job's end on the other node: slurmctld notices the silent slurmd
 # after SlurmdTimeout (+ its ping interval), cancels the step, KillWait later SIGKILLs the rest.
@@ -104,25 +106,25 @@ class Cluster:
     def sbatch(self, script: Path, args: list, opts: list = (), wait: bool = True,
                check: bool = True, timeout: float = 300, **export) -> tuple[str, str]:
         """Submit `script` from the repository root; returns (job id, the job's output) when
-        `wait`, else (job id, "")."""
+        `wait` (the job has ended), else (job id, "")."""
         out = self.jobs / "slurm-%j.out"
         # --export=ALL (sbatch's default) carries `export` to the job: in the environment, as
         # --export=ALL,K=V would (that form cannot carry a value with a comma, INTERVALS=3,5).
-        cmd = ["sbatch", "--parsable", f"--output={out}", "--export=ALL", *opts,
-               *(["--wait"] if wait else []), script, *args]
-        proc = self.popen(cmd, **export)
-        try:
-            text, _ = proc.communicate(timeout=timeout)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-        job = re.search(r"^(\d+)", text, re.M)
-        assert job, text
-        jid = job[1]
-        out = (self.jobs / f"slurm-{jid}.out").read_text() if wait else ""
-        if check and proc.returncode != 0:       # with --wait: the job's exit status
-            raise AssertionError(f"sbatch {script.name} {' '.join(map(str, args))} exited "
-                                 f"{proc.returncode}: {text}\n--- the job's output\n{out[-4000:]}")
+        cmd = ["sbatch", "--parsable", f"--output={out}", "--export=ALL", *opts, script, *args]
+        text = self.run(cmd, timeout=60, **export)
+        jid = re.match(r"\d+", text.strip())[0]
+        if not wait:
+            return jid, ""
+        # Not `sbatch --wait`: it sleeps longer after each poll; here every job that ended
+        # between ~10 and 42 s after its submission was reported 42.0-42.5 s after it.
+        end = time.monotonic() + timeout
+        while (state := self.job_state(jid)) not in (*FINAL, "GONE"):
+            assert time.monotonic() < end, f"job {jid} still {state} after {timeout} s"
+            time.sleep(0.2)
+        out = (self.jobs / f"slurm-{jid}.out").read_text()
+        if check and state != "COMPLETED":
+            raise AssertionError(f"sbatch {script.name} {' '.join(map(str, args))}: job {jid} "
+                                 f"{state}\n--- the job's output\n{out[-4000:]}")
         return jid, out
 
     def job_state(self, jid: str) -> str:
