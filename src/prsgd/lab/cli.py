@@ -20,6 +20,7 @@ Layout (lab name `lab`; every name below is derived from it, so several labs can
   There is no delay emulation: this kernel has no `netem`, so links have the latency of veth
   (tens of microseconds), not of a real network.
 State (keys, configs, logs, lab.json) lives in /run/prsgd-lab/<name>/ (PRSGD_LAB_DIR overrides).
+Slurm on the lab (`up --slurm`, `slurm [--stop]`): prsgd.lab.slurm.
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-from prsgd.lab.network import (IFACE, Lab, LabError, add_namespace, cpu_lists, down, lab_links,
-                     lab_namespaces, set_link, sh, shape, state_root, unavailable_reason)
+from prsgd.lab import slurm as labslurm
+from prsgd.lab.network import (IFACE, Lab, LabError, add_namespace, cpu_lists, lab_links,
+                               lab_namespaces, set_link, sh, shape, state_root,
+                               unavailable_reason)
+from prsgd.lab.network import down as net_down
 from prsgd.lab.ssh import (ensure_ssh, is_sshd, launcher_prefix, ssh_check, start_sshd, stop_sshd,
                      wait_ssh, write_client_config, write_ssh_files)
 
@@ -75,6 +79,13 @@ def up(lab: Lab, install: bool = True, wait_s: float = 30.0) -> Lab:
     return lab
 
 
+def down(name: str) -> list[str]:
+    """Remove lab `name`: its Slurm daemons (labslurm.stop), then everything `up` made."""
+    lab = Lab.load(name)
+    removed = labslurm.stop(lab) if lab is not None else []
+    return removed + net_down(name)
+
+
 def status(lab: Lab) -> tuple[bool, list[str]]:
     """(healthy, report lines): namespaces, links, shaping, each node's sshd and an ssh login."""
     ok, lines = True, [f"lab {lab.name}: {lab.status}, {lab.nodes} node(s) x {lab.slots} slot(s), "
@@ -114,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--rate", default="50mbit", help="tc rate of each node link, or none")
     u.add_argument("--burst", default="64kb", help="tbf burst (tc size)")
     u.add_argument("--subnet", default="198.18.0.0/24", help="inside 198.18.0.0/15")
-    u.add_argument("--no-install", action="store_true", help="do not apt-get openssh-server")
+    u.add_argument("--no-install", action="store_true", help="do not apt-get missing packages")
+    u.add_argument("--slurm", action="store_true", help="also start Slurm (see `slurm`)")
+    sl = sub.add_parser("slurm", parents=[common], help="start Slurm on a lab that is up: munged, "
+                        "slurmctld on the launcher, a slurmd per node (prsgd.lab.slurm)")
+    sl.add_argument("--stop", action="store_true", help="stop Slurm, keep the lab")
+    sl.add_argument("--no-install", action="store_true", help="do not apt-get slurm-wlm munge")
     sub.add_parser("down", parents=[common], help="remove everything `up` made")
     sub.add_parser("status", parents=[common], help="what exists; exit 1 unless all is well")
     sub.add_parser("hosts", parents=[common], help="print horovodrun's -H list")
@@ -129,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("action", choices=("start", "stop"))
     e = sub.add_parser("exec", parents=[common], help="run a command in the launcher namespace")
     e.add_argument("command", nargs=argparse.REMAINDER)
-    sub.add_parser("deps", help="install what the lab needs (openssh-server) when missing")
+    sub.add_parser("deps", help="install what the lab needs (openssh-server, slurm-wlm, munge, "
+                   "libpmix2) when missing")
     return p
 
 
@@ -158,14 +175,23 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "deps":
             ensure_ssh(install=True)
+            labslurm.ensure_slurm(install=True)
             return 0
         if args.cmd == "up":
             lab = up(Lab(args.name, args.nodes, args.slots, args.cpus_per_node, _rate(args.rate),
                          args.burst, args.subnet), install=not args.no_install)
+            if args.slurm:
+                try:
+                    labslurm.up(lab, install=not args.no_install)
+                except BaseException:
+                    down(lab.name)
+                    raise
             if len({c for cpus in lab.cpus for c in cpus}) < lab.nodes * lab.cpus_per_node:
                 print(f"lab: warning: {lab.nodes} nodes x {lab.cpus_per_node} CPUs exceed this "
                       "machine's CPUs; nodes share CPUs", file=sys.stderr)
             print("\n".join(status(lab)[1]))
+            if args.slurm:
+                print("\n".join(labslurm.status(lab)[1]))
             print(f"run: python -m prsgd.lab exec --name {lab.name} -- horovodrun -np "
                   f"{lab.nodes * lab.slots} -H {lab.host_list()} --gloo --network-interface "
                   f"{IFACE} python ...")
@@ -178,9 +204,19 @@ def main(argv=None) -> int:
         lab = _existing(args.name)
         if args.cmd == "status":
             ok, lines = status(lab)
-            print("\n".join(lines))
+            sok, slines = labslurm.status(lab)
+            print("\n".join(lines + slines))
+            ok &= sok
             return 0 if ok else 1
-        if args.cmd == "hosts":
+        if args.cmd == "slurm":
+            if args.stop:
+                removed = labslurm.stop(lab)
+                print(f"lab {lab.name}: " + ("stopped " + ", ".join(removed) if removed
+                                             else "no Slurm to stop"))
+            else:
+                labslurm.up(lab, install=not args.no_install)
+                print("\n".join(labslurm.status(lab)[1]))
+        elif args.cmd == "hosts":
             print(lab.host_list())
         elif args.cmd == "shape":
             shape(lab, _rate(args.rate), args.burst or lab.burst)
@@ -198,6 +234,8 @@ def main(argv=None) -> int:
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
             if not cmd:
                 raise LabError("exec: give a command, e.g. exec -- horovodrun ...")
+            if labslurm.slurm_dir(lab).exists():   # Slurm's clients find the lab's cluster
+                os.environ["SLURM_CONF"] = str(labslurm.conf_path(lab))
             os.execvp("ip", [*launcher_prefix(lab), *cmd])
         return 0
     except LabError as e:
