@@ -119,8 +119,8 @@ def figure(root: Path, df: pd.DataFrame):
 
 
 def _name(cfg: dict) -> str:
-    return f"Hier-AVG K1={cfg['interval']} K2={cfg['global_every']} S={cfg['group_size']}" \
-        if cfg["algorithm"] == "hier" else f"I={cfg['interval']}"
+    from prsgd.algorithms import short_label
+    return short_label(cfg)
 
 
 def _key(meta: dict):

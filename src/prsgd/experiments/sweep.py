@@ -99,38 +99,25 @@ def train_command(spec: SweepSpec, runs_dir: Path, rid: str, interval: int, seed
             *spec.overrides.get(rid, [])]
     if resume:
         args.append("--resume")
-    if spec.backend == "packed":
-        return [sys.executable, *args, "--backend", "packed", "--workers", str(spec.np)]
-    if spec.launcher == "mpirun":
-        from prsgd.launch.commands import LaunchError, mpirun_prefix
-        if set(spec.launch) - {"hosts"}:
-            raise SweepError("--launcher mpirun: takes --hosts only (--hostfile, "
-                             "--network-interface, --gloo-timeout-seconds and --horovodrun-args "
-                             "are horovodrun's); pass mpirun options through its own MCA env")
-        try:
-            return [*mpirun_prefix(spec.np, hosts=spec.launch.get("hosts")), sys.executable,
-                    *args]
-        except LaunchError as e:
-            raise SweepError(str(e)) from None
-    hvdrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent) + os.pathsep
-                          + os.environ.get("PATH", ""))
-    if hvdrun is None:
-        raise SweepError("horovodrun not found next to this Python or on PATH; install Horovod "
-                         "(make install) or use --backend packed")
-    return [hvdrun, "-np", str(spec.np), *(["--gloo"] if spec.gloo else []),
-            *hosts_mod.horovodrun_args(spec.launch), sys.executable, *args]
+    from prsgd.backends import backend_class
+    from prsgd.launch.commands import LaunchError
+    try:
+        return backend_class(spec.backend).command(spec, args)
+    except (ValueError, LaunchError) as e:
+        raise SweepError(str(e)) from None
 
 
 def pack_command(spec: SweepSpec, runs_dir: Path, job: list[tuple[str, int, int]],
                  resume: bool) -> list[str]:
     """One packed process for the runs of `job` (one seed, several intervals); the trainer
     names each run's directory from the `I{interval}-s<seed>` template."""
+    from prsgd.backends import backend_class
     seed = job[0][2]
     intervals = ",".join(str(i) for _, i, _ in job)
     return [sys.executable, "-m", "prsgd.train", "--out", str(runs_dir),
             "--run-id", run_id("{interval}", seed), "--intervals", intervals,
             "--seed", str(seed), *spec.train_args, *(["--resume"] if resume else []),
-            "--backend", "packed", "--workers", str(spec.np)]
+            *backend_class(spec.backend).train_flags(spec.np)]
 
 
 # --- manifest ------------------------------------------------------------------------------------
@@ -511,7 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="averaging intervals I, comma-separated")
     p.add_argument("--seeds", type=_int_list, default=[0], help="seeds, comma-separated")
     p.add_argument("--np", type=int, default=2, help="workers N (Horovod ranks or packed replicas)")
-    p.add_argument("--backend", choices=("horovod", "packed"), default="horovod")
+    from prsgd.backends import sweepable_backends
+    p.add_argument("--backend", choices=sweepable_backends(), default="horovod",
+                   help="how a run's workers run: horovod (ranks under --launcher), torchdist "
+                        "(ranks under torchrun), packed (N replicas in one process)")
     p.add_argument("--pack", action="store_true",
                    help="with --backend packed: train all intervals of a seed in one process "
                         "(intervals x np replicas; Figure 3 on one GPU)")
@@ -541,9 +531,10 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
     if args.np <= 0:
         raise SweepError(f"--np: must be a positive integer (got {args.np})")
     _refuse_managed(train_args, "")
-    if args.pack and args.backend != "packed":
-        raise SweepError("--pack: packs runs into one process of the packed backend; add "
-                         "--backend packed")
+    from prsgd.backends import backend_class, packing_backend
+    if args.pack and not backend_class(args.backend).holds_all_workers:
+        raise SweepError(f"--pack: packs runs into one process of the {packing_backend()} "
+                         f"backend; add --backend {packing_backend()}")
     if args.pack and args.override:
         raise SweepError("--override: not with --pack (the runs of a pack share one process and "
                          "its arguments); run that interval in a sweep of its own")
@@ -595,13 +586,15 @@ def check_runs(spec: SweepSpec) -> None:
     """Validate every run's configuration from the common training arguments before the first
     run starts: a bad value there would fail every run. (A run's --override is checked by its
     trainer: that run fails, recorded with the message, and the sweep goes on.)"""
+    from prsgd.backends import backend_class
     from prsgd.core.config import ConfigError, from_args
+    backend = backend_class(spec.backend)
+    world = None if backend.holds_all_workers else spec.np
     for rid, interval, seed in spec.run_ids():
-        argv = ["--interval", str(interval), "--seed", str(seed), *spec.train_args]
-        if spec.backend == "packed":
-            argv += ["--backend", "packed", "--workers", str(spec.np)]
+        argv = ["--interval", str(interval), "--seed", str(seed), *spec.train_args,
+                *backend.train_flags(spec.np)]
         try:
-            from_args(argv).validate(spec.np if spec.backend == "horovod" else None)
+            from_args(argv).validate(world)
         except ConfigError as e:
             raise SweepError(f"run {rid}: {e}") from None
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from prsgd.backends.packed import PACKED_RUNS
 from prsgd.records import ownership
 from prsgd.core.config import RunFinished, resume_differences
 from prsgd.core.errors import ConfigError
@@ -294,8 +295,8 @@ class Checkpointer:
                 raise ConfigError(f"--resume: {d} holds files of a run but no readable "
                                   f"checkpoint, and its config.json is not a readable run "
                                   "record; pass --restart to replace it")
-            if "packed" in meta["derived"]:   # config.json holds one run of the packed sweep
-                old["intervals"] = meta["derived"]["packed"]["intervals"]
+            if PACKED_RUNS in meta["derived"]:   # config.json holds one run of a packed sweep
+                old["intervals"] = meta["derived"][PACKED_RUNS]["intervals"]
         # The WHOLE resolved config must match (config.resume_differences); operational
         # fields (progress output) may change and are logged in config.json's `resumes`.
         diffs, self.resume_changes = resume_differences(old, now)
