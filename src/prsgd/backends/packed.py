@@ -30,9 +30,6 @@ class PackedComm(Comm):
 
     @classmethod
     def validate_config(cls, cfg, world_size: int | None) -> None:
-        if cfg.workers <= 0:
-            raise ConfigError(f"--workers: the packed backend needs --workers N (N >= 1) "
-                              f"(got {cfg.workers})")
         if cfg.slowdown:
             raise ConfigError("--slowdown: needs the horovod backend (packed replicas share "
                               "one process)")

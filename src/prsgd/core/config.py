@@ -171,11 +171,12 @@ class Config:
         self._validate_numbers()
         self._validate_run_id()
         self._validate_combinations()
-        backend = backend_class(self.backend)
-        backend.validate_config(self, world_size)
         n = self.num_workers(world_size)
+        if n <= 0:
+            self._bad("workers", f"the {self.backend} backend needs --workers N (N >= 1)")
         if self.slowdown and len(self.slowdown) != n:
             self._bad("slowdown", f"needs one value per worker ({n})")
+        backend_class(self.backend).validate_config(self, world_size)
         algorithm_class(self.algorithm).check(self, n)
         self.check_out()
         return self

@@ -176,11 +176,6 @@ def _check_compatible(old: dict, spec: SweepSpec, path: Path) -> None:
                              "use another --out for a different sweep")
 
 
-def load_manifest(sweep_dir) -> dict | None:
-    path = Path(sweep_dir) / "manifest.json"
-    return read_json(path) if path.exists() else None
-
-
 # --- running one run -----------------------------------------------------------------------------
 class Progress:
     """A text progress display over runs and epochs, fed by the trainer's per-epoch lines."""

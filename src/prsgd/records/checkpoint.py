@@ -57,7 +57,6 @@ DIAGNOSTICS = "diagnostics.csv"   # --diagnostics: one row per epoch
 RUN_FILES = ("config.json", "metrics.csv", "metrics.csv.tmp", CHECKPOINT, CHECKPOINT + ".tmp",
              STATUS, STATUS + ".tmp", "config.json.tmp", ROUNDS, ROUNDS + ".tmp", DIAGNOSTICS,
              DIAGNOSTICS + ".tmp")
-STATUSES = ("running", "done", "diverged", "interrupted", "failed")
 
 
 class Interrupted(BaseException):
