@@ -88,3 +88,18 @@ def test_diloco_outer_lr_overflow_is_refused_before_training(capsys, tmp_path):
     err = refused(capsys, tmp_path, "--algorithm", "diloco", "--outer-lr", "1e39")
     assert err == ("prsgd.train: error: --outer-lr: overflows fp32 (largest finite value "
                    "3.403e+38) (got 1e+39)")
+
+
+def test_a_round_budget_longer_than_the_steps_take_cannot_hold_the_run():
+    """--round-budget-s 1e9: a round still ends once the worker made as many steps in it as the
+    run has per worker (house1: the round never ended, and so neither did the run)."""
+    from prsgd.algorithms import LoopState
+    cfg = from_args([*TINY, "--algorithm", "hetero", "--backend", "horovod",
+                     "--round-budget-s", "1e9"]).validate(2)
+    algo = algorithm_class("hetero")(cfg, workers=2, local_workers=[0], steps_per_epoch=2,
+                                     total_steps=6, backend="horovod")
+    assert algo.events(LoopState(step=5, step_in_round=5), round_s=1.0) == []
+    (event,) = algo.events(LoopState(step=6, step_in_round=6), round_s=1.0)
+    assert event.groups == ((0, 1),)
+    # within the budget, the time decides as before
+    assert algo.events(LoopState(step=1, step_in_round=1), round_s=2e9)[0] == event

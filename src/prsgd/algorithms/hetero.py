@@ -1,5 +1,7 @@
 """Algorithm 3: rounds of unequal length. Worker i averages after I_i of its own steps (or after a
-time budget per round); the r-th rounds of all workers pair up in one collective.
+time budget per round, and at the latest after as many steps as the run has per worker); the
+r-th rounds of all workers pair up in one collective. A worker interval longer than the run is
+refused (`validate_run`).
 
 Under a process backend each worker steps at its own pace and the collective waits. Packed, all
 workers live in one process and advance in lockstep iterations in which only the workers with
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from prsgd.core.errors import ConfigError
-from prsgd.core.schedule import Heterogeneous
+from prsgd.core.schedule import GLOBAL, Event, Heterogeneous, all_workers
 from .base import Algorithm, AlgorithmOptions, bad, option
 
 ROUNDS = "rounds.jsonl"   # each round's steps per worker, appended once per epoch
@@ -86,6 +88,10 @@ class Hetero(Algorithm):
     def events(self, loop, round_s: float):
         if self.lockstep:
             return self.schedule.lockstep(loop.step_in_round)[1]
+        if self.schedule.budget_s > 0 and loop.step_in_round >= self.total_steps:
+            # A budget far longer than the steps take would hold the run forever: a round also
+            # ends once the worker made as many steps in it as the whole run has.
+            return [Event(GLOBAL, all_workers(self.N))]
         return super().events(loop, round_s)
 
     def lr(self, loop) -> float:
