@@ -106,3 +106,14 @@ def test_a_toy_run_trains_and_the_plots_and_the_clock_read_it(toys, tmp_path):
     payload = meta["derived"]["averaged_floats"] * 4
     # 2 steps x 0.5 s + 1 ring allreduce of 2 workers: 2(n-1)/n x payload / bandwidth
     assert m["model_seconds"] == pytest.approx(2 * 0.5 + payload / 1e6)
+
+
+def test_torchdist_is_sweepable_through_torchrun(tmp_path):
+    from prsgd.experiments import sweep
+    args = sweep.build_parser().parse_args(["--out", str(tmp_path), "--backend", "torchdist",
+                                            "--np", "3", "--intervals", "4"])
+    spec = sweep.spec_from_args(args, ["--preset", "smoke"])
+    cmd = sweep.train_command(spec, tmp_path / "runs", "I4-s0", 4, 0, resume=False)
+    assert cmd[0].endswith("torchrun")     # the venv's torchrun, next to this Python
+    assert cmd[1:6] == ["--standalone", "--nproc-per-node", "3", "-m", "prsgd.train"]
+    assert cmd[-2:] == ["--backend", "torchdist"]
