@@ -4,7 +4,6 @@ import subprocess
 import zipfile
 
 import numpy as np
-import pytest
 
 from conftest import run_python
 from prsgd.data import dataset as data

@@ -34,7 +34,6 @@ library only fails the runs that use it).
 from __future__ import annotations
 
 import importlib
-import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
