@@ -124,8 +124,8 @@ HIER_COLOUR = "C9"     # not one of style.INTERVAL_ORDER's first colours
 
 
 def _name(cfg: dict) -> str:
-    return f"Hier-AVG K1={cfg['interval']} K2={cfg['global_every']} S={cfg['group_size']}" \
-        if cfg["algorithm"] == "hier" else f"I={cfg['interval']}"
+    from prsgd.algorithms import short_label
+    return short_label(cfg)
 
 
 def _key(meta: dict):

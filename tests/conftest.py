@@ -271,6 +271,18 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+def schedule_of(algorithm: str, workers: int, *, total_steps: int = 0, steps_per_epoch: int = 1,
+                **options):
+    """The schedule a registered algorithm makes, by its real path (config -> algorithm class):
+    `options` are config fields, the algorithm's own options included."""
+    from prsgd.algorithms import algorithm_class
+    from prsgd.core.config import preset
+    cfg = preset("smoke", algorithm=algorithm, **options)
+    return algorithm_class(algorithm)(cfg, workers=workers, local_workers=[0],
+                                      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                                      backend="horovod").schedule
+
+
 # --- the unit tier starts no process --------------------------------------------------------------
 # tests/unit/ is the fast tier (`make test-fast`): in-process only. A unit test (or a fixture it
 # uses) that starts a process fails here, so the tier cannot silently grow slow; such tests belong

@@ -76,7 +76,8 @@ def train_packed_sweep(cfg: Config, intervals=None, hooks=None) -> list[Path]:
     intervals = tuple(intervals if intervals is not None else cfg.intervals)
     if not intervals:
         raise ConfigError("--intervals: give at least one interval, e.g. --intervals 1,4,8,16,32")
-    cfg = dataclasses.replace(cfg, backend="packed", intervals=intervals,
+    from prsgd.backends import packing_backend
+    cfg = dataclasses.replace(cfg, backend=packing_backend(), intervals=intervals,
                               interval=intervals[0])
     return _train(cfg, hooks).run_dirs
 

@@ -38,7 +38,6 @@ for round_ in range(2):
         fm.sgd_step(LR, 0.0, 0.0)
     diag.average_(fm.state, event)
     logged.append(float(diag.consensus[-1]))
-after = diag.measure()
 # By hand: from a common x, I steps give x_i = c_i + (1-γ)^I (x − c_i), so
 # x_i − x̄ = (1 − (1−γ)^I)(c_i − c̄) and the consensus is (1 − (1−γ)^I)² mean‖c_i − c̄‖².
 spread = float((centers - centers.mean(0)).square().sum(1).mean())
@@ -46,5 +45,8 @@ expected = (1 - (1 - LR) ** I) ** 2 * spread
 # After two rounds from x = 0 the average is c̄ (1 − q²), q = (1−γ)^I.
 xbar = float((fm.params.double() - centers.mean(0) * (1 - (1 - LR) ** (2 * I))).abs().max())
 row = diag.epoch_row(1, 2 * I, I)
+# One more round with no step since the last: what the round path measures is then 0.
+diag.average_(fm.state, event)
+after = float(diag.consensus[-1])
 print(json.dumps({"rank": rank, "logged": logged, "expected": expected, "after": after,
                   "row": row, "x_err": xbar}), flush=True)

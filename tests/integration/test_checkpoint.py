@@ -159,7 +159,7 @@ def test_resume_drops_rows_after_the_checkpoint_and_continues(tmp_path):
     run_python([*PACKED, "--max-steps", "4", "--out", str(tmp_path), "--run-id", "one"])
     one = load_ckpt(tmp_path / "one")
     assert one["epoch"] == 1
-    one["config"] = ck["config"]          # same maths; max_steps is not a MATH_FIELDS field
+    one["config"] = ck["config"]          # the run's own config (the twin differs in --max-steps)
     torch.save(one, cut / "checkpoint.pt")
     (cut / "status.json").unlink()
     assert len(metric_rows(cut)) == 2     # the epoch-2 row is there, the checkpoint is older

@@ -69,7 +69,8 @@ def test_default_outer_optimizer_differs_from_algorithm_1(runs):
     assert float((a1 - dl["ranks"][0]["flat"]).abs().max()) > 1e-3
     assert float(dl["ranks"][0]["algorithm"][0]["outer_momentum"].abs().max()) > 0
     cfg = config_mod.from_args(DILOCO)
-    assert (cfg.outer_lr, cfg.outer_momentum, cfg.outer_nesterov) == (0.7, 0.9, True)
+    o = cfg.algo
+    assert (o.outer_lr, o.outer_momentum, o.outer_nesterov) == (0.7, 0.9, True)
 
 
 def test_resume_is_bit_identical_and_needs_the_outer_momentum(runs, tmp_path):

@@ -263,3 +263,21 @@ def test_torchdist_without_torchrun_is_refused_in_one_line(tmp_path):
         line = _one_error_line(env, tmp_path / "b")
         assert f"PRSGD_TORCHDIST_TIMEOUT_S: must be a positive number of seconds (got '{bad}')" \
             in line, line
+
+
+def test_the_sweep_drives_torchrun(tmp_path):
+    """--backend torchdist is sweepable: each run is `torchrun --standalone --nproc-per-node N`,
+    recorded in the manifest, and every run is done with torchrun's world."""
+    from conftest import ROOT, run_python
+    out = tmp_path / "sweep"
+    run_python([str(ROOT / "scripts" / "sweep.py"), "--out", str(out), "--backend", "torchdist",
+                "--np", "2", "--intervals", "1,2", "--data", "synthetic", "--",
+                "--preset", "smoke", "--train-subset", "64", "--test-subset", "32",
+                "--batch-size", "8", "--epochs", "1", "--device", "cpu"], timeout=600)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(r["status"], r["command"].split()[1:4]) for r in manifest["runs"]] == \
+        [("done", ["--standalone", "--nproc-per-node", "2"])] * 2
+    for rid in ("I1-s0", "I2-s0"):
+        meta = json.loads((out / "runs" / rid / "config.json").read_text())
+        assert meta["config"]["backend"] == "torchdist"
+        assert meta["provenance"]["world_size"] == 2

@@ -4,12 +4,33 @@ per-level costs of Hier-AVG, calibration files and the command line. No timing a
 import pandas as pd
 import pytest
 
+from conftest import schedule_of
 from prsgd.clock.model import (KIND, Calibration, CalibrationError, Link, RunShape, model_counts,
-                         model_run, model_schedule, ring_allreduce_seconds)
+                         model_run, ring_allreduce_seconds)
 from prsgd.clock.calibrate import fit_alpha_beta
 from prsgd.clock.presets import PRESETS, network_preset
-from prsgd.core.schedule import make_schedule
 from conftest import toy_clock, toy_clock_run
+from prsgd.core.config import preset
+from prsgd.core.schedule import GLOBAL, LOCAL, rounds_through
+
+
+def shape_of(workers: int, payload_bytes: float = 0.0, **cfg) -> RunShape:
+    """The clock's shape of a run, from its config.json as the clock reads it."""
+    return RunShape.from_config({"config": preset("smoke", **cfg).to_dict(), "derived": {
+        "workers": workers, "averaged_floats": payload_bytes / 4}})
+
+
+def modelled(cal, workers: int, total_steps: int, payload_bytes: float, **cfg) -> dict:
+    """Modelled seconds of `total_steps` steps of a run that has not been run: its rounds
+    counted from the schedule the registered algorithm makes."""
+    counts = rounds_through(schedule_of(cfg["algorithm"], workers, **cfg_options(cfg)),
+                            total_steps)
+    return model_counts(cal, shape_of(workers, payload_bytes, **cfg), total_steps,
+                        counts[GLOBAL], counts[LOCAL])
+
+
+def cfg_options(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k != "algorithm"}
 
 
 def test_ring_allreduce_by_hand():
@@ -35,9 +56,7 @@ def test_hier_avg_rounds_cost_their_own_level():
     """Hier-AVG, 4 workers on 2 nodes, groups of 2 = one per node, K1 = 2, K2 = 3: 60 steps
     give 10 global rounds (every 6 steps) and 20 local ones."""
     c = toy_clock(step=0.1)
-    shape = RunShape(workers=4, algorithm="hier", interval=2, group_size=2, payload_bytes=1e6)
-    sched = make_schedule("hier", workers=4, interval=2, group_size=2, global_every=3)
-    m = model_schedule(c, sched, 60, shape)
+    m = modelled(c, 4, 60, 1e6, algorithm="hier", interval=2, group_size=2, global_every=3)
     local = 1e-3 + 2e-5 + 1e-3            # inside a node
     glob = 1e-3 + 6e-4 + 1.5e-2           # across nodes
     assert m["compute_s"] == pytest.approx(6.0)
@@ -45,21 +64,19 @@ def test_hier_avg_rounds_cost_their_own_level():
     assert m["comm_global_s"] == pytest.approx(10 * glob)
     assert m["seconds"] == pytest.approx(6.0 + 20 * local + 10 * glob)
     # the same run as Algorithm 1 with I = 2 sends 30 global rounds instead
-    flat = model_schedule(c, make_schedule("prsgd", workers=4, interval=2), 60,
-                          RunShape(workers=4, payload_bytes=1e6))
+    flat = modelled(c, 4, 60, 1e6, algorithm="prsgd", interval=2)
     assert flat["comm_global_s"] == pytest.approx(30 * glob) and flat["comm_local_s"] == 0
 
 
 def test_a_round_waits_for_the_slowest_worker():
     c = toy_clock(step=0.1)
-    slow = RunShape(workers=2, interval=4, slowdown=(1.0, 2.0), payload_bytes=0)
+    slow = shape_of(2, interval=4, slowdown=(1.0, 2.0))
     assert model_counts(c, slow, 40, 10)["compute_s"] == pytest.approx(40 * 0.2)
     # measured per rank (calibrate-compute under horovodrun): the slowest rank sets the pace
     c2 = toy_clock(step=0.1, per_rank_seconds_per_step=[0.1, 0.15])
     assert model_counts(c2, RunShape(workers=2), 40, 10)["compute_s"] == pytest.approx(6.0)
     # Algorithm 3: worker i makes I_i steps per round: a round lasts max_i I_i t_i
-    het = RunShape(workers=2, algorithm="hetero", worker_intervals=(1, 4),
-                   slowdown=(3.0, 1.0), payload_bytes=0)
+    het = shape_of(2, algorithm="hetero", worker_intervals=(1, 4), slowdown=(3.0, 1.0))
     assert model_counts(c, het, 10, 10)["compute_s"] == pytest.approx(10 * max(0.3, 0.4))
 
 

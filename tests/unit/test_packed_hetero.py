@@ -7,11 +7,13 @@ steps, worker 1 after 3 (a reported epoch = 8 // 3 = 2 rounds; 3 epochs of steps
 """
 from __future__ import annotations
 
+from conftest import schedule_of
+
 
 import pytest
 
 from prsgd.core import config as config_mod
-from prsgd.core.schedule import GLOBAL, make_schedule
+from prsgd.core.schedule import GLOBAL
 
 HETERO = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",
           "64", "--batch-size", "8", "--epochs", "3", "--seed", "7", "--algorithm", "hetero",
@@ -20,7 +22,7 @@ HETERO = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128"
 
 
 def test_lockstep_schedule():
-    s = make_schedule("hetero", workers=3, worker_intervals=(2, 3, 1))
+    s = schedule_of("hetero", workers=3, worker_intervals=(2, 3, 1))
     assert [s.lockstep(j)[0] for j in (1, 2, 3)] == \
         [[True, True, True], [True, True, False], [False, True, False]]
     assert [bool(s.lockstep(j)[1]) for j in (1, 2, 3)] == [False, False, True]

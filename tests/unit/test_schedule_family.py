@@ -1,11 +1,13 @@
 """Every schedule of the family, as pure functions (no processes), and the family's config rules."""
 from __future__ import annotations
 
+from conftest import schedule_of
+
 import pytest
 
 from prsgd.core.config import Config, ConfigError, from_args
 from prsgd.core.schedule import (GLOBAL, LOCAL, Heterogeneous, Hierarchical, OneShot, Periodic,
-                            PostLocal, Varying, lr_at, make_schedule, rounds_through)
+                            PostLocal, Varying, lr_at, rounds_through)
 
 
 def steps_of(schedule, level, upto, worker=0):
@@ -14,20 +16,20 @@ def steps_of(schedule, level, upto, worker=0):
 
 
 def test_periodic_and_kavg_are_the_same_schedule():
-    p = make_schedule("prsgd", workers=4, interval=3)
-    k = make_schedule("kavg", workers=4, interval=3)
+    p = schedule_of("prsgd", workers=4, interval=3)
+    k = schedule_of("kavg", workers=4, interval=3)
     assert p == k == Periodic(3, 4)
     assert steps_of(p, GLOBAL, 12) == [3, 6, 9, 12]
     assert p.events(3)[0].groups == ((0, 1, 2, 3),)
 
 
 def test_gradient_allreduce_counts_a_round_every_step():
-    s = make_schedule("gradient_allreduce", workers=2, interval=8)
+    s = schedule_of("gradient_allreduce", workers=2, interval=8)
     assert steps_of(s, GLOBAL, 5) == [1, 2, 3, 4, 5]
 
 
 def test_hierarchical_levels_and_groups():
-    s = make_schedule("hier", workers=8, interval=2, group_size=4, global_every=3)
+    s = schedule_of("hier", workers=8, interval=2, group_size=4, global_every=3)
     assert steps_of(s, LOCAL, 14) == [2, 4, 8, 10, 14]
     assert steps_of(s, GLOBAL, 14) == [6, 12]
     (ev,) = s.events(2)
@@ -41,7 +43,7 @@ def test_hierarchical_levels_and_groups():
 
 
 def test_varying_list_then_repeat():
-    s = make_schedule("varying", workers=2, epoch_lengths=(1, 2, 3))
+    s = schedule_of("varying", workers=2, epoch_lengths=(1, 2, 3))
     assert steps_of(s, GLOBAL, 12) == [1, 3, 6, 9, 12]
     assert [s.epoch_of(t) for t in range(1, 8)] == [0, 1, 1, 2, 2, 2, 3]
     assert [s.length(k) for k in range(5)] == [1, 2, 3, 3, 3]
@@ -68,19 +70,19 @@ def test_varying_per_epoch_learning_rates():
 
 
 def test_one_shot_only_at_the_end():
-    s = make_schedule("one_shot", workers=3, total_steps=10)
+    s = schedule_of("one_shot", workers=3, total_steps=10)
     assert s == OneShot(10, 3)
     assert steps_of(s, GLOBAL, 20) == [10]
 
 
 def test_post_local_switches_after_E_epochs():
-    s = make_schedule("post_local", workers=2, interval=4, local_epochs=2, steps_per_epoch=3)
+    s = schedule_of("post_local", workers=2, interval=4, local_epochs=2, steps_per_epoch=3)
     assert s == PostLocal(6, 4, 2)
     assert steps_of(s, GLOBAL, 20) == [1, 2, 3, 4, 5, 6, 10, 14, 18]
 
 
 def test_heterogeneous_step_counts():
-    s = make_schedule("hetero", workers=3, worker_intervals=(1, 2, 4))
+    s = schedule_of("hetero", workers=3, worker_intervals=(1, 2, 4))
     assert s.reference == 4 and s.total_rounds(12) == 3
     for w, i in enumerate((1, 2, 4)):
         assert steps_of(s, GLOBAL, 3 * i, worker=w) == [i, 2 * i, 3 * i]
@@ -88,13 +90,13 @@ def test_heterogeneous_step_counts():
     assert s.reference_step(rounds_done=1, step_in_round=1) == 5
     assert s.reference_step(rounds_done=1, step_in_round=9) == 8   # capped at the round's end
     # equal intervals are Algorithm 1, step for step
-    eq = make_schedule("hetero", workers=2, interval=3)
+    eq = schedule_of("hetero", workers=2, interval=3)
     assert eq.intervals == (3, 3) and eq.total_rounds(12) == 4
     assert [eq.reference_step(r, k) for r in range(2) for k in (1, 2, 3)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_heterogeneous_time_budget():
-    s = make_schedule("hetero", workers=2, interval=5, round_budget_s=0.5)
+    s = schedule_of("hetero", workers=2, interval=5, round_budget_s=0.5)
     assert isinstance(s, Heterogeneous) and s.reference == 5
     assert s.events(1, 0, round_s=0.5) == []          # one more step still fits
     assert s.events(1, 0, round_s=0.51)[0].level == GLOBAL

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Algorithm, LoopState, Option
+from .base import Algorithm, AlgorithmOptions, LoopState, Option, option
 
 REGISTRY: dict[str, str] = {
     "prsgd": "periodic:PRSGD",                  # Algorithm 1
@@ -19,19 +19,42 @@ REGISTRY: dict[str, str] = {
 
 
 def algorithm_class(name: str) -> type[Algorithm]:
+    """The class of a registered algorithm: `"module:Class"` relative to this package, or a full
+    `"package.module:Class"` (an algorithm that lives elsewhere, e.g. a test's)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown algorithm {name!r}")
     module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    module = module if "." in module else f"{__name__}.{module}"
+    return getattr(importlib.import_module(module), cls)
 
 
 def all_options() -> list[tuple[Option, tuple[str, ...]]]:
     """Every algorithm-owned option once, with the algorithms that own it."""
     owners: dict[str, list] = {}
     for name in REGISTRY:
-        for opt in algorithm_class(name).options:
+        for opt in algorithm_class(name).options():
             owners.setdefault(opt.name, [opt, []])[1].append(name)
     return [(opt, tuple(names)) for opt, names in owners.values()]
 
 
-__all__ = ["Algorithm", "LoopState", "Option", "REGISTRY", "algorithm_class", "all_options"]
+def label(c: dict) -> str:
+    """The label of a run from its config dict (config.json's `config`); an algorithm that is
+    not registered (any more) is shown by its name."""
+    name = c.get("algorithm", "prsgd")
+    return algorithm_class(name).label(c) if name in REGISTRY else name
+
+
+def short_label(c: dict) -> str:
+    name = c.get("algorithm", "prsgd")
+    return algorithm_class(name).short_label(c) if name in REGISTRY else name
+
+
+def clock_shape(c: dict, workers: int) -> dict:
+    """The algorithm's shape for the clock (`Algorithm.clock_shape`); an unregistered one is
+    costed as Algorithm 1."""
+    name = c.get("algorithm", "prsgd")
+    return algorithm_class(name if name in REGISTRY else "prsgd").clock_shape(c, workers)
+
+
+__all__ = ["Algorithm", "AlgorithmOptions", "LoopState", "Option", "REGISTRY",
+           "algorithm_class", "all_options", "clock_shape", "label", "option", "short_label"]

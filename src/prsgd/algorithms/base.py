@@ -9,28 +9,51 @@ The train loop asks an algorithm, and nothing else, about the mathematics of a r
     for event in algorithm.events(loop, round_s):  # the pure schedule (schedule.py)
         algorithm.on_round(event, fm, comm)        # default: average in place
 
-Adding an algorithm: subclass `Algorithm` in its own module, list its config fields in `options`
-(they become `Config` fields and `--flags`, refused with other algorithms), and add one line to
-`REGISTRY` in `algorithms/__init__.py`. `algorithms/diloco.py` is the worked example.
+Adding an algorithm: subclass `Algorithm` in its own module, give it an `Options` dataclass (its
+config section `cfg.algo`; every field a `--flag`, refused with other algorithms; `option(...,
+lr=True)` marks a learning rate, checked like --lr), `validate` for its own rules and `label`,
+and add one line to `REGISTRY` in `algorithms/__init__.py`. `algorithms/diloco.py` is the worked
+example; tests/unit/test_plugins.py adds a toy one at run time.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import lr_at
 
 
+@dataclass
+class AlgorithmOptions:
+    """An algorithm's own config section, `cfg.algo`: subclass it as a dataclass whose fields
+    (made with `option`) are the algorithm's options. This base has none."""
+
+
+def option(default, help: str, *, lr: bool = False):
+    """A field of an `Options` dataclass: `--name` on the command line, `cfg.algo.name` in code.
+    `help`: one line for --help; `lr`: a learning rate (finite, > 0, representable in the run's
+    precision, as --lr)."""
+    return field(default=default, metadata={"help": help, "lr": lr})
+
+
 @dataclass(frozen=True)
 class Option:
-    """A config field an algorithm owns: `--name` on the command line, `cfg.name` in code."""
+    """The description of one option (read from an `Options` dataclass)."""
     name: str
     type: type
     default: object
     help: str = ""
+    lr: bool = False
+
+
+def describe(options_cls: type) -> tuple[Option, ...]:
+    hints = typing.get_type_hints(options_cls)
+    return tuple(Option(f.name, hints[f.name], f.default, f.metadata.get("help", ""),
+                        f.metadata.get("lr", False)) for f in fields(options_cls))
 
 
 @dataclass
@@ -80,7 +103,7 @@ class Algorithm:
     """One algorithm of a run, on this process. Subclasses override what differs."""
 
     name: ClassVar[str] = ""
-    options: ClassVar[tuple[Option, ...]] = ()   # config fields this algorithm owns
+    Options: ClassVar[type] = AlgorithmOptions   # its config section (`cfg.algo`)
     dynamic_groups: ClassVar[bool] = False       # registers groups after start (Hier-AVG)
     capturable: ClassVar[bool] = False           # its step + rounds may run as CUDA graphs
     packable: ClassVar[bool] = False             # --intervals: several I packed in a process
@@ -88,20 +111,57 @@ class Algorithm:
 
     def __init__(self, cfg, *, workers: int, local_workers: list[int], steps_per_epoch: int,
                  total_steps: int, backend: str):
-        self.cfg, self.N, self.local_workers = cfg, workers, list(local_workers)
+        self.cfg, self.opts = cfg, cfg.algo
+        self.N, self.local_workers = workers, list(local_workers)
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.backend = backend
         self.schedule = self.make_schedule()
 
     # --- configuration (class level: no run needed) ---------------------------------------------
     @classmethod
+    def options(cls) -> tuple[Option, ...]:
+        return describe(cls.Options)
+
+    @classmethod
+    def check(cls, cfg, workers: int) -> None:
+        """Every rule on this algorithm's config section: the learning-rate checks of every
+        `lr` option, then the algorithm's own `validate`."""
+        from prsgd.core.config import check_lr
+        for opt in cls.options():
+            if opt.lr:
+                values = getattr(cfg.algo, opt.name)
+                for v in values if isinstance(values, tuple) else (values,):
+                    check_lr(opt.name, v, cfg.precision, shown=values)
+        cls.validate(cfg, workers)
+
+    @classmethod
     def validate(cls, cfg, workers: int) -> None:
-        """Raise ConfigError naming the flag, for this algorithm's own options."""
+        """Raise ConfigError naming the flag, for this algorithm's own options and the
+        combinations with the rest of the config it cannot run."""
+
+    @classmethod
+    def validate_run(cls, cfg, *, steps_per_epoch: int, total_steps: int) -> None:
+        """Raise ConfigError naming the flag for an option that cannot fit the run's length
+        (`total_steps` local steps per worker, known once the data is loaded)."""
 
     @classmethod
     def label(cls, c: dict) -> str:
-        """A short name for plots, from a run's config dict."""
+        """The name of a run of it in plots and tables, from its config dict (config.json)."""
         return cls.name
+
+    @classmethod
+    def short_label(cls, c: dict) -> str:
+        """A compact name for tables whose runs share the algorithm (default: `label`)."""
+        return cls.label(c)
+
+    @classmethod
+    def clock_shape(cls, c: dict, workers: int) -> dict:
+        """What the clock needs beyond N and the step time (clock/model.py `RunShape`), from a
+        run's config dict and its N `workers`:
+        `local_groups` (the groups of a local round, () if none), `round_steps` (each worker's
+        local steps per round when rounds are counted in rounds, not steps) and
+        `round_budget_s` (a time budget per round)."""
+        return {"local_groups": (), "round_steps": (), "round_budget_s": 0.0}
 
     # --- the schedule and the step ----------------------------------------------------------------
     def start(self, fm) -> None:
@@ -167,5 +227,7 @@ class Algorithm:
 
 
 def bad(cfg, name: str, why: str):
-    """Raise the ConfigError of a bad option: `--flag: why (got value)`."""
-    raise ConfigError(f"--{name.replace('_', '-')}: {why} (got {getattr(cfg, name)!r})")
+    """Raise the ConfigError of a bad option (of `cfg.algo`, else of `cfg`):
+    `--flag: why (got value)`."""
+    value = getattr(cfg.algo, name) if hasattr(cfg.algo, name) else getattr(cfg, name)
+    raise ConfigError(f"--{name.replace('_', '-')}: {why} (got {value!r})")

@@ -15,24 +15,26 @@ saved in every checkpoint.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from prsgd.core.schedule import GLOBAL, Periodic
-from .base import Algorithm, Option, bad
+from .base import Algorithm, AlgorithmOptions, bad, option
 
 
 class DiLoCo(Algorithm):
     name = "diloco"
-    options = (Option("outer_lr", float, 0.7, "DiLoCo: the outer optimizer's learning rate"),
-               Option("outer_momentum", float, 0.9, "DiLoCo: the outer optimizer's momentum"),
-               Option("outer_nesterov", bool, True, "DiLoCo: Nesterov momentum in the outer "
-                      "optimizer"))
+
+    @dataclass
+    class Options(AlgorithmOptions):
+        outer_lr: float = option(0.7, "the outer optimizer's learning rate", lr=True)
+        outer_momentum: float = option(0.9, "the outer optimizer's momentum, in [0, 1)")
+        outer_nesterov: bool = option(True, "Nesterov momentum in the outer optimizer")
 
     @classmethod
     def validate(cls, cfg, workers: int) -> None:
-        if not cfg.outer_lr > 0:
-            bad(cfg, "outer_lr", "must be > 0")
-        if not 0 <= cfg.outer_momentum < 1:
+        if not 0 <= cfg.algo.outer_momentum < 1:
             bad(cfg, "outer_momentum", "must be in [0, 1)")
 
     def make_schedule(self):
@@ -41,21 +43,21 @@ class DiLoCo(Algorithm):
     def start(self, fm) -> None:
         self.fm = fm
         self.copy = fm.params.detach().clone()          # x: the last global model
-        self.buf = torch.zeros_like(self.copy) if self.cfg.outer_momentum else None
+        self.buf = torch.zeros_like(self.copy) if self.opts.outer_momentum else None
 
     @torch.no_grad()
     def on_round(self, event, fm, comm) -> None:
         comm.average_(fm.region(self.cfg.average_momentum), event)   # params now hold a
         if event.level != GLOBAL:
             return
-        p, mu = fm.params, self.cfg.outer_momentum
+        p, mu = fm.params, self.opts.outer_momentum
         delta = self.copy - p                           # the pseudo-gradient x − a
         if self.buf is not None:
             self.buf.mul_(mu).add_(delta)
-            step = delta.add(self.buf, alpha=mu) if self.cfg.outer_nesterov else self.buf
+            step = delta.add(self.buf, alpha=mu) if self.opts.outer_nesterov else self.buf
         else:
             step = delta
-        self.copy.add_(step, alpha=-self.cfg.outer_lr)
+        self.copy.add_(step, alpha=-self.opts.outer_lr)
         p.copy_(self.copy)
 
     def state_dict(self) -> dict:

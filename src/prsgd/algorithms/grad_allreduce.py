@@ -12,7 +12,8 @@ class GradientAllreduce(Algorithm):
 
     @classmethod
     def validate(cls, cfg, workers: int) -> None:
-        if cfg.backend == "packed":
+        from prsgd.backends import backend_class
+        if backend_class(cfg.backend).holds_all_workers:
             bad(cfg, "backend", "gradient_allreduce runs only on a backend with one worker per "
                 "process (horovod)")
         if cfg.cuda_graph:

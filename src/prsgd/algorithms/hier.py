@@ -2,26 +2,40 @@
 across all."""
 from __future__ import annotations
 
-from prsgd.core.schedule import Hierarchical
-from .base import Algorithm, Option, bad
+from dataclasses import dataclass
+
+from prsgd.core.schedule import Hierarchical, blocks
+from .base import Algorithm, AlgorithmOptions, bad, option
 
 
 class HierAVG(Algorithm):
     name = "hier"
     dynamic_groups = True   # a process backend creates the groups' process sets after start
-    options = (Option("group_size", int, 0, "Hier-AVG: S workers per group"),
-               Option("global_every", int, 1, "Hier-AVG: K2 local (group) rounds per global "
-                      "round"))
+
+    @dataclass
+    class Options(AlgorithmOptions):
+        group_size: int = option(0, "S: workers per group (must divide N); groups average "
+                                    "every I (K1) steps")
+        global_every: int = option(1, "K2: group rounds per global round (all workers average "
+                                      "every K1 x K2 steps)")
 
     @classmethod
     def validate(cls, cfg, workers: int) -> None:
-        if cfg.global_every <= 0:
+        o = cfg.algo
+        if o.global_every <= 0:
             bad(cfg, "global_every", "must be a positive integer")
-        if cfg.group_size <= 0 or workers % cfg.group_size:
+        if o.group_size <= 0 or workers % o.group_size:
             bad(cfg, "group_size", f"Hier-AVG needs a group size S >= 1 that divides N={workers}")
 
     def make_schedule(self):
-        return Hierarchical(self.cfg.interval, self.cfg.global_every, self.cfg.group_size, self.N)
+        return Hierarchical(self.cfg.interval, self.opts.global_every, self.opts.group_size,
+                            self.N)
+
+    @classmethod
+    def clock_shape(cls, c: dict, workers: int) -> dict:
+        s = int(c.get("group_size") or 0)
+        return {**super().clock_shape(c, workers),
+                "local_groups": blocks(workers, s) if s else ()}
 
     @classmethod
     def label(cls, c: dict) -> str:

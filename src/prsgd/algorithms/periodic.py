@@ -2,9 +2,14 @@
 averaging, post-local SGD, Algorithm 2 (varying averaging epochs)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prsgd.core import schedule
 from prsgd.core.schedule import OneShot, Periodic, Varying
-from .base import Algorithm, Option, bad
+from .base import Algorithm, AlgorithmOptions, bad, option
+
+# Largest local-step count a schedule may compute (Algorithm 2's grown epoch lengths are ints).
+MAX_STEPS = 2**62
 
 
 class PRSGD(Algorithm):
@@ -19,6 +24,10 @@ class PRSGD(Algorithm):
     @classmethod
     def label(cls, c: dict) -> str:
         return f"PR-SGD (Alg 1) I={c['interval']}"
+
+    @classmethod
+    def short_label(cls, c: dict) -> str:
+        return f"I={c['interval']}"
 
 
 class KAVG(PRSGD):
@@ -46,16 +55,19 @@ class OneShotAveraging(Algorithm):
 class PostLocal(Algorithm):
     """Post-local SGD (Lin et al. 2020): every step for the first E epochs, then every I."""
     name = "post_local"
-    options = (Option("local_epochs", int, 0, "post-local SGD: I = 1 for this many global "
-                      "epochs first"),)
+
+    @dataclass
+    class Options(AlgorithmOptions):
+        local_epochs: int = option(0, "I = 1 (average every step) for this many global epochs "
+                                      "first, then every I")
 
     @classmethod
     def validate(cls, cfg, workers: int) -> None:
-        if cfg.local_epochs < 0:
+        if cfg.algo.local_epochs < 0:
             bad(cfg, "local_epochs", "must be >= 0")
 
     def make_schedule(self):
-        return schedule.PostLocal(self.cfg.local_epochs * self.steps_per_epoch,
+        return schedule.PostLocal(self.opts.local_epochs * self.steps_per_epoch,
                                   self.cfg.interval, self.N)
 
     @classmethod
@@ -67,29 +79,37 @@ class VaryingEpochs(Algorithm):
     """Algorithm 2: averaging epochs of K^1, K^2, ... local steps, optionally with an lr per
     averaging epoch."""
     name = "varying"
-    options = (Option("epoch_lengths", tuple[int, ...], (), "Algorithm 2: K^s local steps per "
-                      "averaging epoch"),
-               Option("epoch_lrs", tuple[float, ...], (), "Algorithm 2: lr gamma^s per "
-                      "averaging epoch"),
-               Option("epoch_growth", float, 1.0, "Algorithm 2: after the list, each K^s = "
-                      "previous * growth"))
+
+    @dataclass
+    class Options(AlgorithmOptions):
+        epoch_lengths: tuple[int, ...] = option((), "K^1,K^2,...: local steps of each averaging "
+                                                    "epoch")
+        epoch_lrs: tuple[float, ...] = option((), "the lr of each averaging epoch (one per "
+                                                  "--epoch-lengths entry)", lr=True)
+        epoch_growth: float = option(1.0, "after the list, each K^s = previous K x this")
 
     @classmethod
     def validate(cls, cfg, workers: int) -> None:
-        if any(k <= 0 for k in cfg.epoch_lengths):
+        o = cfg.algo
+        if any(k <= 0 for k in o.epoch_lengths):
             bad(cfg, "epoch_lengths", "every K^s must be a positive integer")
-        if cfg.epoch_lrs and len(cfg.epoch_lrs) != len(cfg.epoch_lengths):
+        if any(k > MAX_STEPS for k in o.epoch_lengths):
+            bad(cfg, "epoch_lengths", f"every K^s must be at most {MAX_STEPS} steps")
+        if o.epoch_lrs and len(o.epoch_lrs) != len(o.epoch_lengths):
             bad(cfg, "epoch_lrs", "needs one lr per entry of --epoch-lengths")
-        if cfg.epoch_growth < 1:
+        if o.epoch_growth < 1:
             bad(cfg, "epoch_growth", "must be >= 1 (1 repeats the last epoch length)")
-        if not cfg.epoch_lengths:
+        if not o.epoch_lengths:
             bad(cfg, "epoch_lengths", "--algorithm varying needs --epoch-lengths K1,K2,...")
+        # The first grown length must be a step count (a huge growth overflowed to inf).
+        if o.epoch_lengths[-1] * o.epoch_growth > MAX_STEPS:
+            bad(cfg, "epoch_growth", f"grows the last epoch length beyond {MAX_STEPS} steps")
 
     def make_schedule(self):
-        return Varying(tuple(self.cfg.epoch_lengths), self.N, float(self.cfg.epoch_growth))
+        return Varying(tuple(self.opts.epoch_lengths), self.N, float(self.opts.epoch_growth))
 
     def lr(self, loop) -> float:
-        return self._lr_at(loop.step, varying=self.schedule, epoch_lrs=self.cfg.epoch_lrs)
+        return self._lr_at(loop.step, varying=self.schedule, epoch_lrs=self.opts.epoch_lrs)
 
     @classmethod
     def label(cls, c: dict) -> str:

@@ -20,9 +20,16 @@ Regions
 Initialisation: `make_comm(cfg, ...)` is the ONE place a backend is initialised (it calls the
 registered class's `launch`). `attach(fm, runs)` then binds the flat buffer once it exists.
 
-Adding a backend: subclass `Comm`, implement every abstract method, and register it:
-`BACKENDS["name"] = "prsgd.backends.module:Class"` (imported lazily, so a missing library only
-fails the runs that use it).
+Facts about a backend are class attributes and class methods of its `Comm` (the config, the sweep
+driver, the plots and the clock read them; nothing else asks for a backend by name):
+`holds_all_workers` (one process holds all N workers as replicas, vs one worker per process),
+`launcher` (the external launcher its ranks need), `sweepable`, `times_rounds` (whether a round's
+measured seconds are communication the clock can be checked against), `validate_config` (its own
+rules for a config), `run_workers` (N of a run) and `command` (the command line of one run).
+
+Adding a backend: subclass `Comm` (or an existing backend), implement every abstract method, and
+register it: `BACKENDS["name"] = "prsgd.backends.module:Class"` (imported lazily, so a missing
+library only fails the runs that use it).
 """
 from __future__ import annotations
 
@@ -30,9 +37,11 @@ import importlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
+from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import Event
 
 
@@ -82,6 +91,38 @@ class Comm(ABC):
     workers: list[int]     # worker indices held by this process
     counters: Counters     # this run's (or this view's) averaging counters
     timed: bool = True     # synchronise the device around rounds so their seconds are true
+
+    # --- facts about the backend (class level: no process, no library needed) -----------------
+    holds_all_workers: ClassVar[bool] = False  # True: the N workers are replicas in ONE process
+    launcher: ClassVar[str] = ""      # the launcher its ranks need ("": `python -m prsgd.train`)
+    sweepable: ClassVar[bool] = True  # the sweep driver (experiments/sweep.py) can start its runs
+    times_rounds: ClassVar[bool] = True  # a round's measured seconds are real communication
+    #                                      (False: averaged in memory; only the clock models it)
+
+    @classmethod
+    def validate_config(cls, cfg, world_size: int | None) -> None:
+        """Raise ConfigError naming the flag for what this backend cannot run. Default (one
+        worker per process): --workers, when given, must match the launcher's world."""
+        if world_size is not None and cfg.workers and cfg.workers != world_size:
+            raise ConfigError(f"--workers: does not match the launcher's {world_size} ranks "
+                              f"(got {cfg.workers})")
+
+    @classmethod
+    def run_workers(cls, cfg, world_size: int | None) -> int:
+        """N of the run: the launcher's world (one worker per process), or --workers before the
+        world is known."""
+        return world_size if world_size is not None else (cfg.workers or 1)
+
+    @classmethod
+    def train_flags(cls, workers: int) -> list[str]:
+        """The trainer's flags that select this backend for a run of `workers` workers."""
+        return ["--backend", cls.name]
+
+    @classmethod
+    def command(cls, spec, args: list[str]) -> list[str]:
+        """The command line of one run of `spec.np` workers (`args`: `-m prsgd.train ...`);
+        `spec`: the sweep's (np, gloo, launcher, launch). Raise ValueError when it cannot."""
+        raise ValueError(f"--backend {cls.name}: the sweep cannot start its runs")
 
     # --- set-up ---------------------------------------------------------------------------------
     @classmethod
@@ -191,6 +232,20 @@ def backend_class(name: str) -> type[Comm]:
         raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def sweepable_backends() -> tuple[str, ...]:
+    return tuple(n for n in BACKENDS if backend_class(n).sweepable)
+
+
+def packing_backend() -> str:
+    """The backend that holds every worker (and several runs) in one process."""
+    return next(n for n in BACKENDS if backend_class(n).holds_all_workers)
+
+
+def times_rounds(name: str) -> bool:
+    """Whether runs of backend `name` measure their rounds (unknown names: assume they do)."""
+    return backend_class(name).times_rounds if name in BACKENDS else True
 
 
 def make_comm(name: str, *, workers: int = 0, dynamic_groups: bool = False,

@@ -3,6 +3,7 @@ group's process set (Gloo, MPI or NCCL underneath, whatever Horovod was built wi
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import torch
@@ -94,6 +95,32 @@ class HorovodComm(Comm):
     """Averaging across Horovod ranks. This process is one worker: `workers == [rank]`."""
 
     name = "horovod"
+    launcher = "horovodrun"   # or OpenMPI's mpirun (Horovod built with MPI)
+
+    @classmethod
+    def train_flags(cls, workers: int) -> list[str]:
+        return []   # the trainer's default backend (commands recorded by sweeps stay the same)
+
+    @classmethod
+    def command(cls, spec, args: list[str]) -> list[str]:
+        """`horovodrun -np N [--gloo] [hosts] python ARGS`, or `mpirun ... python ARGS` with
+        `spec.launcher == "mpirun"`."""
+        from prsgd.launch import hosts as hosts_mod
+        from prsgd.launch.commands import find_tool, mpirun_prefix
+        if spec.launcher == "mpirun":
+            if set(spec.launch) - {"hosts"}:
+                raise ValueError("--launcher mpirun: takes --hosts only (--hostfile, "
+                                 "--network-interface, --gloo-timeout-seconds and "
+                                 "--horovodrun-args are horovodrun's); pass mpirun options "
+                                 "through its own MCA env")
+            return [*mpirun_prefix(spec.np, hosts=spec.launch.get("hosts")), sys.executable,
+                    *args]
+        hvdrun = find_tool("horovodrun")
+        if hvdrun is None:
+            raise ValueError("horovodrun not found next to this Python or on PATH; install "
+                             "Horovod (make install) or use --backend packed")
+        return [hvdrun, "-np", str(spec.np), *(["--gloo"] if spec.gloo else []),
+                *hosts_mod.horovodrun_args(spec.launch), sys.executable, *args]
 
     def __init__(self, hvd, timed: bool = True):
         self.hvd = hvd

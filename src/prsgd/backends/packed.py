@@ -8,10 +8,16 @@ in fp64 (tests/test_packed_equivalence.py).
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
+from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import Event
 from .base import Comm, Counters
+
+# config.json's `derived` key under which a packed sweep records the runs that shared a process.
+PACKED_RUNS = "packed"
 
 
 class PackedComm(Comm):
@@ -19,6 +25,28 @@ class PackedComm(Comm):
     (this object is run 0's view; `view(c)` the others)."""
 
     name = "packed"
+    holds_all_workers = True
+    times_rounds = False     # replicas average in memory: no communication to measure
+
+    @classmethod
+    def validate_config(cls, cfg, world_size: int | None) -> None:
+        if cfg.slowdown:
+            raise ConfigError("--slowdown: needs the horovod backend (packed replicas share "
+                              "one process)")
+
+    @classmethod
+    def run_workers(cls, cfg, world_size: int | None) -> int:
+        return cfg.workers
+
+    @classmethod
+    def train_flags(cls, workers: int) -> list[str]:
+        return ["--backend", cls.name, "--workers", str(workers)]
+
+    @classmethod
+    def command(cls, spec, args: list[str]) -> list[str]:
+        if spec.launch:
+            raise ValueError("--hosts/--hostfile: only the horovod backend runs on several hosts")
+        return [sys.executable, *args, *cls.train_flags(spec.np)]
 
     def __init__(self, fm=None, workers: int = 1, timed: bool = True, runs: int = 1,
                  graphs=None, configs: int | None = None):

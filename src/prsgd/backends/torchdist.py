@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -72,6 +73,19 @@ class TorchDistComm(Comm):
     """Averaging across torch.distributed ranks. This process is one worker: `workers == [rank]`."""
 
     name = "torchdist"
+    launcher = "torchrun"
+
+    @classmethod
+    def command(cls, spec, args: list[str]) -> list[str]:
+        """`torchrun --standalone --nproc-per-node N -m prsgd.train ... --backend torchdist`
+        (torchrun next to this Python, else `python -m torch.distributed.run`): one machine."""
+        if spec.launch:
+            raise ValueError("--hosts/--hostfile: only the horovod backend runs on several hosts")
+        from prsgd.launch.commands import find_tool
+        exe = find_tool("torchrun")
+        prefix = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+        return [*prefix, "--standalone", "--nproc-per-node", str(spec.np), *args,
+                *cls.train_flags(spec.np)]
 
     def __init__(self, backend: str, timeout_s: float, timed: bool = True):
         self.backend, self.timeout_s = backend, timeout_s

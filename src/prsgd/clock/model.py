@@ -116,38 +116,33 @@ class Calibration:
         return [b * f for b, f in zip(base, factors)]
 
 
-def blocks(n: int, size: int) -> tuple:
-    return tuple(tuple(range(s, min(s + size, n))) for s in range(0, n, size))
-
-
 @dataclass
 class RunShape:
-    """What the clock needs to know about a run, from its config.json."""
+    """What the clock needs to know about a run, from its config.json: N, the averaged buffer,
+    the simulated slowdown, and what its algorithm says (`Algorithm.clock_shape`): the groups of
+    a local round, and for algorithms whose rounds are not counted in steps, each worker's steps
+    per round or the time budget of a round."""
     workers: int
-    algorithm: str = "prsgd"
-    interval: int = 1
-    group_size: int = 0
-    worker_intervals: tuple = ()
-    round_budget_s: float = 0.0
+    local_groups: tuple = ()         # groups of a local round (Hier-AVG); () = none
+    round_steps: tuple = ()          # each worker's local steps per round (Algorithm 3)
+    round_budget_s: float = 0.0      # seconds of local steps per round (Algorithm 3, budget)
     slowdown: tuple = ()
     payload_bytes: float = 0.0       # the averaged buffer of one worker
 
     @classmethod
     def from_config(cls, meta: dict) -> "RunShape":
+        from prsgd.algorithms import clock_shape
         cfg, derived = meta["config"], meta.get("derived", {})
         n = int(derived.get("workers") or cfg.get("workers") or
                 meta.get("provenance", {}).get("world_size") or 1)
         itemsize = 8 if cfg.get("precision") == "fp64" else 4
         floats = derived.get("averaged_floats") or 0
-        return cls(workers=n, algorithm=cfg.get("algorithm", "prsgd"),
-                   interval=int(cfg.get("interval", 1)), group_size=int(cfg.get("group_size") or 0),
-                   worker_intervals=tuple(cfg.get("worker_intervals") or ()),
-                   round_budget_s=float(cfg.get("round_budget_s") or 0.0),
-                   slowdown=tuple(cfg.get("slowdown") or ()), payload_bytes=floats * itemsize)
+        return cls(workers=n, **clock_shape(cfg, n), slowdown=tuple(cfg.get("slowdown") or ()),
+                   payload_bytes=floats * itemsize)
 
     def groups(self, level: str) -> tuple:
-        if level == LOCAL and self.group_size:
-            return blocks(self.workers, self.group_size)
+        if level == LOCAL and self.local_groups:
+            return self.local_groups
         return (tuple(range(self.workers)),)
 
 
@@ -158,10 +153,10 @@ def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
     `bytes_*`: the buffer bytes of one worker summed over that level's rounds (metrics.csv's
     counters); None takes the run's payload per round."""
     per = cal.step_seconds(shape.workers, shape.slowdown)
-    if shape.algorithm == "hetero" and shape.worker_intervals:
-        # Algorithm 3: worker i makes I_i steps per round; the round waits for the slowest.
-        compute = rounds * max(i * t for i, t in zip(shape.worker_intervals, per))
-    elif shape.algorithm == "hetero" and shape.round_budget_s:
+    if shape.round_steps:
+        # worker i makes round_steps[i] steps per round; the round waits for the slowest.
+        compute = rounds * max(i * t for i, t in zip(shape.round_steps, per))
+    elif shape.round_budget_s:
         compute = rounds * max(shape.round_budget_s, max(per))   # every round lasts ~the budget
     else:
         compute = steps * max(per)          # every round waits for the slowest worker
@@ -173,13 +168,6 @@ def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
             if n_rounds else 0.0
     out["seconds"] = out["compute_s"] + out["comm_global_s"] + out["comm_local_s"]
     return out
-
-
-def model_schedule(cal: Calibration, schedule, total_steps: int, shape: RunShape) -> dict:
-    """The same for a schedule (`schedule.make_schedule(...)`) that has not been run."""
-    from prsgd.core.schedule import rounds_through
-    counts = rounds_through(schedule, total_steps)
-    return model_counts(cal, shape, total_steps, counts.get(GLOBAL, 0), counts.get(LOCAL, 0))
 
 
 def model_run(cal: Calibration, meta: dict, metrics) -> "pandas.DataFrame":

@@ -16,19 +16,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from prsgd.algorithms import short_label
 from prsgd.clock.model import Calibration, CalibrationError, model_run
 from prsgd.plots import style
 from prsgd.records.results import load_run
 from prsgd.records.rundir import find_runs
 
 TOLERANCE = 0.15
-
-
-def run_label(cfg: dict) -> str:
-    if cfg.get("algorithm") == "hier":
-        return (f"Hier-AVG S={cfg.get('group_size')} K1={cfg.get('interval')} "
-                f"K2={cfg.get('global_every')}")
-    return f"I={cfg.get('interval')}"
 
 
 def _step_seconds(df) -> float:
@@ -60,7 +54,7 @@ def table(settings: dict, compute_from_other_runs: bool = False) -> pd.DataFrame
             local = float(r.get("comm_seconds_local", 0.0) or 0.0)
             model_comm = m["model_comm_global_s"] + m["model_comm_local_s"]
             rows.append({
-                "setting": name, "run": run_dir.name, "label": run_label(meta["config"]),
+                "setting": name, "run": run_dir.name, "label": short_label(meta["config"]),
                 "steps": int(r["step"]), "rounds": int(r["rounds"]),
                 "rounds_local": int(r.get("rounds_local", 0) or 0),
                 "measured_s": measured, "modelled_s": float(m["model_seconds"]),

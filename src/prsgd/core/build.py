@@ -18,7 +18,7 @@ from prsgd.data import dataset as data_mod
 
 from prsgd.data import plan as data_mod_plan
 from prsgd.algorithms import REGISTRY, LoopState, algorithm_class
-from prsgd.backends import make_comm
+from prsgd.backends import BACKENDS, backend_class, make_comm
 from prsgd.records.checkpoint import Checkpointer
 from prsgd.records.lifecycle import RunLifecycle
 from prsgd.records.state import ListState, RngState
@@ -109,17 +109,13 @@ def _launch(cfg: Config, backend_comm=None):
     gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     kw = dict(dynamic_groups=bool(cls and cls.dynamic_groups), device_type="cuda" if gpu else "cpu",
               comm=backend_comm)
-    if cfg.backend == "packed" or cfg.backend not in _known_backends():
+    # A backend that holds every worker needs no launcher's world: validate before starting it.
+    if cfg.backend not in BACKENDS or backend_class(cfg.backend).holds_all_workers:
         cfg.validate()
         return make_comm(cfg.backend, workers=cfg.workers, **kw)
     comm = make_comm(cfg.backend, workers=cfg.workers, **kw)
     cfg.validate(comm.size)
     return comm
-
-
-def _known_backends():
-    from prsgd.backends import BACKENDS
-    return BACKENDS
 
 
 def _load_data(cfg: Config, comm):
@@ -205,7 +201,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     `backend_comm`: an existing communicator for the backend to run on (e.g. an mpi4py one for
     Horovod); None = the launcher's world."""
     comm = _launch(cfg, backend_comm)
-    N = cfg.num_workers(comm.size if cfg.backend != "packed" else None)
+    N = cfg.num_workers(comm.size)
     set_torch_flags(cfg, comm.local_size)
     device = resolve_device(cfg, comm.local_rank)
     algo_cls = algorithm_class(cfg.algorithm)
@@ -218,6 +214,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
                           f"({data_mod_plan.shard_size(M, N)} = {M} images / {N} workers)")
     spe = data_mod_plan.steps_per_epoch(M, N, cfg.batch_size)
     total_steps = min(cfg.epochs * spe, cfg.max_steps or cfg.epochs * spe)
+    algo_cls.validate_run(cfg, steps_per_epoch=spe, total_steps=total_steps)
 
     # Model: every worker starts from the same weights (seeded, then broadcast from rank 0).
     cfg.run_id = comm.broadcast_object(cfg.run_id or (new_run_id() if comm.rank == 0 else None))

@@ -153,19 +153,6 @@ class Diagnostics:
     def _num_param_segments(self) -> int:
         return len(self.fm.momentum_segments)
 
-    @torch.no_grad()
-    def measure(self) -> float:
-        """The current consensus distance over ALL workers, with its own collective: for tests and
-        inspection (e.g. right after a round, where it must be 0), never in the training loop."""
-        all_w = Event("global", (tuple(range(self.N)),))
-        if not self.horovod:
-            return float(self.packed_consensus(all_w))
-        p, ref = self.fm.params, self.ref
-        d = self.comm.sum_metrics((p - ref).double().square().sum().reshape(1).cpu())
-        d = d / self.comm.size
-        mean = self.comm.average_copy(p).to(ref.device)
-        return max(float(d[0] - (mean - ref).double().square().sum()), 0.0)
-
     # --- per epoch -----------------------------------------------------------------------------
     def epoch_row(self, epoch: int, step: int, interval: int) -> dict:
         """Reduce this epoch's diagnostics across workers (one collective) and reset them."""

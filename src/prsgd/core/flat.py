@@ -102,12 +102,6 @@ class FlatModel:
         with torch.no_grad():
             self.flat.copy_(flat.to(self.flat.device))
 
-    def replica(self, r: int, region: torch.Tensor | None = None) -> torch.Tensor:
-        """Replica `r`'s params + stats (or the segments of `region`), laid out as for one."""
-        segs = self.segments if region is None else self.region_segments(
-            region.numel() == self.flat.numel())
-        return torch.cat([self.flat[o:o + k].view(self.replicas, -1)[r] for o, k in segs])
-
     def set_replica_(self, r: int, state: torch.Tensor) -> None:
         """Write a one-replica params + stats layout `state` into replica `r`."""
         off = 0

@@ -118,10 +118,6 @@ def tile_state(single_state: dict, n: int) -> dict:
             for k, v in single_state.items()}
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 class LogReg(nn.Module):
     """Binary logistic regression, optionally n packed replicas (Stich's convex experiment).
 

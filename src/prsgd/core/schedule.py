@@ -181,31 +181,6 @@ def rounds_through(schedule, steps: int, worker: int = 0) -> dict[str, int]:
     return out
 
 
-def make_schedule(algorithm: str, *, workers: int, interval: int = 1, group_size: int = 0,
-                  global_every: int = 1, epoch_lengths=(), epoch_growth: float = 1.0,
-                  worker_intervals=(), round_budget_s: float = 0.0, local_epochs: int = 0,
-                  steps_per_epoch: int = 1, total_steps: int = 0):
-    if algorithm in ("prsgd", "kavg", "gradient_allreduce"):
-        # K-AVG (Zhou & Cong 2018) averages all workers every K local steps: that IS Algorithm 1
-        # with I = K, so it is the same schedule under its own name.
-        # gradient_allreduce averages gradients every step instead; its model never diverges,
-        # so the schedule is the trivial I = 1 one (used for counting only).
-        return Periodic(1 if algorithm == "gradient_allreduce" else interval, workers)
-    if algorithm == "hier":
-        return Hierarchical(interval, global_every, group_size, workers)
-    if algorithm == "varying":
-        return Varying(tuple(epoch_lengths), workers, float(epoch_growth))
-    if algorithm == "one_shot":
-        return OneShot(total_steps, workers)
-    if algorithm == "post_local":
-        return PostLocal(local_epochs * steps_per_epoch, interval, workers)
-    if algorithm == "hetero":
-        intervals = tuple(worker_intervals) or (interval,) * workers
-        reference = interval if round_budget_s > 0 else max(intervals)
-        return Heterogeneous(intervals, workers, float(round_budget_s), reference)
-    raise ValueError(f"unknown algorithm {algorithm!r}")
-
-
 def lr_at(step: int, *, base_lr: float, steps_per_epoch: int, milestones=(), gamma: float = 0.1,
           varying: Varying | None = None, epoch_lrs=(), shift: float = 0.0) -> float:
     """Learning rate for local step `step` (1-based): step decay at global-epoch milestones, or

@@ -8,13 +8,9 @@ the sweep's to manage: `managed_flags` reads them off the very commands the driv
 """
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prsgd.launch import hosts as hosts_mod
 
 DEFAULT_INTERVALS = (1, 4, 8, 16, 32)
 # The driver decides between continuing a run and starting it over; --restart is --resume's
@@ -89,26 +85,12 @@ def trainer_args(spec: SweepSpec, runs_dir: Path, job, resume: bool) -> list[str
 def job_command(spec: SweepSpec, runs_dir: Path, job, resume: bool) -> list[str]:
     """The command line of a job, as a list of arguments."""
     args = ["-m", "prsgd.train", *trainer_args(spec, runs_dir, job, resume)]
-    if spec.backend == "packed":
-        return [sys.executable, *args]
-    if spec.launcher == "mpirun":
-        from prsgd.launch.commands import LaunchError, mpirun_prefix
-        if set(spec.launch) - {"hosts"}:
-            raise SweepError("--launcher mpirun: takes --hosts only (--hostfile, "
-                             "--network-interface, --gloo-timeout-seconds and --horovodrun-args "
-                             "are horovodrun's); pass mpirun options through its own MCA env")
-        try:
-            return [*mpirun_prefix(spec.np, hosts=spec.launch.get("hosts")), sys.executable,
-                    *args]
-        except LaunchError as e:
-            raise SweepError(str(e)) from None
-    hvdrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent) + os.pathsep
-                          + os.environ.get("PATH", ""))
-    if hvdrun is None:
-        raise SweepError("horovodrun not found next to this Python or on PATH; install Horovod "
-                         "(make install) or use --backend packed")
-    return [hvdrun, "-np", str(spec.np), *(["--gloo"] if spec.gloo else []),
-            *hosts_mod.horovodrun_args(spec.launch), sys.executable, *args]
+    from prsgd.backends import backend_class
+    from prsgd.launch.commands import LaunchError
+    try:   # each backend class says how its ranks are started
+        return backend_class(spec.backend).command(spec, args)
+    except (ValueError, LaunchError) as e:
+        raise SweepError(str(e)) from None
 
 
 def managed_flags(spec: SweepSpec) -> list[str]:
@@ -142,8 +124,9 @@ def check_runs(spec: SweepSpec) -> None:
     --override is checked by its trainer: that run fails, recorded with the message, and the
     sweep goes on; what could contradict the sweep's backend or launcher, --backend and
     --workers, is a managed flag and refused in an override up front.)"""
+    from prsgd.backends import backend_class
     from prsgd.core.config import ConfigError, from_args
-    world = spec.np if spec.backend != "packed" else None
+    world = None if backend_class(spec.backend).holds_all_workers else spec.np
     for job in jobs(spec, spec.run_ids()):
         name = job[0][0] if len(job) == 1 else f"pack of seed {job[0][2]}"
         argv = [*driver_flags(spec, Path("."), job, resume=False), *spec.train_args]

@@ -101,13 +101,14 @@ class Setup:
 
 
 def run_one(setup: Setup, workers: int, interval: int, x, y, f_star: float) -> dict:
+    from prsgd.backends import packing_backend
     from prsgd.core.loop import Trainer  # late: keeps `import prsgd.experiments.stich` light
     lam = 1.0 / setup.n
     steps_per_epoch = data_mod_plan.steps_per_epoch(setup.n, workers, setup.batch)
     epochs = math.ceil(setup.max_steps / steps_per_epoch)
     cfg = config_mod.preset(
         "smoke", model="logreg", dataset="synthetic_logreg", train_subset=setup.n,
-        backend="packed", workers=workers, interval=interval, batch_size=setup.batch,
+        backend=packing_backend(), workers=workers, interval=interval, batch_size=setup.batch,
         lr=setup.lr, lr_decay_shift=setup.shift, lr_milestones=(), momentum=0.0,
         weight_decay=lam, augment=False, epochs=epochs, max_steps=setup.max_steps,
         eval_every=0, seed=setup.seed, out=setup.out, progress=False, checkpoint_every=0)

@@ -4,7 +4,8 @@
         --data ../shared/data/cifar10-jpeg -- --preset paper
 
 Each run is `horovodrun -np N [--gloo] python -m prsgd.train --out SWEEP/runs --run-id ID ...`
-(or `python -m prsgd.train --backend packed --workers N ...` with `--backend packed`; see
+(the backend class's `command`: `python -m prsgd.train --backend packed --workers N ...` with
+`--backend packed`, `torchrun --standalone --nproc-per-node N ...` with `--backend torchdist`; see
 experiments/spec.py). With `--backend packed --pack`, the unfinished intervals of a seed train
 together in ONE process (`--intervals 1,4,8,16,32`: 5 x N replicas; the way to run Figure 3 on one
 GPU), each still in its own `runs/<ID>/`. The sweep directory holds `runs/<ID>/` (the trainer's
@@ -281,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="averaging intervals I, comma-separated")
     p.add_argument("--seeds", type=_int_list, default=[0], help="seeds, comma-separated")
     p.add_argument("--np", type=int, default=2, help="workers N (Horovod ranks or packed replicas)")
-    p.add_argument("--backend", choices=("horovod", "packed"), default="horovod")
+    from prsgd.backends import backend_class, sweepable_backends
+    how = {n: f"{backend_class(n).launcher} ranks" if backend_class(n).launcher
+           else "N replicas in one process" for n in sweepable_backends()}
+    p.add_argument("--backend", choices=sweepable_backends(), default="horovod",
+                   help="how a run's workers run: " + ", ".join(f"{n} ({h})"
+                                                               for n, h in how.items()))
     p.add_argument("--pack", action="store_true",
                    help="with --backend packed: train all intervals of a seed in one process "
                         "(intervals x np replicas; Figure 3 on one GPU)")
@@ -310,9 +316,10 @@ def spec_from_args(args, train_args: list[str]) -> SweepSpec:
         raise SweepError("--seeds: give at least one seed")
     if args.np <= 0:
         raise SweepError(f"--np: must be a positive integer (got {args.np})")
-    if args.pack and args.backend != "packed":
-        raise SweepError("--pack: packs runs into one process of the packed backend; add "
-                         "--backend packed")
+    from prsgd.backends import backend_class, packing_backend
+    if args.pack and not backend_class(args.backend).holds_all_workers:
+        raise SweepError(f"--pack: packs runs into one process of the {packing_backend()} "
+                         f"backend; add --backend {packing_backend()}")
     if args.pack and args.override:
         raise SweepError("--override: not with --pack (the runs of a pack share one process and "
                          "its arguments); run that interval in a sweep of its own")

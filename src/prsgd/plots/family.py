@@ -20,11 +20,9 @@ from prsgd.records.rundir import find_runs
 
 def label(cfg: dict) -> str:
     """A short name for a run's algorithm and the options that define it (the algorithm's own
-    `label`, prsgd.algorithms)."""
-    from prsgd.algorithms import REGISTRY, algorithm_class
-    c = cfg["config"] if "config" in cfg else cfg
-    return algorithm_class(c["algorithm"]).label(c) if c["algorithm"] in REGISTRY \
-        else c["algorithm"]
+    `label`, prsgd.algorithms); `cfg`: config.json or its `config`."""
+    from prsgd.algorithms import label as algorithm_label
+    return algorithm_label(cfg["config"] if "config" in cfg else cfg)
 
 
 def load_family(root) -> list[tuple[str, dict, "pandas.DataFrame"]]:

@@ -17,6 +17,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from prsgd.algorithms import clock_shape
+from prsgd.backends import times_rounds
+from prsgd.backends.packed import PACKED_RUNS
 from prsgd.plots import style
 from prsgd.plots.clock import MEASURED, clock_note, load_clock, with_clock
 from prsgd.records.results import load_sweep
@@ -77,8 +80,9 @@ def describe(df: pd.DataFrame) -> str:
         devices = meta.get("provenance", {}).get("devices")
         if devices:
             parts.append(str(devices[0]))
-        if meta["config"].get("backend") == "packed":
-            parts.append(f"packed backend, {meta['config'].get('precision', 'fp32')}")
+        backend = meta["config"].get("backend", "horovod")
+        if not times_rounds(backend):
+            parts.append(f"{backend} backend, {meta['config'].get('precision', 'fp32')}")
     seeds = df["seed"].nunique()
     parts.append(f"{seeds} seed{'s' if seeds > 1 else ''}" + (" (mean, min-max band)"
                                                               if seeds > 1 else ""))
@@ -88,7 +92,7 @@ def describe(df: pd.DataFrame) -> str:
 def shared_clock(df: pd.DataFrame) -> bool:
     """True when the runs were packed into one process (`--intervals`): they then share ONE
     training clock, so their train_seconds say nothing about the cost of each interval."""
-    return any(len(meta.get("derived", {}).get("packed", {}).get("intervals", ())) > 1
+    return any(len(meta.get("derived", {}).get(PACKED_RUNS, {}).get("intervals", ())) > 1
                for meta in df.attrs.get("configs", {}).values())
 
 
@@ -149,17 +153,19 @@ def compare_figure(sweeps: dict[str, pd.DataFrame], y: str = "train_loss",
 
 
 def communicated(meta: dict | None) -> bool:
-    """False for runs whose comm counters time no communication: packed replicas average in
-    memory, and a captured (--cuda-graph) step leaves only host launch times to measure."""
+    """False for runs whose comm counters time no communication: a backend whose rounds are not
+    timed (packed replicas average in memory), and a captured (--cuda-graph) step leaves only
+    host launch times to measure."""
     cfg = (meta or {}).get("config", {})
-    return cfg.get("backend", "horovod") != "packed" and not cfg.get("cuda_graph")
+    return times_rounds(cfg.get("backend", "horovod")) and not cfg.get("cuda_graph")
 
 
 def ring_bytes_sent(last, meta: dict | None) -> float:
     """Bytes one worker sends in ring allreduces: 2(n-1)/n x its buffer per round, per level
     (n = all workers for global rounds, the group size for Hier-AVG's local ones)."""
     cfg, n = (meta or {}).get("config", {}), int(last.get("workers") or 1)
-    s = int(cfg.get("group_size") or 0) or n
+    groups = clock_shape(cfg, n)["local_groups"] if cfg else ()
+    s = len(groups[0]) if groups else n
     local = _num(last.get("bytes_local"))
     ring = lambda k: 2 * (k - 1) / k if k > 1 else 0.0
     return (_num(last.get("bytes")) - local) * ring(n) + local * ring(s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prsgd.backends.packed import PACKED_RUNS
 from prsgd.core.config import RunFinished, resume_differences
 from prsgd.core.errors import ConfigError
 from prsgd.records import rundir
@@ -72,8 +73,8 @@ def _recorded_run(run_dir: Path) -> tuple[dict | None, dict, str]:
         meta = rundir.read_config(run_dir)
         old = dict(meta["config"], workers=meta["derived"]["workers"])
         sha = meta["provenance"]["dataset"]["sha256"]
-        if "packed" in meta["derived"]:   # config.json holds one run of the packed sweep
-            old["intervals"] = meta["derived"]["packed"]["intervals"]
+        if PACKED_RUNS in meta["derived"]:   # config.json holds one run of a packed sweep
+            old["intervals"] = meta["derived"][PACKED_RUNS]["intervals"]
     except (rundir.RecordError, KeyError, TypeError):
         raise ConfigError(f"--resume: {run_dir} holds files of a run but no readable "
                           "checkpoint, and its config.json is not a readable run record; pass "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from prsgd.backends.packed import PACKED_RUNS
 from prsgd.core.diagnostics import DIAG_COLUMNS, corollary1
 from prsgd.records import rundir
 from prsgd.records.results import portable_path, provenance
@@ -79,7 +80,7 @@ class RunView:
                    else f"cpu ({os.cpu_count()} cores)"]
         derived = dict(derived)
         if packed is not None:  # train_seconds is then the wall clock of all packed runs together
-            derived["packed"] = dict(packed, index=self.index)
+            derived[PACKED_RUNS] = dict(packed, index=self.index)
         cfg = self.cfg
         meta = {
             # Paths as the record may keep them (no path of this machine in results/).
