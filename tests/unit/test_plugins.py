@@ -17,6 +17,7 @@ from prsgd.algorithms.periodic import PRSGD
 from prsgd.backends import BACKENDS
 from prsgd.backends.packed import PackedComm
 from prsgd.core.config import ConfigError, Config, build_parser, from_args
+from prsgd.experiments.spec import job_command
 
 
 # A run's provenance asks `uname -p` once per process (platform caches it): ask it at import,
@@ -73,17 +74,21 @@ def test_config_parses_validates_and_records_the_toys(toys):
                    "--slowdown", "1,2"]).validate()
 
 
+def flag_value(cmd: list[str], flag: str) -> str:
+    return cmd[cmd.index(flag) + 1]
+
+
 def test_sweep_parser_and_commands_take_the_toys(toys, tmp_path):
     from prsgd.experiments import sweep
     args = sweep.build_parser().parse_args(["--out", str(tmp_path), "--backend", "toypacked",
                                             "--np", "2", "--intervals", "1,2", "--pack"])
     spec = sweep.spec_from_args(args, [*TINY, "--algorithm", "toy", "--toy-scale", "0.5"])
-    cmd = sweep.train_command(spec, tmp_path / "runs", "I2-s0", 2, 0, resume=False)
-    assert cmd[-4:] == ["--backend", "toypacked", "--workers", "2"]
+    cmd = job_command(spec, tmp_path / "runs", [("I2-s0", 2, 0)], resume=False)
+    assert flag_value(cmd, "--backend") == "toypacked" and flag_value(cmd, "--workers") == "2"
     assert "--toy-scale" in cmd
-    pack = sweep.pack_command(spec, tmp_path / "runs", [("I1-s0", 1, 0), ("I2-s0", 2, 0)], False)
-    assert pack[-4:] == ["--backend", "toypacked", "--workers", "2"]
-    with pytest.raises(sweep.SweepError, match="run I1-s0: --toy-scale: must be > 0"):
+    pack = job_command(spec, tmp_path / "runs", [("I1-s0", 1, 0), ("I2-s0", 2, 0)], False)
+    assert flag_value(pack, "--backend") == "toypacked" and flag_value(pack, "--intervals") == "1,2"
+    with pytest.raises(sweep.SweepError, match="run pack of seed 0: --toy-scale: must be > 0"):
         sweep.spec_from_args(args, [*TINY, "--algorithm", "toy", "--toy-scale", "-1"])
 
 
@@ -113,7 +118,7 @@ def test_torchdist_is_sweepable_through_torchrun(tmp_path):
     args = sweep.build_parser().parse_args(["--out", str(tmp_path), "--backend", "torchdist",
                                             "--np", "3", "--intervals", "4"])
     spec = sweep.spec_from_args(args, ["--preset", "smoke"])
-    cmd = sweep.train_command(spec, tmp_path / "runs", "I4-s0", 4, 0, resume=False)
+    cmd = job_command(spec, tmp_path / "runs", [("I4-s0", 4, 0)], resume=False)
     assert cmd[0].endswith("torchrun")     # the venv's torchrun, next to this Python
     assert cmd[1:6] == ["--standalone", "--nproc-per-node", "3", "-m", "prsgd.train"]
-    assert cmd[-2:] == ["--backend", "torchdist"]
+    assert flag_value(cmd, "--backend") == "torchdist"
