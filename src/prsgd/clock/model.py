@@ -196,12 +196,13 @@ def _num(v) -> float:
 # --- command line -------------------------------------------------------------------------------
 def load_run_dir(run_dir) -> tuple:
     """load_run, with a directory that is not a run (no config.json) named as such."""
+    from prsgd.records import rundir
     from prsgd.records.results import load_run
     path = Path(run_dir)
     if not path.is_dir():
         raise CalibrationError(f"{path}: no such run directory")
-    if not (path / "config.json").is_file():
-        raise CalibrationError(f"{path}: not a run directory (it has no config.json)")
+    if not (path / rundir.CONFIG).is_file():
+        raise CalibrationError(f"{path}: not a run directory (it has no {rundir.CONFIG})")
     return load_run(path)
 
 
