@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))   # run from a checkout
 
-from prsgd.data import dataset as data_mod
+from prsgd.data import plan as data_plan
+from prsgd.data import sources as data_sources
 from prsgd.backends.packed import PackedComm
 from prsgd.core.flat import FlatModel
 from prsgd.core.models import ResNet20, tile_state
@@ -46,8 +47,8 @@ def _sync(device):
 
 def bench_plain(device, steps: int, warmup: int, batch: int = 32, images: int = 4096) -> dict:
     """Horovod's examples (pytorch_mnist.py / pytorch_imagenet_resnet50.py) without torchvision."""
-    ds = data_mod.synthetic(images, 16, 0)
-    x = data_mod.normalize(ds.train_x)
+    ds = data_sources.synthetic(images, 16, 0)
+    x = data_plan.normalize(ds.train_x)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, ds.train_y),
                                          batch_size=batch, shuffle=True, drop_last=True)
     model = ResNet20(1).to(device)
@@ -78,8 +79,8 @@ def bench_ours(name: str, device, workers: int, copies: int, steps: int, warmup:
     """Our step (StepRunner) for `copies` runs of `workers` replicas; averaging when `intervals`."""
     R = workers * copies
     least = 4096 if device.type == "cuda" else 64
-    ds = data_mod.synthetic(max(least, workers * batch * 4), 16, 0)
-    dd = data_mod.DeviceData(ds.train_x, ds.train_y, device)
+    ds = data_sources.synthetic(max(least, workers * batch * 4), 16, 0)
+    dd = data_plan.DeviceData(ds.train_x, ds.train_y, device)
     torch.manual_seed(0)
     model = ResNet20(replicas=R)
     model.load_state_dict(tile_state(ResNet20(1).state_dict(), R))
@@ -94,11 +95,11 @@ def bench_ours(name: str, device, workers: int, copies: int, steps: int, warmup:
                       graphs=GraphCache(device) if cuda_graph else None)
     scheds = [Periodic(i, workers) for i in intervals]
     region = fm.region(False)
-    per_epoch = data_mod.steps_per_epoch(len(ds.train_y), workers, batch)
+    per_epoch = data_plan.steps_per_epoch(len(ds.train_y), workers, batch)
     runner.set_lr(0.1)
     done, epoch, t0 = 0, 0, None
     while done < warmup + steps:
-        plan = data_mod.epoch_plan(len(ds.train_y), list(range(workers)), workers, batch, 0,
+        plan = data_plan.epoch_plan(len(ds.train_y), list(range(workers)), workers, batch, 0,
                                    epoch).to(device)
         runner.begin_epoch(plan)
         for s in range(per_epoch):

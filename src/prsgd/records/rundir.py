@@ -212,7 +212,10 @@ class MetricsWriter:
         os.fsync(self._f.fileno())
 
     def close(self):
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as e:   # the last buffered bytes failing on a full disk: name the file
+            raise OSError(e.errno, e.strerror, str(self.path)) if e.filename is None else e
 
 
 def _header(path: Path) -> tuple | None:
