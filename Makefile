@@ -71,7 +71,7 @@ doctor: $(FULL)  ## versions, GPUs, Horovod's build, a real 2-rank allreduce che
 	$(PY) -m prsgd.doctor
 
 # --- tests -----------------------------------------------------------------------------------------
-test-fast: $(BASE)  ## the unit tier (tests/unit: in-process, no launcher; about a minute)
+test-fast: $(BASE)  ## the unit tier (tests/unit: in-process, no launcher; 20 s on 2 cores)
 	$(PY) -m pytest -q tests/unit
 
 test: $(FULL)  ## both tiers, as CI (.ci/run); first says what skips here and why (13 min, 2 cores)
