@@ -22,13 +22,7 @@ from prsgd.records.state import save_checkpoint
 from prsgd.core.flat import FlatModel
 from prsgd.core.models import ResNet20
 from prsgd.train import run
-
-BASE = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "32", "--test-subset",
-        "16", "--batch-size", "4", "--epochs", "2", "--lr-milestones", "1", "--seed", "3",
-        "--interval", "2", "--momentum", "0.9", "--precision", "fp64", "--progress", "false",
-        "--device", "cpu"]
-DILOCO = [*BASE, "--algorithm", "diloco"]
-PACKED = ["--backend", "packed", "--workers", "2"]
+from unit.test_diloco import BASE, DILOCO, PACKED   # the same runs in both tiers
 
 
 def train(out, *args, hooks=None):

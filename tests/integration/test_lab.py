@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, horovodrun, metric_rows, run_status, subprocess_env
+from conftest import ROOT, horovodrun, load_ckpt, metric_rows, run_status, subprocess_env
 from prsgd.lab import cli as lab_mod
 
 pytestmark = pytest.mark.horovod
@@ -83,8 +83,15 @@ def run_on_lab(lab, args, timeout=300) -> str:
     return out
 
 
-def ckpt(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
+def resume_equals_reference(lab, args, run_dir: Path, reference: Path) -> None:
+    """`--resume` of the stopped run on the lab ends `done`, bit-identical to the uninterrupted
+    reference run (every rank's flat buffer, every metric row)."""
+    run_on_lab(lab, [*args, "--resume"])
+    a, b = load_ckpt(run_dir), load_ckpt(reference)
+    for r in (0, 1):
+        assert torch.equal(a["ranks"][r]["flat"], b["ranks"][r]["flat"]), f"rank {r}"
+    assert metric_rows(run_dir) == metric_rows(reference)
+    assert run_status(run_dir)["status"] == "done"
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +141,7 @@ def test_two_nodes_equal_one_node(lab, tmp_path):
     loopback (no lab), to 1e-9."""
     run_on_lab(lab, [*TINY, "--out", str(tmp_path), "--run-id", "lab"])
     horovodrun(2, [*TINY, "--out", str(tmp_path), "--run-id", "local"], timeout=300)
-    a, b = ckpt(tmp_path / "lab"), ckpt(tmp_path / "local")
+    a, b = load_ckpt(tmp_path / "lab"), load_ckpt(tmp_path / "local")
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 8)
     for r in (0, 1):
         diff = (a["ranks"][r]["flat"] - b["ranks"][r]["flat"]).abs().max().item()
@@ -174,12 +181,7 @@ def test_cut_link_fails_within_bound_then_resume_is_bit_identical(lab, lab_refer
     assert st["status"] == "failed" and st["epoch"] < 12, st
     assert st["message"].startswith("HorovodInternalError"), st
     # Link back: --resume finishes the run exactly as the uninterrupted one.
-    run_on_lab(lab, [*args, "--resume"])
-    a, b = ckpt(run_dir), ckpt(lab_reference)
-    for r in (0, 1):
-        assert torch.equal(a["ranks"][r]["flat"], b["ranks"][r]["flat"]), f"rank {r}"
-    assert metric_rows(run_dir) == metric_rows(lab_reference)
-    assert run_status(run_dir)["status"] == "done"
+    resume_equals_reference(lab, args, run_dir, lab_reference)
 
 
 def test_node_without_sshd_is_named_before_launch(lab, tmp_path):

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import metric_rows, run_status, subprocess_env, wait_for
-from integration.test_lab import LONG, ckpt, in_launcher, lab, lab_reference, run_on_lab  # noqa: F401
+from conftest import run_status, subprocess_env, wait_for
+from integration.test_lab import (LONG, in_launcher, lab, lab_reference,  # noqa: F401
+                                  resume_equals_reference)  # lab, lab_reference: fixtures
 from prsgd.lab import cli as lab_mod
 from prsgd.launch.watchdog import BOUND_S
 
@@ -94,9 +94,4 @@ def test_cut_link_then_restored_leaves_no_rank_and_no_late_done(lab, lab_referen
     before = (run_dir / "status.json").read_bytes()
     time.sleep(2 * HOLD_S)        # the link is back: an orphan would now go on and write
     assert (run_dir / "status.json").read_bytes() == before
-    run_on_lab(lab, [*args, "--resume"])
-    a, b = ckpt(run_dir), ckpt(lab_reference)
-    for r in (0, 1):
-        assert torch.equal(a["ranks"][r]["flat"], b["ranks"][r]["flat"]), f"rank {r}"
-    assert metric_rows(run_dir) == metric_rows(lab_reference)
-    assert run_status(run_dir)["status"] == "done"
+    resume_equals_reference(lab, args, run_dir, lab_reference)

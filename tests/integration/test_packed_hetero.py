@@ -17,11 +17,7 @@ from conftest import StopAt, horovodrun, load_ckpt, metric_frame, replica_rows, 
 from prsgd.core import config as config_mod
 from prsgd.records.lifecycle import Interrupted
 from prsgd.train import run
-
-HETERO = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "128", "--test-subset",
-          "64", "--batch-size", "8", "--epochs", "3", "--seed", "7", "--algorithm", "hetero",
-          "--worker-intervals", "2,3", "--momentum", "0.9", "--precision", "fp64",
-          "--progress", "false"]
+from unit.test_packed_hetero import HETERO   # the same runs in both tiers
 
 
 @pytest.mark.horovod

@@ -12,25 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, StopAt, metric_frame, run_python
+from conftest import ROOT, StopAt, load_ckpt, metric_frame, run_python
 from prsgd.core import config as config_mod
 from prsgd.records.lifecycle import Interrupted
 from prsgd.records.results import load_sweep
-from prsgd.train import train_packed_sweep
-
-ARGS = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", "64", "--test-subset",
-        "16", "--batch-size", "4", "--epochs", "3", "--lr-milestones", "2", "--seed", "5",
-        "--backend", "packed", "--workers", "2", "--intervals", "3,5", "--checkpoint-every", "1",
-        "--progress", "false", "--device", "cpu"]
-
-
-def sweep(out, *extra, hooks=None):
-    cfg = config_mod.from_args([*ARGS, "--out", str(out), *extra])
-    return train_packed_sweep(cfg, hooks=hooks)
+from unit.test_packed_sweep import ARGS, sweep   # the same runs in both tiers
 
 
 def final_state(run_dir):
-    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    ck = load_ckpt(run_dir)
     return ck, ck["ranks"][0]["flat"]
 
 

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from prsgd.core.report import clock
 from prsgd.experiments.manifest import Manifest
 from prsgd.experiments.spec import (DEFAULT_INTERVALS, SweepError, SweepSpec, check_runs,
                                     data_args, job_command, jobs, managed_flags, refuse_managed)
@@ -45,16 +46,6 @@ EXIT_DIVERGED = 3                     # prsgd.train's exit status for a diverged
 # The trainer's own error line (horovodrun prefixes it), for the message of a run refused before
 # it wrote status.json; the outcome itself is never read from the output.
 TRAINER_ERROR = re.compile(r"prsgd\.train: error: .*")
-
-
-def clock(seconds: float) -> str:
-    """1 h 02 min, 3 min 05 s, 12 s: elapsed times and ETAs in log lines."""
-    s = int(round(max(seconds, 0.0)))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    if s >= 60:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s} s"
 
 
 class Progress:
