@@ -52,10 +52,12 @@ def _train(cfg: Config, hooks, backend_comm=None) -> Trainer:
 def run(cfg: Config, hooks=None, comm=None, release: bool = False) -> Path | None:
     """Train; returns the run directory on the writing rank, None on the others. `comm`: an
     mpi4py communicator for `hvd.init(comm=...)` (prsgd.experiments.mpi_sweep: one per interval).
-    `release`: the process ends after this run, so release the backend: torch.distributed's
-    process group left to the interpreter's exit can abort a rank with SIGABRT ("terminate called
-    without an active exception", seen once in our CI; pytorch/pytorch#190489). Only after a run
-    that ended normally: on a failure the peers may still be in a collective (torchtitan#1342)."""
+    `release`: the process ends after this run, so release the backend (torch.distributed's
+    destroy_process_group) before the interpreter's teardown. (The SIGABRT once blamed on the
+    group left to that teardown, "terminate called without an active exception", was the
+    launcher watchdog's thread freeing the trainer during finalisation: see launch/watchdog.py
+    `Watchdog.stop`.) Only after a run that ended normally: on a failure the peers may still be
+    in a collective (torchtitan#1342)."""
     trainer = _train(cfg, hooks, comm)
     if release:
         trainer.comm.shutdown()

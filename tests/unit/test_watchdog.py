@@ -42,3 +42,14 @@ def test_only_ranks_are_watched(monkeypatch):
 def test_the_stated_bound_is_poll_plus_grace():
     assert watchdog.BOUND_S == watchdog.POLL_S + watchdog.GRACE_S
     assert not watchdog._is_launcher(psutil.Process(os.getpid()))    # pytest is no launcher
+
+
+def test_stop_returns_once_the_thread_is_gone():
+    """A watchdog thread left running into the interpreter's teardown frees the trainer from
+    there and aborts a finished rank (see Watchdog.stop): stop() must end the thread."""
+    for _ in range(20):    # the thread is mostly still asleep in its first wait when stopped
+        dog = watchdog.Watchdog([me()], record_end=lambda msg: None, poll_s=30.0)
+        dog.thread.start()
+        dog.stop()
+        assert not dog.thread.is_alive()
+        assert dog.lost is None

@@ -88,8 +88,21 @@ class Watchdog:
 
     def stop(self) -> None:
         """The run recorded how it ended. A watchdog that already lost the launcher keeps its
-        hard-exit timer: the shutdown after it (a Horovod/Gloo teardown) may hang too."""
+        hard-exit timer: the shutdown after it (a Horovod/Gloo teardown) may hang too.
+
+        Otherwise wait for the thread to end (it wakes at once). A daemon thread still running
+        when the interpreter finalises is killed by pthread_exit when it next takes the GIL; our
+        thread ends by dropping its target, this object, whose `record_end` holds the whole
+        trainer, so the last tensors are freed from that thread: torch's tensor destructor takes
+        the GIL inside a noexcept C++ frame, the forced unwind meets it and std::terminate
+        aborts the finished rank ("terminate called without an active exception", exit 134;
+        gdb on the core: Py_FinalizeEx in the main thread, take_gil -> PyThread_exit_thread
+        under THPVariable_dealloc in this one). It failed CI once, and 1 of ~50 contended
+        two-rank runs here."""
         self.run_ended.set()
+        if self.lost is None and self.thread.is_alive() \
+                and self.thread is not threading.current_thread():
+            self.thread.join(timeout=self.poll_s + 5.0)
 
     def _watch(self) -> None:
         while self.lost is None:
