@@ -5,7 +5,8 @@
                        overhead + 2(n-1)·alpha + 2(n-1)/n · bytes / bandwidth
 
 `n` is the number of workers in the averaging group and `bytes` the buffer each of them
-averages (the flat parameters + BN statistics). `bandwidth` is what NCCL calls the bus bandwidth
+averages (the flat parameters + BN statistics). A bucketed gradient allreduce that overlaps
+backward costs only what backward does not hide (`overlapped_round_seconds`). `bandwidth` is what NCCL calls the bus bandwidth
 (nccl-tests doc/PERFORMANCE.md: an allreduce of S bytes takes S/B · 2(n-1)/n at best), `alpha`
 the latency of one of the ring's 2(n-1) steps, and `overhead` Horovod's per-collective cost: a
 submitted allreduce waits for the background thread's next cycle (HOROVOD_CYCLE_TIME: 5 ms in
