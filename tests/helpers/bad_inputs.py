@@ -159,6 +159,13 @@ CASES = [
          "--epoch-growth: grows the last epoch length beyond"),
     Case("--outer-lr 0.5 with --algorithm prsgd", ["--outer-lr", "0.5"],
          "--outer-lr: applies only to --algorithm diloco"),
+    Case("--algorithm gradient_allreduce --bucket-mb -1",
+         ["--algorithm", "gradient_allreduce", "--bucket-mb", "-1"],
+         "--bucket-mb: must be a finite number of MiB >= 0"),
+    Case("--algorithm gradient_allreduce --bucket-mb nan",
+         ["--algorithm", "gradient_allreduce", "--bucket-mb", "nan"], "--bucket-mb:"),
+    Case("--bucket-mb 1 with --algorithm prsgd", ["--bucket-mb", "1"],
+         "--bucket-mb: applies only to --algorithm gradient_allreduce"),
     # --- issue 14: resumes must match what ran; one owner per run -----------------------------
     Case("--resume with another --test-subset", ["--out", "DIR/runs", "--run-id", "cut",
                                                  "--resume", "--test-subset", "16"],

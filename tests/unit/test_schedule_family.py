@@ -121,7 +121,6 @@ def test_heterogeneous_time_budget():
     (["--algorithm", "hetero", "--round-budget-s", "1", "--backend", "packed"],
      "--round-budget-s"),
     (["--slowdown", "1,2", "--backend", "packed"], "--slowdown"),
-    (["--algorithm", "gradient_allreduce", "--backend", "packed"], "--backend"),
 ])
 def test_family_config_errors_name_the_flag(argv, flag):
     with pytest.raises(ConfigError, match=flag):

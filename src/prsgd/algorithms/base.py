@@ -160,7 +160,8 @@ class Algorithm:
         run's config dict and its N `workers`:
         `local_groups` (the groups of a local round, () if none), `round_steps` (each worker's
         local steps per round when rounds are counted in rounds, not steps) and
-        `round_budget_s` (a time budget per round)."""
+        `round_budget_s` (a time budget per round); optionally `overlap_backward` (a round
+        that starts inside backward: gradient_allreduce --bucket-mb)."""
         return {"local_groups": (), "round_steps": (), "round_budget_s": 0.0}
 
     # --- the schedule and the step ----------------------------------------------------------------
@@ -170,6 +171,11 @@ class Algorithm:
 
     def make_schedule(self):
         raise NotImplementedError
+
+    def derived(self) -> dict:
+        """Values this run computed at `start` that config.json records under `derived` (the
+        clock reads them: gradient_allreduce's bucket count). Default: none."""
+        return {}
 
     def groups(self):
         """Groups other than 'all workers' that rounds average over (process sets to create)."""

@@ -168,6 +168,24 @@ class Comm(ABC):
         """The mean over ALL N workers of the run of `region`, as a new tensor laid out as for one
         replica; the buffer is untouched (evaluation of the averaged model)."""
 
+    # --- bucketed gradient averaging (gradient_allreduce --bucket-mb) ---------------------------
+    # DDP / Horovod DistributedOptimizer: a bucket's allreduce starts inside backward, as soon as
+    # its gradients are ready; the update waits for all of them. A bucket is `fm.grad[lo:hi]`, a
+    # whole number of parameter segments of the attached flat model; every process starts the
+    # same buckets in the same order (torch.distributed matches collectives by issue order).
+    @abstractmethod
+    def start_grad_bucket(self, lo: int, hi: int):
+        """Start averaging `fm.grad[lo:hi]` over ALL N workers of the run, asynchronously where
+        the library can (returns at once while the allreduce runs); returns a handle for
+        `finish_grad_buckets`. Counts nothing yet."""
+
+    @abstractmethod
+    def finish_grad_buckets(self, handles: list) -> None:
+        """Wait for every started bucket (their averages are then in `fm.grad`) and count them
+        as ONE global round whose bytes are the buckets' bytes together (the whole gradient, as
+        the single-call round counts) and whose seconds are this wait: the communication that
+        backward did not hide."""
+
     # --- small collectives ---------------------------------------------------------------------
     @abstractmethod
     def sum_metrics(self, t: torch.Tensor) -> torch.Tensor:

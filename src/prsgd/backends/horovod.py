@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from prsgd.core.schedule import Event
+from prsgd.core.schedule import GLOBAL, Event
 from .base import Comm
 
 # HOROVOD_CYCLE_TIME for ranks that train on a GPU (`make bench-comm`, results/bench/comm-*.json):
@@ -186,6 +186,25 @@ class HorovodComm(Comm):
         seconds = self._timed(region, collective)
         nbytes = region.numel() * region.element_size() if len(group) > 1 else 0
         self.counters.add(event.level, nbytes, seconds)
+
+    def start_grad_bucket(self, lo: int, hi: int):
+        """`hvd.allreduce_async_(op=Average)`: queued for Horovod's background thread, which
+        negotiates it with the other ranks by name (so ranks may start buckets in any order)
+        and may fuse buckets that are ready in the same cycle."""
+        view = self.fm.grad[lo:hi]
+        if self.size < 2:
+            return None, view
+        return self.hvd.allreduce_async_(view, op=self.hvd.Average, name=f"grad.{lo}"), view
+
+    def finish_grad_buckets(self, handles: list) -> None:
+        def wait():
+            for handle, _ in handles:
+                if handle is not None:
+                    self.hvd.synchronize(handle)
+
+        seconds = self._timed(self.fm.grad, wait)
+        nbytes = sum(v.numel() * v.element_size() for _, v in handles) if self.size > 1 else 0
+        self.counters.add(GLOBAL, nbytes, seconds)
 
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(region.detach().clone(), op=self.hvd.Average, name="avg.copy")

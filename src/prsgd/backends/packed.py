@@ -9,11 +9,12 @@ in fp64 (tests/test_packed_equivalence.py).
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
 from prsgd.core.errors import ConfigError
-from prsgd.core.schedule import Event
+from prsgd.core.schedule import GLOBAL, Event
 from .base import Comm, Counters
 
 # config.json's `derived` key under which a packed sweep records the runs that shared a process.
@@ -135,6 +136,28 @@ class PackedComm(Comm):
         else:
             fn = lambda: self.mean_(region, event, extra)
         self.count(region, event, self._timed(region, fn))
+
+    def start_grad_bucket(self, lo: int, hi: int):
+        """The bucket's mean over this run's replica rows, done at once: replicas share one
+        process and one backward, so nothing overlaps here (the mean runs inside backward's
+        hooks, in the same order as on real ranks). Returns (seconds, bytes per worker)."""
+        fm, rows = self.fm, self._rows(self.workers)
+        segments = [(o, k) for o, k in fm.segments[:len(fm.momentum_segments)]
+                    if lo <= o and o + k <= hi]
+
+        def mean():
+            for o, k in segments:
+                v = fm.grad[o:o + k].view(self.n, -1)
+                v[rows] = v[rows].mean(0, keepdim=True)
+
+        t0 = time.perf_counter()   # no device sync inside backward: on a GPU, launch time only
+        if self.num_workers > 1:
+            mean()
+        return time.perf_counter() - t0, (hi - lo) // self.n * fm.grad.element_size()
+
+    def finish_grad_buckets(self, handles: list) -> None:
+        nbytes = sum(b for _, b in handles) if self.num_workers > 1 else 0
+        self.counters.add(GLOBAL, nbytes, sum(s for s, _ in handles))
 
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         buf, segments = self._segments(region)

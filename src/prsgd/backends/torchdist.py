@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from prsgd.core.errors import ConfigError
-from prsgd.core.schedule import Event
+from prsgd.core.schedule import GLOBAL, Event
 from .base import Comm
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
@@ -143,6 +143,25 @@ class TorchDistComm(Comm):
         seconds = self._timed(region, collective)
         nbytes = region.numel() * region.element_size() if len(group) > 1 else 0
         self.counters.add(event.level, nbytes, seconds)
+
+    def start_grad_bucket(self, lo: int, hi: int):
+        """`all_reduce(SUM, async_op=True)`; the scale by 1/N follows the wait. Collectives are
+        matched by issue order here: every rank starts the buckets in the same order."""
+        view = self.fm.grad[lo:hi]
+        if self.size < 2:
+            return None, view
+        return dist.all_reduce(view, op=dist.ReduceOp.SUM, async_op=True), view
+
+    def finish_grad_buckets(self, handles: list) -> None:
+        def wait():
+            for work, view in handles:
+                if work is not None:
+                    work.wait()
+                    view.mul_(1.0 / self.size)   # as `_average`: Horovod's Average
+
+        seconds = self._timed(self.fm.grad, wait)
+        nbytes = sum(v.numel() * v.element_size() for _, v in handles) if self.size > 1 else 0
+        self.counters.add(GLOBAL, nbytes, seconds)
 
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         out = region.detach().clone()

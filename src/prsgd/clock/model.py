@@ -5,7 +5,8 @@
                        overhead + 2(n-1)·alpha + 2(n-1)/n · bytes / bandwidth
 
 `n` is the number of workers in the averaging group and `bytes` the buffer each of them
-averages (the flat parameters + BN statistics). `bandwidth` is what NCCL calls the bus bandwidth
+averages (the flat parameters + BN statistics). A bucketed gradient allreduce that overlaps
+backward costs only what backward does not hide (`overlapped_round_seconds`). `bandwidth` is what NCCL calls the bus bandwidth
 (nccl-tests doc/PERFORMANCE.md: an allreduce of S bytes takes S/B · 2(n-1)/n at best), `alpha`
 the latency of one of the ring's 2(n-1) steps, and `overhead` Horovod's per-collective cost: a
 submitted allreduce waits for the background thread's next cycle (HOROVOD_CYCLE_TIME: 5 ms in
@@ -116,6 +117,27 @@ class Calibration:
         return [b * f for b, f in zip(base, factors)]
 
 
+# Backward's share of a local step's compute, for rounds that overlap backward (gradient_allreduce
+# --bucket-mb). ASSUMED, not measured: backward costs about twice the forward (a gradient for the
+# layer's input and one for its weights: Kaplan et al. 2020, arXiv:2001.08361, Sec. 2.1, count
+# 2N FLOPs forward and 4N backward per token), so 2/3 of forward + backward.
+BACKWARD_SHARE = 2 / 3
+
+
+def overlapped_round_seconds(cal: "Calibration", group, nbytes: float, buckets: int,
+                             compute_s: float) -> float:
+    """The seconds a bucketed gradient allreduce adds to a step when it overlaps backward (DDP,
+    Horovod's DistributedOptimizer). Assumed: k equal buckets, ready at equal intervals through
+    backward (B = BACKWARD_SHARE x compute), allreduced one after another, each costing
+    c = overhead + ring(nbytes / k). The last ends at max(B + c, B/k + k c) after backward
+    began, so what backward does not hide is max(c, k c - B (k-1)/k): k = 1 is the plain round
+    (nothing hidden, the bucket is ready only when backward ends); more buckets hide up to B
+    but each pays the per-collective overhead and the ring's 2(n-1) latencies again."""
+    k = max(int(buckets), 1)
+    c = cal.collective_seconds(group, nbytes / k)
+    return max(c, k * c - BACKWARD_SHARE * compute_s * (k - 1) / k)
+
+
 @dataclass
 class RunShape:
     """What the clock needs to know about a run, from its config.json: N, the averaged buffer,
@@ -128,6 +150,8 @@ class RunShape:
     round_budget_s: float = 0.0      # seconds of local steps per round (Algorithm 3, budget)
     slowdown: tuple = ()
     payload_bytes: float = 0.0       # the averaged buffer of one worker
+    overlap_backward: bool = False   # global rounds are bucketed gradient allreduces in backward
+    buckets: int = 1                 # ... in this many buckets (config.json derived.grad_buckets)
 
     @classmethod
     def from_config(cls, meta: dict) -> "RunShape":
@@ -138,7 +162,7 @@ class RunShape:
         itemsize = 8 if cfg.get("precision") == "fp64" else 4
         floats = derived.get("averaged_floats") or 0
         return cls(workers=n, **clock_shape(cfg, n), slowdown=tuple(cfg.get("slowdown") or ()),
-                   payload_bytes=floats * itemsize)
+                   payload_bytes=floats * itemsize, buckets=int(derived.get("grad_buckets") or 1))
 
     def groups(self, level: str) -> tuple:
         if level == LOCAL and self.local_groups:
@@ -164,8 +188,12 @@ def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
     for level, n_rounds, total in ((GLOBAL, rounds, bytes_global), (LOCAL, rounds_local,
                                                                      bytes_local)):
         payload = total / n_rounds if total is not None and n_rounds else shape.payload_bytes
-        out[f"comm_{level}_s"] = n_rounds * cal.round_seconds(shape.groups(level), payload) \
-            if n_rounds else 0.0
+        if level == GLOBAL and shape.overlap_backward:
+            cost = max(overlapped_round_seconds(cal, g, payload, shape.buckets, max(per))
+                       for g in shape.groups(level))
+        else:
+            cost = cal.round_seconds(shape.groups(level), payload)
+        out[f"comm_{level}_s"] = n_rounds * cost if n_rounds else 0.0
     out["seconds"] = out["compute_s"] + out["comm_global_s"] + out["comm_local_s"]
     return out
 
