@@ -159,6 +159,18 @@ CASES = [
          "--epoch-growth: grows the last epoch length beyond"),
     Case("--outer-lr 0.5 with --algorithm prsgd", ["--outer-lr", "0.5"],
          "--outer-lr: applies only to --algorithm diloco"),
+    # --- issue 19 §3: overlapped averaging ------------------------------------------------------
+    Case("--overlap-delay -1", ["--overlap-delay", "-1"], "--overlap-delay: must be >= 0"),
+    Case("--interval 4 --overlap-delay 4", ["--interval", "4", "--overlap-delay", "4"],
+         "--overlap-delay: must be < --interval 4"),
+    Case("--overlap-delay 1 --intervals 2,4", ["--overlap-delay", "1", "--intervals", "2,4"],
+         "--overlap-delay: not with --intervals"),
+    Case("--overlap-delay 1 --diagnostics", ["--interval", "2", "--overlap-delay", "1",
+                                             "--diagnostics"],
+         "--overlap-delay: not with --diagnostics"),
+    Case("--overlap-delay 1 with --algorithm diloco", ["--algorithm", "diloco",
+                                                       "--overlap-delay", "1"],
+         "--overlap-delay: applies only to --algorithm prsgd or kavg"),
     # --- issue 14: resumes must match what ran; one owner per run -----------------------------
     Case("--resume with another --test-subset", ["--out", "DIR/runs", "--run-id", "cut",
                                                  "--resume", "--test-subset", "16"],

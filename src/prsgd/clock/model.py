@@ -126,6 +126,7 @@ class RunShape:
     local_groups: tuple = ()         # groups of a local round (Hier-AVG); () = none
     round_steps: tuple = ()          # each worker's local steps per round (Algorithm 3)
     round_budget_s: float = 0.0      # seconds of local steps per round (Algorithm 3, budget)
+    overlap_steps: int = 0           # local steps a global round runs behind (--overlap-delay)
     slowdown: tuple = ()
     payload_bytes: float = 0.0       # the averaged buffer of one worker
 
@@ -164,10 +165,18 @@ def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
     for level, n_rounds, total in ((GLOBAL, rounds, bytes_global), (LOCAL, rounds_local,
                                                                      bytes_local)):
         payload = total / n_rounds if total is not None and n_rounds else shape.payload_bytes
-        out[f"comm_{level}_s"] = n_rounds * cal.round_seconds(shape.groups(level), payload) \
-            if n_rounds else 0.0
+        out[f"comm_{level}_s"] = n_rounds * overlapped(
+            cal.round_seconds(shape.groups(level), payload),
+            shape.overlap_steps * max(per) if level == GLOBAL else 0.0) if n_rounds else 0.0
     out["seconds"] = out["compute_s"] + out["comm_global_s"] + out["comm_local_s"]
     return out
+
+
+def overlapped(round_s: float, hidden_s: float) -> float:
+    """The seconds a round costs when its collective runs behind `hidden_s` of local steps
+    (--overlap-delay): only what the steps do not cover. (A run's last round, applied at once,
+    is costed as overlapped too: one round in a run.)"""
+    return max(0.0, round_s - hidden_s)
 
 
 def model_run(cal: Calibration, meta: dict, metrics) -> "pandas.DataFrame":
