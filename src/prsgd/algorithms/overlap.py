@@ -15,10 +15,9 @@ arXiv:2605.20866, 2026: "the merge keeps the local iterate and adds the correcti
 replacing each worker's stale contribution with the average without throwing away the steps
 made while the round was in flight), here dense (every coordinate is averaged). It is NOT
 Overlap Local-SGD's rule (Wang et al., ICASSP 2020: workers are pulled towards an anchor model
-that the asynchronous average produces) nor Streaming DiLoCo's mixing with alpha < 1; with this
-rule every worker's model moves to the average plus its own TAU steps, so the workers' mean
-after the apply is the mean of x(t + TAU), as if the round had been taken at t + TAU with
-TAU steps of each worker's own drift kept.
+that the asynchronous average produces) nor Streaming DiLoCo's mixing with alpha < 1. With this
+rule the workers' mean after the apply is the mean of x(t + TAU) (nothing is lost or counted
+twice), and each worker differs from it only by the drift of its last TAU steps.
 
 - BatchNorm statistics (and momentum, when averaged) follow the same delayed rule: they are
   part of the averaged region, as in Algorithm 1.
