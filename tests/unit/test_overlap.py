@@ -50,9 +50,10 @@ def setup(flags: list[str], total_steps: int):
 def drive(fm, comm, algo, loop: LoopState, until: int) -> None:
     while loop.step < until:
         with torch.no_grad():
-            w, b = fm.flat[0:2], fm.flat[2:4]
+            w, b, m = fm.flat[0:2], fm.flat[2:4], fm.flat[4:6]   # [params | stats | momentum]
             w.sub_(0.5 * (w - C))
             b.sub_(0.5 * (b - 10 * C))
+            m.sub_(0.5 * (m - 100 * C))
         loop.advance(None)
         algo.on_step(loop, fm, comm)
         for ev in algo.events(loop, 0.0):
@@ -82,6 +83,16 @@ def test_hand_computed_two_workers():
     # Not Algorithm 1: averaging at once ends elsewhere.
     a1, _, _ = run(["--interval", "3"])
     assert float((a1.flat[:4] - fm.flat[:4]).abs().max()) > 0.1
+
+
+def test_momentum_follows_the_delayed_rule_with_average_momentum():
+    want = torch.tensor([1.53125, 2.4375], dtype=torch.float64)   # as above
+    fm, comm, _ = run(["--interval", "3", "--overlap-delay", "2", "--average-momentum", "true"])
+    assert torch.equal(fm.flat[4:6], 100 * want)
+    assert comm.counters.bytes["global"] == 2 * 3 * 8    # 2 rounds of (w, b, m) of one worker
+    fm, _, _ = run(["--interval", "3", "--overlap-delay", "2"])
+    assert torch.equal(fm.flat[4:6], 100 * torch.tensor([0.0, 4 * 127 / 128],
+                                                        dtype=torch.float64))   # never averaged
 
 
 def test_round_is_applied_tau_steps_later_not_before():
