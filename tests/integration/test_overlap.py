@@ -1,7 +1,8 @@
 """Overlapped averaging (`--overlap-delay`, src/prsgd/algorithms/overlap.py) with real ranks:
 
-- `horovodrun -np 2 --gloo` (allreduce_async_) equals the packed backend in fp64, and so does
-  `torchrun` (all_reduce(async_op=True)); the delay changes the result (not Algorithm 1's).
+- `horovodrun -np 2 --gloo` (allreduce_async_) equals the packed backend in fp64, and so do
+  `torchrun` (all_reduce(async_op=True)) and the I = 3 run of a packed sweep `--intervals 3,4`;
+  the delay changes the result (not Algorithm 1's).
 - A run checkpointed at an epoch end INSIDE an in-flight window (the round of step 3 is applied
   at step 5; epoch 1 ends at step 4) and interrupted at step 5 resumes under a fresh
   `horovodrun` bit-identical to the uninterrupted run: the checkpoint holds the finished average.
@@ -81,6 +82,24 @@ def test_packed_equals_horovodrun_and_differs_from_algorithm_1(hvd, tmp_path):
     a1 = replica_rows(load_ckpt(train(tmp_path, *plain, *PACKED, "--run-id", "a1"))
                       ["ranks"][0]["flat"], 2)
     assert float((a1[0] - packed[0]).abs().max()) > 1e-6   # the delay changes the training
+
+
+def test_packed_sweep_run_equals_horovodrun(hvd, tmp_path):
+    """--intervals 3,4: the I = 3 run of a packed sweep (4 replicas, the real loop calling both
+    runs' rounds) is the Horovod run; the I = 4 run's rounds did not touch its rows."""
+    from prsgd.train import train_packed_sweep
+    dirs = train_packed_sweep(config_mod.from_args([*OVERLAP, *PACKED, "--intervals", "3,4",
+                                                    "--out", str(tmp_path), "--run-id", "sw"]))
+    assert [d.name for d in dirs] == ["sw-I3", "sw-I4"]
+    rows = replica_rows(load_ckpt(dirs[0])["ranks"][0]["flat"], 4)
+    h = load_ckpt(hvd / "ref" / "run")
+    for r in range(2):
+        ref = h["ranks"][r]["flat"]
+        assert float((rows[r] - ref).norm() / ref.norm()) < 1e-9, f"worker {r}"
+    pd.testing.assert_frame_equal(metric_frame(dirs[0]), metric_frame(hvd / "ref" / "run"),
+                                  check_exact=False, rtol=1e-8)
+    # I = 4: rounds start at 4 (the epoch end; waited for at 6) and at 8 (the last step: at once)
+    assert [r["rounds"] for r in metric_rows(dirs[1])] == ["0", "2"]
 
 
 def test_torchrun_equals_horovodrun(hvd, tmp_path):

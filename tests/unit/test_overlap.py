@@ -26,12 +26,12 @@ EVERYONE = Event(GLOBAL, ((0, 1),))
 
 
 class Toy(nn.Module):
-    """Two packed replicas: a parameter (2, 1) and a statistic buffer (2, 1)."""
+    """R packed replicas: a parameter (R, 1) and a statistic buffer (R, 1)."""
 
-    def __init__(self):
+    def __init__(self, replicas: int = 2):
         super().__init__()
-        self.w = nn.Parameter(torch.zeros(2, 1, dtype=torch.float64))
-        self.register_buffer("b", torch.zeros(2, 1, dtype=torch.float64))
+        self.w = nn.Parameter(torch.zeros(replicas, 1, dtype=torch.float64))
+        self.register_buffer("b", torch.zeros(replicas, 1, dtype=torch.float64))
 
 
 def setup(flags: list[str], total_steps: int):
@@ -40,29 +40,42 @@ def setup(flags: list[str], total_steps: int):
     cfg.validate()
     fm = FlatModel(Toy(), 2)
     comm = PackedComm(fm, 2)
+    return fm, comm, make_algorithm(cfg, fm, total_steps)
+
+
+def make_algorithm(cfg, fm, total_steps: int):
     algo = algorithm_class(cfg.algorithm)(cfg, workers=2, local_workers=[0, 1],
                                           steps_per_epoch=total_steps, total_steps=total_steps,
                                           backend="packed")
     algo.start(fm)
-    return fm, comm, algo
+    return algo
 
 
-def drive(fm, comm, algo, loop: LoopState, until: int) -> None:
+def drive(fm, comm, algo, loop: LoopState, until: int, runs=None, c=C) -> None:
+    """Local steps until `until`; `runs`: [(algorithm, comm view)] of a packed sweep."""
+    runs = runs or [(algo, comm)]
+    c = c.repeat(fm.replicas // 2)                     # worker i of every run: target c_i
+    r = fm.replicas
     while loop.step < until:
         with torch.no_grad():
-            w, b, m = fm.flat[0:2], fm.flat[2:4], fm.flat[4:6]   # [params | stats | momentum]
-            w.sub_(0.5 * (w - C))
-            b.sub_(0.5 * (b - 10 * C))
-            m.sub_(0.5 * (m - 100 * C))
+            w, b, m = fm.flat[0:r], fm.flat[r:2 * r], fm.flat[2 * r:]   # [params|stats|momentum]
+            w.sub_(0.5 * (w - c))
+            b.sub_(0.5 * (b - 10 * c))
+            m.sub_(0.5 * (m - 100 * c))
         loop.advance(None)
-        algo.on_step(loop, fm, comm)
-        for ev in algo.events(loop, 0.0):
-            algo.on_round(ev, fm, comm)
+        for a, view in runs:                           # as core/loop.py's _rounds
+            a.on_step(loop, fm, view)
+            for ev in a.events(loop, 0.0):
+                a.on_round(ev, fm, view)
 
 
-def run(flags: list[str], steps: int = 7):
+def run(flags: list[str], steps: int = 7, c=C, x0=None):
+    """`x0`: the [w | b | m] every worker starts from (default zeros)."""
     fm, comm, algo = setup(flags, steps)
-    drive(fm, comm, algo, LoopState(worker_step_counts=[0, 0]), steps)
+    if x0 is not None:
+        with torch.no_grad():
+            fm.flat.copy_(x0.repeat_interleave(2))
+    drive(fm, comm, algo, LoopState(worker_step_counts=[0, 0]), steps, c=c)
     return fm, comm, algo
 
 
@@ -122,7 +135,7 @@ def test_delay_zero_is_algorithm_1_bitwise():
     comm.average_(ref[:4], EVERYONE)                 # Algorithm 1's round on a copy
     r = DelayedRound(0, last_step=10)
     r.start(4, EVERYONE, fm.state, comm)
-    assert r.apply_due(4, fm.state)
+    assert r.apply_due(4, fm.state, comm)
     assert torch.equal(fm.flat, ref)
 
 
@@ -153,6 +166,34 @@ def test_resume_with_a_round_in_flight_is_bit_identical():
     assert float((fm3.flat - whole.flat).abs().max()) > 0.1
 
 
+def test_a_packed_sweep_equals_its_separate_runs_bitwise():
+    """--intervals 3,4 --overlap-delay 2: two runs of 2 workers packed as 4 replicas; each run's
+    rounds (started and applied at different steps) touch only its own rows. Numbers that are
+    far from dyadic and far from their targets (x changes by more than 2x, even its sign,
+    between a snapshot and its apply), so (x - s) + s != x: an apply over another run's rows,
+    where avg(s) = s, would show."""
+    c = torch.tensor([0.1, 3.7], dtype=torch.float64)
+    x0 = torch.tensor([-100.3, -1000.7, -10000.9], dtype=torch.float64)
+    cfg = config_mod.from_args(["--preset", "smoke", "--dataset", "synthetic", "--backend",
+                                "packed", "--workers", "2", "--intervals", "3,4",
+                                "--overlap-delay", "2"])
+    cfg.validate()
+    from prsgd.core.build import run_configs
+    fm = FlatModel(Toy(4), 4)
+    with torch.no_grad():
+        fm.flat.copy_(x0.repeat_interleave(4))
+    comm = PackedComm(fm, 2, runs=2)
+    runs = [(make_algorithm(c, fm, 7), comm.view(k)) for k, c in enumerate(run_configs(cfg))]
+    drive(fm, comm, None, LoopState(worker_step_counts=[0, 0]), 7, runs=runs, c=c)
+    packed = fm.flat.view(3, 2, 2)                     # [w | b | m] x run x worker
+    for k, interval in enumerate((3, 4)):
+        alone, comm_alone, _ = run(["--interval", str(interval), "--overlap-delay", "2"], c=c,
+                                   x0=x0)
+        assert torch.equal(packed[:, k].reshape(-1), alone.flat), f"I={interval}"
+        assert comm.view(k).counters.rounds == comm_alone.counters.rounds
+    assert not torch.equal(packed[:, 0], packed[:, 1])   # the two runs did differ
+
+
 def test_two_rounds_in_flight_are_refused():
     fm, comm, _ = setup(["--interval", "3"], 10)
     r = DelayedRound(2, last_step=10)
@@ -165,6 +206,7 @@ def test_two_rounds_in_flight_are_refused():
     (["--overlap-delay", "-1"], "--overlap-delay: must be >= 0"),
     (["--interval", "4", "--overlap-delay", "4"], "--overlap-delay: must be < --interval 4"),
     (["--interval", "4", "--overlap-delay", "1", "--diagnostics"], "not with --diagnostics"),
+    (["--intervals", "8,2", "--overlap-delay", "2"], "must be < every --intervals I 2"),
     (["--algorithm", "hier", "--overlap-delay", "1"], "applies only to --algorithm prsgd or kavg"),
 ])
 def test_bad_delays_are_refused(flags, match):

@@ -11,16 +11,21 @@ local progress:
     x_i <- avg_j(s_j) + (x_i(t + TAU) - s_i)
 
 This is the delay-corrected merge of LOSCAR-SGD (Maziane, Mahran, Maranjyan & Richtarik,
-arXiv:2605.20866, 2026: "the merge keeps the local iterate and adds the correction m - y_i",
-replacing each worker's stale contribution with the average without throwing away the steps
-made while the round was in flight), here dense (every coordinate is averaged). It is NOT
+arXiv:2605.20866, 2026: the worker keeps its current iterate and adds the average of the sent
+models minus the model it sent, so its stale contribution is replaced by the average without
+discarding the steps made while the round was in flight), here dense (every coordinate is
+averaged; LOSCAR-SGD averages a random subset of coordinates per round). It is NOT
 Overlap Local-SGD's rule (Wang et al., ICASSP 2020: workers are pulled towards an anchor model
 that the asynchronous average produces) nor Streaming DiLoCo's mixing with alpha < 1. With this
 rule the workers' mean after the apply is the mean of x(t + TAU) (nothing is lost or counted
-twice), and each worker differs from it only by the drift of its last TAU steps.
+twice), and x_i differs from that mean only by how its own last TAU steps differ from the
+others' (x_i - s_i - mean_j(x_j - s_j)).
 
 - BatchNorm statistics (and momentum, when averaged) follow the same delayed rule: they are
   part of the averaged region, as in Algorithm 1.
+- A packed sweep (several runs' replicas in one buffer): a run's apply changes only its own
+  rows (`Comm.own_rows`); elsewhere avg(s) = s, and (x - s) + s is not always x in floating
+  point.
 - TAU = 0 is Algorithm 1 itself: `PRSGD.on_round` then averages in place, the same code path
   (and `DelayedRound` with TAU = 0 would give the average bitwise: x - s is exactly 0).
 - At most one round is in flight: --overlap-delay must be < I, so a round is applied before the
@@ -69,13 +74,15 @@ class DelayedRound:
             self.handle = None
 
     @torch.no_grad()
-    def apply_due(self, step: int, region: torch.Tensor) -> bool:
-        """After local step `step`: apply the pending round if it is due. True if applied."""
+    def apply_due(self, step: int, region: torch.Tensor, comm) -> bool:
+        """After local step `step`: apply the pending round if it is due. True if applied.
+        Only this run's rows change (`comm.own_rows`: a packed sweep holds other runs too)."""
         if not self.pending or step < self.apply_at:
             return False
         self.finish()
         # x <- (x - s) + avg(s): the local progress since the snapshot, on top of the average.
-        region.sub_(self.snapshot).add_(self.average)
+        for x, s, a in zip(*(comm.own_rows(t) for t in (region, self.snapshot, self.average))):
+            x.sub_(s).add_(a)
         self.snapshot = self.average = None
         return True
 

@@ -33,14 +33,15 @@ class PRSGD(Algorithm):
             bad(cfg, "overlap_delay", "must be >= 0 (0 = average at once, Algorithm 1)")
         if not tau:
             return
-        for flag, why in (("intervals", "its rounds would touch the other packed runs' rows"),
-                          ("cuda_graph", "captured rounds are plain averages"),
+        for flag, why in (("cuda_graph", "captured rounds are plain averages"),
                           ("diagnostics", "the consensus distance is measured on synchronous "
                                           "rounds")):
             if getattr(cfg, flag):
                 bad(cfg, "overlap_delay", f"not with --{flag.replace('_', '-')} ({why})")
-        if tau >= cfg.interval:
-            bad(cfg, "overlap_delay", f"must be < --interval {cfg.interval} (a round is applied "
+        flag, interval = (("every --intervals I", min(cfg.intervals)) if cfg.intervals
+                          else ("--interval", cfg.interval))
+        if tau >= interval:
+            bad(cfg, "overlap_delay", f"must be < {flag} {interval} (a round is applied "
                 "before the next one starts)")
 
     def make_schedule(self):
@@ -55,13 +56,13 @@ class PRSGD(Algorithm):
     def on_step(self, loop, fm, comm) -> None:
         self._step = loop.step
         if self.overlap is not None:
-            self.overlap.apply_due(loop.step, self._region())
+            self.overlap.apply_due(loop.step, self._region(), comm)
 
     def on_round(self, event, fm, comm) -> None:
         if self.overlap is None:   # TAU = 0: Algorithm 1's round, the same code path
             return super().on_round(event, fm, comm)
         self.overlap.start(self._step, event, self._region(), comm)
-        self.overlap.apply_due(self._step, self._region())   # a round at the last step: now
+        self.overlap.apply_due(self._step, self._region(), comm)   # round at the last step
 
     def state_dict(self) -> dict:
         return {} if self.overlap is None else {"overlap": self.overlap.state_dict()}

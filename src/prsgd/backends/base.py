@@ -195,6 +195,11 @@ class Comm(ABC):
             self.average_(handle.buf, handle.event)
             handle.done = True
 
+    def own_rows(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Views of `t` (laid out like a region of the flat model) that hold this run's workers,
+        for arithmetic that must not touch another packed run: `[t]` with one run per process."""
+        return [t]
+
     # --- small collectives ---------------------------------------------------------------------
     @abstractmethod
     def sum_metrics(self, t: torch.Tensor) -> torch.Tensor:

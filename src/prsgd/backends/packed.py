@@ -148,6 +148,11 @@ class PackedComm(Comm):
             handle.done = True
             self.count(handle.buf, handle.event)
 
+    def own_rows(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """This run's replica rows of every segment of `t` (views)."""
+        rows = self._rows(self.workers)
+        return [t[o:o + k].view(self.n, -1)[rows] for o, k in self._segments(t)]
+
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         segments = self._segments(region)
         rows = self._rows(self.workers)
