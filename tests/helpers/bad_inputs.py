@@ -166,6 +166,18 @@ CASES = [
          ["--algorithm", "gradient_allreduce", "--bucket-mb", "nan"], "--bucket-mb:"),
     Case("--bucket-mb 1 with --algorithm prsgd", ["--bucket-mb", "1"],
          "--bucket-mb: applies only to --algorithm gradient_allreduce"),
+    # --- issue 19 §3: overlapped averaging ------------------------------------------------------
+    Case("--overlap-delay -1", ["--overlap-delay", "-1"], "--overlap-delay: must be >= 0"),
+    Case("--interval 4 --overlap-delay 4", ["--interval", "4", "--overlap-delay", "4"],
+         "--overlap-delay: must be < --interval 4"),
+    Case("--overlap-delay 2 --intervals 2,4", ["--overlap-delay", "2", "--intervals", "2,4"],
+         "--overlap-delay: must be < every --intervals I 2"),
+    Case("--overlap-delay 1 --diagnostics", ["--interval", "2", "--overlap-delay", "1",
+                                             "--diagnostics"],
+         "--overlap-delay: not with --diagnostics"),
+    Case("--overlap-delay 1 with --algorithm diloco", ["--algorithm", "diloco",
+                                                       "--overlap-delay", "1"],
+         "--overlap-delay: applies only to --algorithm prsgd or kavg"),
     # --- issue 14: resumes must match what ran; one owner per run -----------------------------
     Case("--resume with another --test-subset", ["--out", "DIR/runs", "--run-id", "cut",
                                                  "--resume", "--test-subset", "16"],

@@ -6,6 +6,7 @@ The train loop asks an algorithm, and nothing else, about the mathematics of a r
     active = algorithm.active(loop)                 # None = every worker of this process steps
     lr = algorithm.lr(loop)
     ...local step of the active workers (algorithm.on_gradients, if any, runs before SGD)...
+    algorithm.on_step(loop, fm, comm)              # default: nothing
     for event in algorithm.events(loop, round_s):  # the pure schedule (schedule.py)
         algorithm.on_round(event, fm, comm)        # default: average in place
 
@@ -201,6 +202,11 @@ class Algorithm:
         """The rounds right after this step (the first local worker's view, as under a process
         backend; the packed replicas of one run share it)."""
         return self.schedule.events(loop.step, self.local_workers[0], round_s)
+
+    def on_step(self, loop: LoopState, fm, comm) -> None:
+        """Called after each local step, before its rounds (`events`, `on_round`): what happens
+        between rounds (an overlapped round is applied here, algorithms/overlap.py). Default:
+        nothing."""
 
     def on_round(self, event, fm, comm) -> None:
         """What a round does. Default: average the flat buffer in place (params + BN statistics,

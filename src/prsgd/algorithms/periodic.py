@@ -7,27 +7,91 @@ from dataclasses import dataclass
 from prsgd.core import schedule
 from prsgd.core.schedule import OneShot, Periodic, Varying
 from .base import Algorithm, AlgorithmOptions, bad, option
+from .overlap import DelayedRound
 
 # Largest local-step count a schedule may compute (Algorithm 2's grown epoch lengths are ints).
 MAX_STEPS = 2**62
 
 
 class PRSGD(Algorithm):
-    """Algorithm 1: every I local steps, all workers average."""
+    """Algorithm 1: every I local steps, all workers average; with --overlap-delay TAU > 0 the
+    average is started asynchronously and applied TAU steps later (algorithms/overlap.py)."""
     name = "prsgd"
     capturable = True
     packable = True
 
+    @dataclass
+    class Options(AlgorithmOptions):
+        overlap_delay: int = option(0, "TAU: start each round's average without waiting and "
+                                       "apply it TAU local steps later, keeping the steps made "
+                                       "meanwhile (0 = Algorithm 1; must be < --interval)")
+
+    @classmethod
+    def validate(cls, cfg, workers: int) -> None:
+        tau = _delay(cfg.algo)
+        if tau < 0:
+            bad(cfg, "overlap_delay", "must be >= 0 (0 = average at once, Algorithm 1)")
+        if not tau:
+            return
+        for flag, why in (("cuda_graph", "captured rounds are plain averages"),
+                          ("diagnostics", "the consensus distance is measured on synchronous "
+                                          "rounds")):
+            if getattr(cfg, flag):
+                bad(cfg, "overlap_delay", f"not with --{flag.replace('_', '-')} ({why})")
+        flag, interval = (("every --intervals I", min(cfg.intervals)) if cfg.intervals
+                          else ("--interval", cfg.interval))
+        if tau >= interval:
+            bad(cfg, "overlap_delay", f"must be < {flag} {interval} (a round is applied "
+                "before the next one starts)")
+
     def make_schedule(self):
         return Periodic(self.cfg.interval, self.N)
 
+    def start(self, fm) -> None:
+        tau = _delay(self.opts)
+        self.overlap = DelayedRound(tau, self.total_steps) if tau else None
+        self._region = lambda: fm.region(self.cfg.average_momentum)
+        self._step = 0
+
+    def on_step(self, loop, fm, comm) -> None:
+        self._step = loop.step
+        if self.overlap is not None:
+            self.overlap.apply_due(loop.step, self._region(), comm)
+
+    def on_round(self, event, fm, comm) -> None:
+        if self.overlap is None:   # TAU = 0: Algorithm 1's round, the same code path
+            return super().on_round(event, fm, comm)
+        self.overlap.start(self._step, event, self._region(), comm)
+        self.overlap.apply_due(self._step, self._region(), comm)   # round at the last step
+
+    def state_dict(self) -> dict:
+        return {} if self.overlap is None else {"overlap": self.overlap.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        if self.overlap is not None:
+            self.overlap.load_state_dict(d.get("overlap", {}), self._region())
+
     @classmethod
     def label(cls, c: dict) -> str:
-        return f"PR-SGD (Alg 1) I={c['interval']}"
+        return f"PR-SGD (Alg 1) I={c['interval']}{_overlap(c)}"
 
     @classmethod
     def short_label(cls, c: dict) -> str:
-        return f"I={c['interval']}"
+        return f"I={c['interval']}{_overlap(c)}"
+
+    @classmethod
+    def clock_shape(cls, c: dict, workers: int) -> dict:
+        """`overlap_steps`: the local steps a round's collective runs behind (clock/model.py)."""
+        return {**super().clock_shape(c, workers), "overlap_steps": c.get("overlap_delay") or 0}
+
+
+def _delay(opts) -> int:
+    """TAU of an Algorithm 1 options section (a subclass with its own Options has none: 0)."""
+    return getattr(opts, "overlap_delay", 0)
+
+
+def _overlap(c: dict) -> str:
+    return f" overlap={c['overlap_delay']}" if c.get("overlap_delay") else ""
 
 
 class KAVG(PRSGD):
@@ -37,7 +101,7 @@ class KAVG(PRSGD):
 
     @classmethod
     def label(cls, c: dict) -> str:
-        return f"K-AVG K={c['interval']}"
+        return f"K-AVG K={c['interval']}{_overlap(c)}"
 
 
 class OneShotAveraging(Algorithm):

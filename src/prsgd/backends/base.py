@@ -78,6 +78,16 @@ def sync(t: torch.Tensor):
         torch.cuda.synchronize(t.device)
 
 
+@dataclass(eq=False)
+class InFlight:
+    """An average started by `Comm.average_start`: its buffer, its event, the backend's handle
+    (`work`) and whether `average_wait` has finished (and counted) it."""
+    buf: torch.Tensor
+    event: Event
+    work: object = None
+    done: bool = False
+
+
 class Comm(ABC):
     """One backend's communicator (see the module docstring). Collective methods must be called
     by every process of the run (or of the event's group) in the same order."""
@@ -186,6 +196,28 @@ class Comm(ABC):
         the single-call round counts) and whose seconds are this wait: the communication that
         backward did not hide."""
 
+    # --- an average in flight (overlapped rounds: algorithms/overlap.py) ------------------------
+    def average_start(self, buf: torch.Tensor, event: Event) -> "InFlight":
+        """Start averaging `buf` in place within each group of `event` and return at once with
+        the handle `average_wait` takes. `buf` is laid out like a region of the flat model (a
+        snapshot the caller owns and leaves untouched until the wait). The round is counted by
+        the wait. Default (a backend with no asynchronous collective): nothing starts here and
+        the wait averages synchronously, which is correct and hides nothing."""
+        return InFlight(buf, event)
+
+    def average_wait(self, handle: "InFlight") -> None:
+        """Block until `handle`'s average is in its `buf`, and count one round of its level with
+        the seconds spent WAITING here (not the seconds it was in flight: metrics.csv's comm
+        seconds then show what overlapping did not hide). A second wait does nothing."""
+        if not handle.done:
+            self.average_(handle.buf, handle.event)
+            handle.done = True
+
+    def own_rows(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Views of `t` (laid out like a region of the flat model) that hold this run's workers,
+        for arithmetic that must not touch another packed run: `[t]` with one run per process."""
+        return [t]
+
     # --- small collectives ---------------------------------------------------------------------
     @abstractmethod
     def sum_metrics(self, t: torch.Tensor) -> torch.Tensor:
@@ -226,6 +258,15 @@ class Comm(ABC):
         return {"backend": self.name}
 
     # --- helpers for implementations -----------------------------------------------------------
+    def _wait_timed(self, handle: InFlight, finish, nbytes: int) -> None:
+        """`average_wait` of a backend whose collective is in flight: run `finish()` (block and
+        complete the average), count the round with the seconds it blocked, mark it done."""
+        if handle.done:
+            return
+        seconds = self._timed(handle.buf, finish)
+        handle.done = True
+        self.counters.add(handle.event.level, nbytes, seconds)
+
     def _timed(self, region: torch.Tensor, fn):
         """Run `fn()`, timing it with the device synchronised around it when `timed`."""
         if self.timed:

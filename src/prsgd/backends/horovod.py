@@ -9,7 +9,7 @@ import time
 import torch
 
 from prsgd.core.schedule import GLOBAL, Event
-from .base import Comm
+from .base import Comm, InFlight
 
 # HOROVOD_CYCLE_TIME for ranks that train on a GPU (`make bench-comm`, results/bench/comm-*.json):
 # a round's allreduce waits for the background thread's next cycle. With a rank that leaves the
@@ -205,6 +205,22 @@ class HorovodComm(Comm):
         seconds = self._timed(self.fm.grad, wait)
         nbytes = sum(v.numel() * v.element_size() for _, v in handles) if self.size > 1 else 0
         self.counters.add(GLOBAL, nbytes, seconds)
+
+    def average_start(self, buf: torch.Tensor, event: Event) -> InFlight:
+        """`hvd.allreduce_async_(op=Average)` over the group's process set; `average_wait` is
+        `hvd.synchronize` on its handle."""
+        group = event.group_of(self.rank)
+        work = None
+        if len(group) > 1:
+            work = self.hvd.allreduce_async_(buf, op=self.hvd.Average,
+                                             name=f"avg.async.{event.level}",
+                                             process_set=self.process_set(group))
+        return InFlight(buf, event, work)
+
+    def average_wait(self, handle: InFlight) -> None:
+        work = handle.work
+        self._wait_timed(handle, lambda: work is not None and self.hvd.synchronize(work),
+                         handle.buf.numel() * handle.buf.element_size() if work is not None else 0)
 
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(region.detach().clone(), op=self.hvd.Average, name="avg.copy")

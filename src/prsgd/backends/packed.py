@@ -15,7 +15,7 @@ import torch
 
 from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import GLOBAL, Event
-from .base import Comm, Counters
+from .base import Comm, Counters, InFlight
 
 # config.json's `derived` key under which a packed sweep records the runs that shared a process.
 PACKED_RUNS = "packed"
@@ -91,17 +91,19 @@ class PackedComm(Comm):
         self.graphs = graphs
 
     # --- the arithmetic --------------------------------------------------------------------------
-    def _segments(self, region: torch.Tensor):
-        """(base buffer, [(offset, numel)]) of the tensors `region` covers."""
+    def _segments(self, region: torch.Tensor) -> list[tuple[int, int]]:
+        """[(offset, numel)] of the tensors `region` covers, as offsets into `region` itself: every
+        region starts where its buffer does, so this holds for the flat model's regions and for a
+        snapshot of one (an overlapped round averages a copy)."""
         fm = self.fm
         if region.data_ptr() == fm.grad.data_ptr():
-            return fm.grad, [(o, k) for o, k in fm.segments[:len(fm.momentum_segments)]]
+            return fm.segments[:len(fm.momentum_segments)]
         if region.numel() == fm.flat.numel():
-            return fm.flat, fm.region_segments(True)
+            return fm.region_segments(True)
         if region.numel() == fm.num_params + fm.num_stats:
-            return fm.flat, fm.segments
+            return fm.segments
         if region.numel() == fm.num_params:
-            return fm.flat, fm.segments[:len(fm.momentum_segments)]
+            return fm.segments[:len(fm.momentum_segments)]
         raise ValueError("packed: region must be the flat model's params, state, flat or grad")
 
     def _rows(self, group) -> slice:
@@ -110,13 +112,13 @@ class PackedComm(Comm):
 
     def mean_(self, region: torch.Tensor, event: Event, extra: torch.Tensor | None = None):
         """The arithmetic of a round, nothing else (no sync, no counters): CUDA-graph capturable."""
-        buf, segments = self._segments(region)
+        segments = self._segments(region)
         for g in event.groups:
             if len(g) < 2:
                 continue
             rows = self._rows(g)
             for o, k in segments:
-                v = buf[o:o + k].view(self.n, -1)
+                v = region[o:o + k].view(self.n, -1)
                 v[rows] = v[rows].mean(0, keepdim=True)
             if extra is not None:
                 e = extra[g[0]:g[-1] + 1]
@@ -159,10 +161,25 @@ class PackedComm(Comm):
         nbytes = sum(b for _, b in handles) if self.num_workers > 1 else 0
         self.counters.add(GLOBAL, nbytes, sum(s for s, _ in handles))
 
-    def average_copy(self, region: torch.Tensor) -> torch.Tensor:
-        buf, segments = self._segments(region)
+    def average_start(self, buf: torch.Tensor, event: Event) -> InFlight:
+        """The replicas are in memory: the mean is taken now, "in flight" until the wait."""
+        self.mean_(buf, event)
+        return InFlight(buf, event)
+
+    def average_wait(self, handle: InFlight) -> None:
+        if not handle.done:   # nothing to wait for: the round is counted with 0 s
+            handle.done = True
+            self.count(handle.buf, handle.event)
+
+    def own_rows(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """This run's replica rows of every segment of `t` (views)."""
         rows = self._rows(self.workers)
-        return torch.cat([buf[o:o + k].view(self.n, -1)[rows].mean(0) for o, k in segments])
+        return [t[o:o + k].view(self.n, -1)[rows] for o, k in self._segments(t)]
+
+    def average_copy(self, region: torch.Tensor) -> torch.Tensor:
+        segments = self._segments(region)
+        rows = self._rows(self.workers)
+        return torch.cat([region[o:o + k].view(self.n, -1)[rows].mean(0) for o, k in segments])
 
     def sum_metrics(self, t: torch.Tensor) -> torch.Tensor:
         return t

@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import GLOBAL, Event
-from .base import Comm
+from .base import Comm, InFlight
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
                 "MASTER_PORT")
@@ -162,6 +162,28 @@ class TorchDistComm(Comm):
         seconds = self._timed(self.fm.grad, wait)
         nbytes = sum(v.numel() * v.element_size() for _, v in handles) if self.size > 1 else 0
         self.counters.add(GLOBAL, nbytes, seconds)
+
+    def average_start(self, buf: torch.Tensor, event: Event) -> InFlight:
+        """`all_reduce(SUM, async_op=True)` over the group's process group; `average_wait` waits
+        on the work and scales by 1/|group| (as `average_`)."""
+        group = event.group_of(self.rank)
+        work = None
+        if len(group) > 1:
+            work = dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self._group(group),
+                                   async_op=True)
+        return InFlight(buf, event, work)
+
+    def average_wait(self, handle: InFlight) -> None:
+        work, buf = handle.work, handle.buf
+        group = handle.event.group_of(self.rank)
+
+        def finish():
+            if work is not None:
+                work.wait()
+                buf.mul_(1.0 / len(group))
+
+        self._wait_timed(handle, finish,
+                         buf.numel() * buf.element_size() if work is not None else 0)
 
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         out = region.detach().clone()

@@ -148,6 +148,7 @@ class RunShape:
     local_groups: tuple = ()         # groups of a local round (Hier-AVG); () = none
     round_steps: tuple = ()          # each worker's local steps per round (Algorithm 3)
     round_budget_s: float = 0.0      # seconds of local steps per round (Algorithm 3, budget)
+    overlap_steps: int = 0           # local steps a global round runs behind (--overlap-delay)
     slowdown: tuple = ()
     payload_bytes: float = 0.0       # the averaged buffer of one worker
     overlap_backward: bool = False   # global rounds are bucketed gradient allreduces in backward
@@ -192,10 +193,18 @@ def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
             cost = max(overlapped_round_seconds(cal, g, payload, shape.buckets, max(per))
                        for g in shape.groups(level))
         else:
-            cost = cal.round_seconds(shape.groups(level), payload)
+            cost = overlapped(cal.round_seconds(shape.groups(level), payload),
+                              shape.overlap_steps * max(per) if level == GLOBAL else 0.0)
         out[f"comm_{level}_s"] = n_rounds * cost if n_rounds else 0.0
     out["seconds"] = out["compute_s"] + out["comm_global_s"] + out["comm_local_s"]
     return out
+
+
+def overlapped(round_s: float, hidden_s: float) -> float:
+    """The seconds a round costs when its collective runs behind `hidden_s` of local steps
+    (--overlap-delay): only what the steps do not cover. (A run's last round, applied at once,
+    is costed as overlapped too: one round in a run.)"""
+    return max(0.0, round_s - hidden_s)
 
 
 def model_run(cal: Calibration, meta: dict, metrics) -> "pandas.DataFrame":

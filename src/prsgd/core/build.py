@@ -240,9 +240,11 @@ def build(cfg: Config, backend_comm=None) -> Parts:
 
     loop = LoopState(worker_step_counts=[0] * len(comm.workers),
                      per_worker=bool(getattr(first.algorithm, "lockstep", False)))
-    stateful = {"flat": fm, "loop": loop, "counters": first.counters,
-                "config_counters": ListState([r.counters for r in runs]),
-                "algorithm": ListState([r.algorithm for r in runs]), "rng": RngState(device)}
+    # The algorithm saves before the counters: its state_dict may finish an in-flight round
+    # (--overlap-delay), which counts that round, and the counters saved must include it.
+    stateful = {"flat": fm, "loop": loop, "algorithm": ListState([r.algorithm for r in runs]),
+                "counters": first.counters,
+                "config_counters": ListState([r.counters for r in runs]), "rng": RngState(device)}
     # Refuses a directory holding another run; --restart clears it; --resume restores state.
     # (Packed sweeps: one checkpoint of all runs, in the first run's directory.)
     checkpoint = Checkpointer(cfg=cfg, comm=comm, runs=runs, parts=stateful, loop=loop,

@@ -103,9 +103,11 @@ class Trainer:
         return results, lr
 
     def _rounds(self, loop, round_s: float) -> list:
-        """Every run's rounds after this step; returns run 0's events (what hooks see)."""
+        """Every run's `on_step` and rounds after this step; returns run 0's events (what hooks
+        see)."""
         first = None
         for run in self.runs:
+            run.algorithm.on_step(loop, self.parts.fm, run.comm)
             events = run.algorithm.events(loop, round_s)
             for ev in events:
                 run.algorithm.on_round(ev, self.parts.fm, run.comm)
