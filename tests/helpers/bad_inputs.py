@@ -159,6 +159,9 @@ CASES = [
          "--epoch-growth: grows the last epoch length beyond"),
     Case("--outer-lr 0.5 with --algorithm prsgd", ["--outer-lr", "0.5"],
          "--outer-lr: applies only to --algorithm diloco"),
+    Case("--algorithm adacomm --adacomm-every-epochs 0",
+         ["--algorithm", "adacomm", "--adacomm-every-epochs", "0"],
+         "--adacomm-every-epochs: must be a positive integer (got 0)"),
     # --- issue 14: resumes must match what ran; one owner per run -----------------------------
     Case("--resume with another --test-subset", ["--out", "DIR/runs", "--run-id", "cut",
                                                  "--resume", "--test-subset", "16"],
