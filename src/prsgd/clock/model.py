@@ -52,8 +52,6 @@ from prsgd.clock.checks import (CalibrationError, check_calibration, check_compu
 
 GLOBAL, LOCAL = "global", "local"
 KIND = "prsgd-clock-calibration"
-
-
 ALLREDUCE, ALLGATHER, REDUCE_SCATTER = "allreduce", "allgather", "reduce_scatter"
 
 
