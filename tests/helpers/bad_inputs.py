@@ -178,6 +178,9 @@ CASES = [
     Case("--overlap-delay 1 with --algorithm diloco", ["--algorithm", "diloco",
                                                        "--overlap-delay", "1"],
          "--overlap-delay: applies only to --algorithm prsgd or kavg"),
+    Case("--algorithm adacomm --adacomm-every-epochs 0",
+         ["--algorithm", "adacomm", "--adacomm-every-epochs", "0"],
+         "--adacomm-every-epochs: must be a positive integer (got 0)"),
     # --- issue 14: resumes must match what ran; one owner per run -----------------------------
     Case("--resume with another --test-subset", ["--out", "DIR/runs", "--run-id", "cut",
                                                  "--resume", "--test-subset", "16"],

@@ -46,7 +46,7 @@ def test_help_text_says_what_the_issue_asks(capsys):
     assert "local mini-batch size PER WORKER" in flat
     assert "I: local steps between two averaging rounds" in flat
     # choices come from the registries and the presets
-    assert "{prsgd,kavg,gradient_allreduce,hier,varying,one_shot,post_local,hetero,diloco}" in flat
+    assert "{prsgd,kavg,gradient_allreduce,hier,varying,one_shot,post_local,hetero,diloco,adacomm}" in flat
     assert "--backend {horovod,packed,torchdist}" in flat and "{paper,demo,smoke}" in flat
     # defaults, and what a preset changes
     assert "(default: 32; smoke: 16)" in flat and "(default: 0.7)" in flat

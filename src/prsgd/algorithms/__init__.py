@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "post_local": "periodic:PostLocal",
     "hetero": "hetero:Hetero",                  # Algorithm 3
     "diloco": "diloco:DiLoCo",                  # DiLoCo: rounds through an outer optimizer
+    "adacomm": "adacomm:AdaComm",               # AdaComm: the interval shrinks with the loss
 }
 
 

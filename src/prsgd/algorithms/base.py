@@ -109,6 +109,9 @@ class Algorithm:
     capturable: ClassVar[bool] = False           # its step + rounds may run as CUDA graphs
     packable: ClassVar[bool] = False             # --intervals: several I packed in a process
     counts_rounds: ClassVar[bool] = False        # epochs are counted in shared rounds (Alg. 3)
+    # Its rounds depend on the run, not only on the config (AdaComm's follow the loss): the clock
+    # then takes the rounds a measured run recorded, never a replay of the schedule.
+    rounds_from_run: ClassVar[bool] = False
 
     def __init__(self, cfg, *, workers: int, local_workers: list[int], steps_per_epoch: int,
                  total_steps: int, backend: str):
@@ -216,8 +219,15 @@ class Algorithm:
     def round_done(self, loop: LoopState) -> None:
         """Called when a global round ended (after `loop.rounds_done` counted it)."""
 
-    def end_epoch(self, run, loop: LoopState) -> None:
-        """Called by every process at the end of each reported epoch (`run`: the RunView)."""
+    def end_epoch(self, run, loop: LoopState, train_loss: float) -> None:
+        """Called by every process at the end of each reported epoch (`run`: the RunView;
+        `train_loss`: the epoch's training loss reduced over all workers, the same float on every
+        rank; `loop.epoch` is still the epoch that ended, 0-based)."""
+
+    def metrics(self, loop: LoopState) -> dict:
+        """This algorithm's own metrics.csv columns for the epoch just recorded (`loop.epoch`
+        epochs done); the same keys every epoch. Default: none."""
+        return {}
 
     # --- epochs ------------------------------------------------------------------------------------
     @property

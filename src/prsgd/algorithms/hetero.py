@@ -101,7 +101,7 @@ class Hetero(Algorithm):
         self._round_steps.append(list(self.schedule.intervals) if self.lockstep
                                  else [loop.step_in_round])
 
-    def end_epoch(self, run, loop) -> None:
+    def end_epoch(self, run, loop, train_loss: float) -> None:
         """rounds.jsonl: the steps every worker made in each round of this epoch (one gather)."""
         mine = torch.tensor(self._round_steps, dtype=torch.int64).reshape(-1, len(
             self.local_workers)).T.contiguous()

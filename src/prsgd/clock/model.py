@@ -1,21 +1,40 @@
-"""A modelled wall-clock for any run: compute per local step + alpha-beta ring allreduces.
+"""A modelled wall-clock for any run: compute per local step + alpha-beta ring collectives.
 
     modelled seconds = local steps x compute per step (a round waits for the slowest worker)
-                     + per averaging round, per level (inside a node / across nodes):
-                       overhead + 2(n-1)·alpha + 2(n-1)/n · bytes / bandwidth
+                     + per averaging round, per level (inside a node / across nodes), for each
+                       collective of the round: overhead + its alpha-beta cost
 
-`n` is the number of workers in the averaging group and `bytes` the buffer each of them
-averages (the flat parameters + BN statistics). A bucketed gradient allreduce that overlaps
-backward costs only what backward does not hide (`overlapped_round_seconds`). `bandwidth` is what NCCL calls the bus bandwidth
-(nccl-tests doc/PERFORMANCE.md: an allreduce of S bytes takes S/B · 2(n-1)/n at best), `alpha`
-the latency of one of the ring's 2(n-1) steps, and `overhead` Horovod's per-collective cost: a
-submitted allreduce waits for the background thread's next cycle (HOROVOD_CYCLE_TIME: 5 ms in
-2018's Horovod, 1 ms since 0.21, 0.1 ms on our GPU ranks), half a cycle on average, plus the
-collective library's fixed launch latency. Horovod's Gloo and NCCL allreduces are rings (gloo's
-`allreduce` defaults to its ring algorithm). A group whose ranks sit on one node uses the
-`intra` link, a group spanning nodes the `inter` one: in a ring laid out node by node every
-step is as slow as its slowest hop, the one between nodes (so Hier-AVG's local rounds cost the
-intra link and its global rounds the inter link). Ranks fill nodes in order (`-H a:k,b:k`).
+Each collective has its own cost from the same link (alpha, bus bandwidth B), for n workers
+(Thakur, Rabenseifner & Gropp, "Optimization of Collective Communication Operations in MPICH",
+IJHPCA 2005, the ring algorithms; NCCL's nccl-tests doc/PERFORMANCE.md defines the bus bandwidth
+so that B is the same number for all three):
+
+    ring allreduce of S bytes:             2(n-1)·alpha + 2(n-1)/n · S / B
+    ring reduce-scatter of S bytes:         (n-1)·alpha +  (n-1)/n · S / B
+    ring allgather of p bytes per worker:   (n-1)·alpha +   (n-1) · p / B
+
+(an allreduce is a reduce-scatter followed by an allgather of the S/n-byte pieces.) `alpha` is
+the latency of one ring step and `overhead` Horovod's per-collective cost: a submitted
+collective waits for the background thread's next cycle (HOROVOD_CYCLE_TIME: 5 ms in 2018's
+Horovod, 1 ms since 0.21, 0.1 ms on our GPU ranks), half a cycle on average, plus the collective
+library's fixed launch latency. Horovod's Gloo and NCCL collectives are rings (gloo's
+`allreduce` defaults to its ring algorithm).
+
+What a round sends: uncompressed, one allreduce of the averaged buffer (the flat parameters +
+BN statistics, bytes taken from the run's counters); a compressed run (config `compressor`
+fp16/bf16/int8/topk, `topk_ratio`) is predicted from its payload, not its counters: the
+parameters' payload (`prsgd.compress`: the compressor's `payload_bytes(P)` through its
+`collective`: allreduce for the casts, allgather for int8 and top-k) + one exact allreduce of
+the rest of the buffer (BN statistics, at the run's precision): two collectives, two overheads.
+
+A group whose ranks sit on one node uses the `intra` link, a group spanning nodes the `inter`
+one: in a ring laid out node by node every step is as slow as its slowest hop, the one between
+nodes (so Hier-AVG's local rounds cost the intra link and its global rounds the inter link).
+Ranks fill nodes in order (`-H a:k,b:k`).
+
+Rounds that overlap compute cost only what the compute does not hide: a bucketed gradient
+allreduce during backward (`gradient_allreduce --bucket-mb`, `overlapped_round_seconds`) and a
+round applied TAU local steps after it started (`--overlap-delay`, `overlapped`).
 
 A calibration is one JSON file (`Calibration.load`) with a `compute` part and a `network` part,
 each with its provenance: measured (`python -m prsgd.clock calibrate-compute|calibrate-network`,
@@ -37,6 +56,7 @@ from prsgd.clock.checks import (CalibrationError, check_calibration, check_compu
 
 GLOBAL, LOCAL = "global", "local"
 KIND = "prsgd-clock-calibration"
+ALLREDUCE, ALLGATHER, REDUCE_SCATTER = "allreduce", "allgather", "reduce_scatter"
 
 
 @dataclass(frozen=True)
@@ -47,12 +67,42 @@ class Link:
     def ring_seconds(self, n: int, nbytes: float) -> float:
         return ring_allreduce_seconds(n, nbytes, self.alpha_s, self.bandwidth_Bps)
 
+    def seconds(self, collective: str, n: int, nbytes: float) -> float:
+        """One ring `collective` of n workers (`nbytes`: see COLLECTIVES) over this link."""
+        if collective not in COLLECTIVES:
+            raise CalibrationError(f"no cost model for the collective {collective!r} (known: "
+                                   f"{', '.join(COLLECTIVES)})")
+        return COLLECTIVES[collective](n, nbytes, self.alpha_s, self.bandwidth_Bps)
+
 
 def ring_allreduce_seconds(n: int, nbytes: float, alpha_s: float, bandwidth_Bps: float) -> float:
     """2(n-1) steps of alpha, each moving nbytes/n over every link: 2(n-1)/n · nbytes / B."""
     if n < 2:
         return 0.0
     return 2 * (n - 1) * alpha_s + 2 * (n - 1) / n * nbytes / bandwidth_Bps
+
+
+def ring_reduce_scatter_seconds(n: int, nbytes: float, alpha_s: float,
+                                bandwidth_Bps: float) -> float:
+    """The first half of a ring allreduce: n-1 steps, each moving nbytes/n: (n-1)/n · S / B."""
+    if n < 2:
+        return 0.0
+    return (n - 1) * alpha_s + (n - 1) / n * nbytes / bandwidth_Bps
+
+
+def ring_allgather_seconds(n: int, per_worker_bytes: float, alpha_s: float,
+                           bandwidth_Bps: float) -> float:
+    """n-1 steps, each passing one worker's whole payload on: every worker receives the n-1
+    others' `per_worker_bytes`, (n-1) · p / B (the allreduce's second half with p = S/n)."""
+    if n < 2:
+        return 0.0
+    return (n - 1) * alpha_s + (n - 1) * per_worker_bytes / bandwidth_Bps
+
+
+# name -> cost(n, bytes, alpha, B); bytes: the whole buffer for allreduce and reduce-scatter,
+# one worker's payload for allgather (the names of `prsgd.compress`'s `Compressor.collective`).
+COLLECTIVES = {ALLREDUCE: ring_allreduce_seconds, REDUCE_SCATTER: ring_reduce_scatter_seconds,
+               ALLGATHER: ring_allgather_seconds}
 
 
 @dataclass
@@ -97,14 +147,17 @@ class Calibration:
                                    f"(ranks_per_node = {self.ranks_per_node})")
         return self.links[level]
 
-    def collective_seconds(self, group, nbytes: float) -> float:
+    def collective_seconds(self, group, nbytes: float, collective: str = ALLREDUCE) -> float:
         if len(group) < 2:
             return 0.0
-        return self.overhead_s + self.link_for(group).ring_seconds(len(group), nbytes)
+        return self.overhead_s + self.link_for(group).seconds(collective, len(group), nbytes)
 
-    def round_seconds(self, groups, nbytes: float) -> float:
-        """Groups average concurrently; the round ends with the slowest group."""
-        return max((self.collective_seconds(g, nbytes) for g in groups), default=0.0)
+    def round_seconds(self, groups, nbytes: float, collectives: tuple = ()) -> float:
+        """Groups average concurrently; the round ends with the slowest group. A round is one
+        allreduce of `nbytes`, or the `collectives` given, (name, bytes) one after the other."""
+        parts = collectives or ((ALLREDUCE, nbytes),)
+        return max((sum(self.collective_seconds(g, b, c) for c, b in parts) for g in groups),
+                   default=0.0)
 
     def step_seconds(self, workers: int, slowdown=()) -> list[float]:
         """Each worker's local step: measured per rank when the calibration has one per worker,
@@ -153,6 +206,7 @@ class RunShape:
     payload_bytes: float = 0.0       # the averaged buffer of one worker
     overlap_backward: bool = False   # global rounds are bucketed gradient allreduces in backward
     buckets: int = 1                 # ... in this many buckets (config.json derived.grad_buckets)
+    collectives: tuple = ()          # a compressed round's (collective, bytes); () = uncompressed
 
     @classmethod
     def from_config(cls, meta: dict) -> "RunShape":
@@ -163,7 +217,8 @@ class RunShape:
         itemsize = 8 if cfg.get("precision") == "fp64" else 4
         floats = derived.get("averaged_floats") or 0
         return cls(workers=n, **clock_shape(cfg, n), slowdown=tuple(cfg.get("slowdown") or ()),
-                   payload_bytes=floats * itemsize, buckets=int(derived.get("grad_buckets") or 1))
+                   payload_bytes=floats * itemsize, buckets=int(derived.get("grad_buckets") or 1),
+                   collectives=compressed_round(cfg, derived, itemsize))
 
     def groups(self, level: str) -> tuple:
         if level == LOCAL and self.local_groups:
@@ -171,12 +226,36 @@ class RunShape:
         return (tuple(range(self.workers)),)
 
 
+def compressed_round(cfg: dict, derived: dict, itemsize: int) -> tuple:
+    """The collectives of one round of a compressed run, from its config.json: the parameters'
+    payload through the compressor's collective, then an exact allreduce of the rest of the
+    averaged buffer (BN statistics). () for an uncompressed run (no `compressor`, or "none")."""
+    name = cfg.get("compressor") or "none"
+    if name == "none":
+        return ()
+    from prsgd.compress import REGISTRY, make_compressor
+    if name not in REGISTRY:
+        raise CalibrationError(f"compressor {name!r}: the clock knows {', '.join(REGISTRY)}")
+    if not derived.get("param_floats"):
+        raise CalibrationError(f"a run compressed with {name!r} needs derived.param_floats in "
+                               "its config.json (the parameters' count) to be costed")
+    try:
+        comp = make_compressor(name, ratio=cfg.get("topk_ratio")) if name == "topk" \
+            else make_compressor(name)
+    except ValueError as e:
+        raise CalibrationError(f"compressor {name!r} of this run: {e}") from None
+    params = int(derived["param_floats"])
+    exact = (int(derived.get("averaged_floats") or 0) - params) * itemsize
+    return ((comp.collective, float(comp.payload_bytes(params))), (ALLREDUCE, float(exact)))
+
+
 def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
                  rounds_local: float = 0.0, bytes_global: float | None = None,
                  bytes_local: float | None = None) -> dict:
     """Modelled seconds of `steps` local steps (of one worker) and the given rounds per level.
     `bytes_*`: the buffer bytes of one worker summed over that level's rounds (metrics.csv's
-    counters); None takes the run's payload per round."""
+    counters); None takes the run's payload per round. A compressed run's rounds cost its
+    `shape.collectives` instead (its payload, from the config)."""
     per = cal.step_seconds(shape.workers, shape.slowdown)
     if shape.round_steps:
         # worker i makes round_steps[i] steps per round; the round waits for the slowest.
@@ -193,7 +272,7 @@ def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
             cost = max(overlapped_round_seconds(cal, g, payload, shape.buckets, max(per))
                        for g in shape.groups(level))
         else:
-            cost = overlapped(cal.round_seconds(shape.groups(level), payload),
+            cost = overlapped(cal.round_seconds(shape.groups(level), payload, shape.collectives),
                               shape.overlap_steps * max(per) if level == GLOBAL else 0.0)
         out[f"comm_{level}_s"] = n_rounds * cost if n_rounds else 0.0
     out["seconds"] = out["compute_s"] + out["comm_global_s"] + out["comm_local_s"]

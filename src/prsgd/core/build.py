@@ -253,6 +253,7 @@ def build(cfg: Config, backend_comm=None) -> Parts:
     derived = {"workers": N, "steps_per_epoch": spe, "total_steps": total_steps,
                "global_batch": N * cfg.batch_size,
                "averaged_floats": fm.region(cfg.average_momentum).numel() // replicas,
+               "param_floats": fm.num_params // replicas,   # the clock costs compressed rounds
                **first.algorithm.derived()}
     packed = ({"intervals": list(cfg.intervals), "replicas": replicas,
                "sweep_run_id": cfg.run_id} if C > 1 else None)

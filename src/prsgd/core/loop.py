@@ -98,8 +98,8 @@ class Trainer:
         if p.steps.captured:
             sums.loss, sums.correct = p.runner.loss_sum, p.runner.correct
         results = self._reduce(sums)
-        for run in self.runs:
-            run.algorithm.end_epoch(run, loop)
+        for run, (loss, _) in zip(self.runs, results):
+            run.algorithm.end_epoch(run, loop, loss)
         return results, lr
 
     def _rounds(self, loop, round_s: float) -> list:

@@ -13,6 +13,9 @@ Every algorithm of the family is a schedule:
   length repeats, or grows by a factor per epoch (`growth`).
 - One-shot averaging: only after the last step (`OneShot`).
 - Post-local SGD: every step for the first E epochs, then every I (`PostLocal`).
+- AdaComm (`Adaptive`): the run is cut into update periods of P local steps; period p averages
+  every I_p steps and at its end. The algorithm appends I_{p+1} once period p's loss is known
+  (algorithms/adacomm.py); the schedule itself is the frozen list decided so far.
 - Algorithm 3 (`Heterogeneous`): worker i averages after each I_i of its own steps, or after
   each `budget_s` seconds of its own steps; the collective pairs the r-th round of every worker,
   so every worker must take part in the same number of rounds (`total_rounds`).
@@ -135,6 +138,29 @@ class PostLocal:
         if step <= self.switch_step or (step - self.switch_step) % self.interval == 0:
             return [Event(GLOBAL, all_workers(self.workers))]
         return []
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """Rounds every I_p local steps within update period p (0-based) of `period_steps` steps, and
+    one at the end of every period, so that each period starts from an averaged model (AdaComm
+    computes the next interval from the loss of the models of the period just ended). `intervals`
+    holds I_0, I_1, ... as decided so far: a step in a period whose interval is not decided yet
+    is an error of the caller, not a guess. With every I_p = I and `period_steps` a multiple of
+    I this is `Periodic(I)`."""
+    intervals: tuple[int, ...]
+    period_steps: int
+    workers: int
+
+    def events(self, step: int, worker: int = 0, round_s: float = 0.0) -> list[Event]:
+        period, k = divmod(step - 1, self.period_steps)   # k + 1: the step within the period
+        if (k + 1) % self.intervals[period] == 0 or k + 1 == self.period_steps:
+            return [Event(GLOBAL, all_workers(self.workers))]
+        return []
+
+    def decided(self, interval: int) -> "Adaptive":
+        """This schedule with the next period's interval appended."""
+        return Adaptive(self.intervals + (interval,), self.period_steps, self.workers)
 
 
 @dataclass(frozen=True)

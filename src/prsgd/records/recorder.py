@@ -65,7 +65,8 @@ class RunView:
                 "full_train_loss": evals.get("full_train_loss"),
                 # the family issue: counters of the local level (Hier-AVG), all workers' steps
                 "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
-                "worker_steps": loop.worker_steps}
+                "worker_steps": loop.worker_steps,
+                **self.algorithm.metrics(loop)}   # the algorithm's own (AdaComm: its interval)
 
     def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,
                      resumed_from: int | None, packed: dict | None,
