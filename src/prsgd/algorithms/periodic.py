@@ -1,5 +1,6 @@
 """Algorithm 1 (PR-SGD) and the algorithms that are it with another schedule: K-AVG, one-shot
-averaging, post-local SGD, Algorithm 2 (varying averaging epochs)."""
+averaging, post-local SGD, Algorithm 2 (varying averaging epochs). Their rounds average every
+worker's model, so each may send compressed deltas (`compressible`, algorithms/compressed.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ class PRSGD(Algorithm):
     name = "prsgd"
     capturable = True
     packable = True
+    compressible = True
 
     def make_schedule(self):
         return Periodic(self.cfg.interval, self.N)
@@ -43,6 +45,7 @@ class KAVG(PRSGD):
 class OneShotAveraging(Algorithm):
     """Only after the last step."""
     name = "one_shot"
+    compressible = True
 
     def make_schedule(self):
         return OneShot(self.total_steps, self.N)
@@ -55,6 +58,7 @@ class OneShotAveraging(Algorithm):
 class PostLocal(Algorithm):
     """Post-local SGD (Lin et al. 2020): every step for the first E epochs, then every I."""
     name = "post_local"
+    compressible = True
 
     @dataclass
     class Options(AlgorithmOptions):
@@ -79,6 +83,7 @@ class VaryingEpochs(Algorithm):
     """Algorithm 2: averaging epochs of K^1, K^2, ... local steps, optionally with an lr per
     averaging epoch."""
     name = "varying"
+    compressible = True
 
     @dataclass
     class Options(AlgorithmOptions):

@@ -187,6 +187,12 @@ class HorovodComm(Comm):
         nbytes = region.numel() * region.element_size() if len(group) > 1 else 0
         self.counters.add(event.level, nbytes, seconds)
 
+    def average_rows_(self, t: torch.Tensor, event: Event) -> None:
+        group = event.group_of(self.rank)
+        if len(group) > 1:   # Horovod's Average: the sum (in t's dtype) scaled by 1/size
+            self.hvd.allreduce_(t, op=self.hvd.Average, name=f"rows.{event.level}",
+                                process_set=self.process_set(group))
+
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(region.detach().clone(), op=self.hvd.Average, name="avg.copy")
 

@@ -144,6 +144,11 @@ class TorchDistComm(Comm):
         nbytes = region.numel() * region.element_size() if len(group) > 1 else 0
         self.counters.add(event.level, nbytes, seconds)
 
+    def average_rows_(self, t: torch.Tensor, event: Event) -> None:
+        group = event.group_of(self.rank)
+        if len(group) > 1:
+            self._average(t, group)
+
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         out = region.detach().clone()
         self._average(out, tuple(range(self.size)))
