@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import Event
 from .base import Comm
 
@@ -96,6 +97,13 @@ class HorovodComm(Comm):
 
     name = "horovod"
     launcher = "horovodrun"   # or OpenMPI's mpirun (Horovod built with MPI)
+
+    @classmethod
+    def validate_config(cls, cfg, world_size: int | None) -> None:
+        super().validate_config(cfg, world_size)
+        if cfg.compressor == "bf16":   # horovod.torch refuses torch.BFloat16Tensor (0.28)
+            raise ConfigError("--compressor: Horovod has no bfloat16 allreduce; use fp16, or "
+                              "bf16 with --backend torchdist or packed (got 'bf16')")
 
     @classmethod
     def train_flags(cls, workers: int) -> list[str]:

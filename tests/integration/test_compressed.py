@@ -1,0 +1,203 @@
+"""Compressed averaging rounds (algorithms/compressed.py, issue 19) on the packed backend, fp64.
+
+- The identity compressor through the compressed round (the code path every compressor takes:
+  deltas from the reference, exchanged, decoded, added back) equals Algorithm 1 to 1e-12, and
+  `--compressor none` is Algorithm 1's own round (no compressed round is built).
+- metrics.csv's bytes are the payload sizes, computed here from the formats (not from the
+  compressors' `payload_bytes`): sent, received, and by collective.
+- A run interrupted mid-epoch resumes bit-identically, and only because the reference and the
+  error-feedback residuals are in the checkpoint.
+
+2 workers x 16-image shards / batch 4 = 4 steps per epoch; I = 2: 2 rounds per epoch.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import StopAt, load_ckpt, metric_frame, replica_rows
+from prsgd.algorithms.compressed import CompressedRound
+from prsgd.backends.base import Counters
+from prsgd.compress import make_compressor
+from prsgd.core import config as config_mod
+from prsgd.core.flat import FlatModel
+from prsgd.core.loop import Trainer
+from prsgd.core.models import ResNet20
+from prsgd.records.lifecycle import Interrupted
+from prsgd.records.state import save_checkpoint
+from prsgd.train import run
+from unit.test_diloco import BASE, PACKED   # the same small fp64 runs
+
+TOPK = ["--compressor", "topk", "--topk-ratio", "0.05"]
+
+
+def train(out, *args, hooks=None):
+    return run(config_mod.from_args([*args, "--out", str(out)]), hooks=hooks)
+
+
+def sizes() -> tuple[int, int]:
+    """P parameters and S BN statistics of one ResNet20."""
+    fm = FlatModel(ResNet20(replicas=1), 1)
+    return fm.num_params, fm.num_stats
+
+
+def identity_round_run(out, run_id: str) -> Trainer:
+    """Algorithm 1's config, its rounds made by the compressed round with the identity."""
+    cfg = config_mod.from_args([*BASE, *PACKED, "--out", str(out), "--run-id", run_id])
+    trainer = Trainer(cfg)
+    algo = trainer.algorithm
+    algo.compressed = CompressedRound(make_compressor("none"), True, len(algo.local_workers))
+    algo.compressed.start(trainer.fm)
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compressed")
+    train(out, *BASE, *PACKED, "--run-id", "alg1")
+    train(out, *BASE, *PACKED, "--compressor", "none", "--run-id", "none")
+    identity_round_run(out, "identity")
+    train(out, *BASE, *PACKED, *TOPK, "--run-id", "topk")
+    return out
+
+
+def test_identity_through_the_compressed_round_is_algorithm_1(runs):
+    a1, idr = (load_ckpt(runs / r)["ranks"][0] for r in ("alg1", "identity"))
+    x, y = a1["flat"], idr["flat"]
+    # x̄ + mean(x_i - x̄) where Algorithm 1 makes mean(x_i): equal up to rounding only.
+    assert float((x - y).abs().max()) < 1e-12 * float(x.abs().max())
+    # The round kept the last average as its reference (the run ends on a round).
+    P = FlatModel(ResNet20(replicas=2), 2).num_params // 2
+    rows = replica_rows(y, 2)
+    assert torch.equal(idr["algorithm"][0]["compressed"]["reference"], rows[0][:P])
+    assert torch.equal(rows[0][:P], rows[1][:P])
+    # Not vacuous: 4 rounds, the same bytes as Algorithm 1 (the identity sends the fp64 model),
+    # and the model moved.
+    m1, mi = metric_frame(runs / "alg1"), metric_frame(runs / "identity")
+    assert list(mi["rounds"]) == [2, 4]
+    assert list(mi["bytes"]) == list(m1["bytes"])
+    torch.manual_seed(3)
+    start = FlatModel(ResNet20(replicas=1).double(), 1).params
+    assert float((rows[0][:P] - start).abs().max()) > 1e-3
+
+
+def test_compressor_none_is_algorithm_1s_own_round(runs):
+    """`--compressor none` builds no compressed round: bitwise Algorithm 1, no state."""
+    a1, none = (load_ckpt(runs / r)["ranks"][0] for r in ("alg1", "none"))
+    assert torch.equal(a1["flat"], none["flat"])
+    assert none["algorithm"] == [{}]
+    cfg = config_mod.from_args([*BASE, *PACKED, "--compressor", "none"])
+    from prsgd.algorithms import algorithm_class
+    algo = algorithm_class("prsgd")(cfg, workers=2, local_workers=[0, 1], steps_per_epoch=4,
+                                    total_steps=8, backend="packed")
+    assert algo.compressed is None
+
+
+def test_a_lossy_round_gives_every_worker_the_same_model(runs):
+    """Top-k 5 %: the workers' parameters agree after the last round (and differ from
+    Algorithm 1's), BN statistics are the exact average, the residuals are non-zero."""
+    ck = load_ckpt(runs / "topk")["ranks"][0]
+    P, S = sizes()
+    rows = replica_rows(ck["flat"], 2)
+    assert torch.equal(rows[0][:P + S], rows[1][:P + S])
+    a1 = replica_rows(load_ckpt(runs / "alg1")["ranks"][0]["flat"], 2)
+    assert float((rows[0][:P] - a1[0][:P]).abs().max()) > 1e-4
+    res = ck["algorithm"][0]["compressed"]["residuals"]
+    assert len(res) == 2 and all(float(r.abs().max()) > 0 for r in res)
+    assert not torch.equal(res[0], res[1])      # each worker keeps its own
+
+
+@pytest.mark.parametrize("compressor, workers", [("fp16", 2), ("int8", 3), ("topk", 3)])
+def test_bytes_in_metrics_are_the_payload_sizes(tmp_path, compressor, workers):
+    """Per round, one worker sends its payload plus the fp32 statistics (an exact allreduce) and
+    receives the averaged payload (casts) or the N-1 other payloads (allgather)."""
+    args = ["--preset", "smoke", "--dataset", "synthetic", "--train-subset", str(16 * workers),
+            "--test-subset", "16", "--batch-size", "4", "--epochs", "2", "--interval", "2",
+            "--progress", "false", "--device", "cpu", "--backend", "packed", "--workers",
+            str(workers), "--compressor", compressor, "--eval-every", "0"]
+    m = pd.read_csv(train(tmp_path, *args, "--run-id", "r") / "metrics.csv")
+    P, S = sizes()
+    payload = {"fp16": 2 * P, "int8": P + 4 * math.ceil(P / 1024),
+               "topk": 8 * math.ceil(0.01 * P)}[compressor]
+    stats = 4 * S
+    got = payload if compressor == "fp16" else (workers - 1) * payload
+    rounds = m["rounds"].to_numpy()
+    assert list(rounds) == [2, 4]
+    assert list(m["bytes"]) == list(rounds * (payload + stats))
+    assert list(m["bytes_received"]) == list(rounds * (got + stats))
+    gathered = 0 if compressor == "fp16" else payload
+    assert list(m["bytes_allgather"]) == list(rounds * gathered)
+    assert list(m["bytes_allreduce"]) == list(rounds * (payload + stats - gathered))
+
+
+def test_resume_is_bit_identical_and_needs_the_residuals(runs, tmp_path):
+    args = [*BASE, *PACKED, *TOPK, "--run-id", "topk"]
+    whole = load_ckpt(runs / "topk")
+    with pytest.raises(Interrupted):                    # step 7: mid epoch 2, after round 3
+        train(tmp_path / "cut", *args, hooks=StopAt(7))
+    cut_dir = tmp_path / "cut" / "topk"
+    first = load_ckpt(cut_dir)
+    assert first["epoch"] == 1
+    saved = first["ranks"][0]["algorithm"][0]["compressed"]
+    assert all(float(r.abs().max()) > 0 for r in saved["residuals"])
+    # Spoil a copy: the same checkpoint with the residuals forgotten.
+    spoiled_dir = tmp_path / "spoiled" / "topk"
+    spoiled_dir.mkdir(parents=True)
+    for f in ("config.json", "metrics.csv"):
+        (spoiled_dir / f).write_bytes((cut_dir / f).read_bytes())
+    saved["residuals"] = [torch.zeros_like(r) for r in saved["residuals"]]
+    save_checkpoint(first, spoiled_dir / "checkpoint.pt")
+
+    train(tmp_path / "cut", *args, "--resume")
+    train(tmp_path / "spoiled", *args, "--resume")
+    resumed, spoiled = load_ckpt(cut_dir), load_ckpt(spoiled_dir)
+    assert torch.equal(resumed["ranks"][0]["flat"], whole["ranks"][0]["flat"])
+    r, w = (c["ranks"][0]["algorithm"][0]["compressed"] for c in (resumed, whole))
+    assert torch.equal(r["reference"], w["reference"])
+    assert all(torch.equal(a, b) for a, b in zip(r["residuals"], w["residuals"]))
+    pd.testing.assert_frame_equal(metric_frame(cut_dir), metric_frame(runs / "topk"))
+    assert float((spoiled["ranks"][0]["flat"] - whole["ranks"][0]["flat"]).abs().max()) > 1e-9
+
+
+def test_without_error_feedback_no_residual_is_kept(tmp_path):
+    ck = load_ckpt(train(tmp_path, *BASE, *PACKED, *TOPK, "--error-feedback", "false",
+                         "--run-id", "noef", "--epochs", "1"))
+    assert ck["ranks"][0]["algorithm"][0]["compressed"]["residuals"] is None
+
+
+def test_counters_load_checkpoints_from_before_received_bytes():
+    """A checkpoint made before issue 19 holds rounds, bytes and seconds only: every round then
+    was one allreduce, which returns what it sends."""
+    c = Counters()
+    c.load({"rounds": {"global": 3, "local": 1}, "bytes": {"global": 300, "local": 40},
+            "seconds": {"global": 1.0, "local": 0.5}})
+    assert c.received == {"global": 300, "local": 40}
+    assert c.collective_bytes == {"allreduce": 340, "allgather": 0}
+    c.add("global", 10, 0.1, received=20, collectives={"allgather": 6, "allreduce": 4})
+    assert (c.total("bytes"), c.total("received"), c.collective_bytes) == \
+        (350, 360, {"allreduce": 344, "allgather": 6})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--compressor", "zip"], "--compressor: must be one of none, fp16, bf16, int8, topk"),
+    (["--compressor", "topk", "--topk-ratio", "0"], "--topk-ratio: must be in (0, 1]"),
+    (["--compressor", "topk", "--topk-ratio", "1.5"], "--topk-ratio: must be in (0, 1]"),
+    (["--compressor", "topk", "--topk-ratio", "-0.1"], "--topk-ratio: must be in (0, 1]"),
+    (["--compressor", "int8", "--topk-ratio", "0.1"],
+     "--topk-ratio: applies only to --compressor topk, not int8"),
+    (["--topk-ratio", "0.1"], "--topk-ratio: applies only to --compressor topk, not none"),
+    (["--compressor", "int8", "--algorithm", "diloco"],
+     "--compressor: compresses the model averages of --algorithm prsgd"),
+    (["--compressor", "fp16", "--algorithm", "hier", "--group-size", "1"],
+     "not --algorithm hier"),
+    (["--compressor", "int8", "--average-momentum"], "--average-momentum: not with --compressor"),
+    (["--compressor", "int8", "--diagnostics"], "--diagnostics: not with --compressor"),
+])
+def test_bad_compression_values_are_refused_in_one_line(args, message):
+    with pytest.raises(config_mod.ConfigError) as e:
+        config_mod.from_args([*BASE, *PACKED, *args]).validate()
+    assert message in str(e.value) and "\n" not in str(e.value)
