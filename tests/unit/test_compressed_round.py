@@ -199,3 +199,12 @@ def test_horovod_refuses_bf16_it_cannot_allreduce():
     with pytest.raises(config_mod.ConfigError, match="--compressor: Horovod has no bfloat16"):
         HorovodComm.validate_config(cfg, 2)
     HorovodComm.validate_config(config_mod.from_args([*BASE, "--compressor", "fp16"]), 2)
+
+
+def test_plots_label_a_compressed_run_by_its_compressor():
+    from prsgd.algorithms import label, short_label
+    c = {"algorithm": "prsgd", "interval": 4}
+    assert label(c) == label({**c, "compressor": "none"}) == "PR-SGD (Alg 1) I=4"
+    assert label({**c, "compressor": "topk", "topk_ratio": 0.05, "error_feedback": False}) == \
+        "PR-SGD (Alg 1) I=4, top-0.05 no EF"
+    assert short_label({**c, "compressor": "int8"}) == "I=4, int8/1024"

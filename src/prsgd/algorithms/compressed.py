@@ -38,7 +38,7 @@ import time
 import torch
 
 from prsgd.backends.base import sync
-from prsgd.compress import Compressor, ErrorFeedback, Payload, make_compressor
+from prsgd.compress import REGISTRY, Compressor, ErrorFeedback, Payload, make_compressor
 from prsgd.core.schedule import Event
 
 
@@ -49,6 +49,17 @@ def make_round(cfg, local_workers: int) -> "CompressedRound | None":
     options = {"ratio": cfg.topk_ratio} if cfg.compressor == "topk" else {}
     return CompressedRound(make_compressor(cfg.compressor, **options), cfg.error_feedback,
                            local_workers)
+
+
+def compression_label(c: dict) -> str:
+    """What plots add to a run's label (config.json's `config`): '' uncompressed, else e.g.
+    ', top-0.01' or ', int8/1024 no EF'."""
+    name = c.get("compressor", "none")
+    if name == "none" or name not in REGISTRY:
+        return ""
+    options = {"ratio": c.get("topk_ratio", 0.01)} if name == "topk" else {}
+    comp = make_compressor(name, **options)
+    return f", {comp.label()}" + ("" if c.get("error_feedback", True) else " no EF")
 
 
 def pack(payload: Payload) -> torch.Tensor:
