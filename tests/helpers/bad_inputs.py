@@ -168,7 +168,7 @@ CASES = [
          "--topk-ratio: must be in (0, 1]"),
     Case("--compressor int8 --topk-ratio 0.1", ["--compressor", "int8", "--topk-ratio", "0.1"],
          "--topk-ratio: applies only to --compressor topk, not int8"),
-    Case("--compressor int8 --algorithm diloco", ["--compressor", "int8", "--algorithm", "diloco"],
+    Case("--compressor int8 --algorithm hetero", ["--compressor", "int8", "--algorithm", "hetero"],
          "--compressor: compresses the model averages of --algorithm prsgd"),
     Case("--compressor fp16 --average-momentum", ["--compressor", "fp16", "--average-momentum"],
          "--average-momentum: not with --compressor"),

@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, StopAt, horovodrun, load_ckpt, metric_frame, replica_rows
+from conftest import (ROOT, StopAt, horovodrun, load_ckpt, metric_frame, replica_rows,
+                      torchrun)
 from helpers.compressed_worker import identity_round
 from prsgd.core import config as config_mod
 from prsgd.core.flat import FlatModel
@@ -173,14 +174,11 @@ def test_identity_round_under_horovodrun_is_algorithm_1(tmp_path):
     assert list(metric_frame(tmp_path / "identity")["rounds"]) == [2, 4]
 
 
-@pytest.mark.horovod
-@pytest.mark.parametrize("compressor", [["--compressor", "int8"], TOPK], ids=["int8", "topk"])
-def test_packed_equals_horovodrun(tmp_path, compressor):
-    """The same batches, the same compressed rounds: the same run (to the rounding in which
-    packed and per-rank convolutions differ), the same bytes."""
-    horovodrun(2, ["-m", "prsgd.train", *BASE, *compressor, "--out", str(tmp_path),
-                   "--run-id", "hvd"], timeout=900)
-    h = load_ckpt(tmp_path / "hvd")
+def assert_packed_equals(launched, tmp_path, compressor: list[str]) -> None:
+    """The launched run (2 ranks) equals the same run packed: the same batches, the same
+    compressed rounds, so the same weights (to the rounding in which packed and per-rank
+    convolutions differ) and residuals, the same metrics and exactly the same bytes."""
+    h = load_ckpt(launched)
     p = load_ckpt(train(tmp_path, *BASE, *PACKED, *compressor, "--run-id", "packed"))
     packed = replica_rows(p["ranks"][0]["flat"], 2)
     pres = p["ranks"][0]["algorithm"][0]["compressed"]["residuals"]
@@ -189,7 +187,26 @@ def test_packed_equals_horovodrun(tmp_path, compressor):
         assert float((packed[r] - ref).norm() / ref.norm()) < 1e-9, f"worker {r}"
         hres = h["ranks"][r]["algorithm"][0]["compressed"]["residuals"][0]
         assert float((pres[r] - hres).norm() / hres.norm()) < 1e-6, f"worker {r} residual"
-    mp, mh = metric_frame(tmp_path / "packed"), metric_frame(tmp_path / "hvd")
+    mp, mh = metric_frame(tmp_path / "packed"), metric_frame(launched)
     pd.testing.assert_frame_equal(mp, mh, check_exact=False, rtol=1e-8)
     for col in ("bytes", "bytes_received", "bytes_allgather", "bytes_allreduce"):
-        assert list(mp[col]) == list(mh[col]) and mh[col].iloc[-1] > 0, col
+        assert list(mp[col]) == list(mh[col]), col
+    assert mh["bytes"].iloc[-1] > 0 and mh["bytes_received"].iloc[-1] > 0
+
+
+@pytest.mark.horovod
+@pytest.mark.parametrize("compressor", [["--compressor", "int8"], TOPK], ids=["int8", "topk"])
+def test_packed_equals_horovodrun(tmp_path, compressor):
+    horovodrun(2, ["-m", "prsgd.train", *BASE, *compressor, "--out", str(tmp_path),
+                   "--run-id", "hvd"], timeout=900)
+    assert_packed_equals(tmp_path / "hvd", tmp_path, compressor)
+
+
+@pytest.mark.horovod
+@pytest.mark.parametrize("compressor", ["bf16", "int8"])
+def test_packed_equals_torchrun(tmp_path, compressor):
+    """torch.distributed: a bfloat16 allreduce (which Horovod lacks) and the uint8 allgather."""
+    args = ["--compressor", compressor]
+    torchrun(2, ["-m", "prsgd.train", *BASE, *args, "--backend", "torchdist", "--out",
+                 str(tmp_path), "--run-id", "td"], timeout=900)
+    assert_packed_equals(tmp_path / "td", tmp_path, args)

@@ -181,7 +181,7 @@ def test_counters_load_checkpoints_from_before_received_bytes():
     (["--compressor", "int8", "--topk-ratio", "0.1"],
      "--topk-ratio: applies only to --compressor topk, not int8"),
     (["--topk-ratio", "0.1"], "--topk-ratio: applies only to --compressor topk, not none"),
-    (["--compressor", "int8", "--algorithm", "diloco"],
+    (["--compressor", "int8", "--algorithm", "hetero"],
      "--compressor: compresses the model averages of --algorithm prsgd"),
     (["--compressor", "fp16", "--algorithm", "hier", "--group-size", "1"],
      "not --algorithm hier"),
@@ -208,3 +208,35 @@ def test_plots_label_a_compressed_run_by_its_compressor():
     assert label({**c, "compressor": "topk", "topk_ratio": 0.05, "error_feedback": False}) == \
         "PR-SGD (Alg 1) I=4, top-0.05 no EF"
     assert short_label({**c, "compressor": "int8"}) == "I=4, int8/1024"
+
+
+def test_diloco_takes_its_outer_step_from_the_compressed_average():
+    """DiLoCo with outer lr 1 and no momentum makes x − (x − a) with a the compressed round's
+    average: Algorithm 1's compressed round to rounding, round after round (the reference follows
+    the global model); with its default outer optimizer it differs. Its state holds the round's."""
+    from prsgd.algorithms import algorithm_class
+    n = 2
+    ev = Event(GLOBAL, all_workers(n))
+
+    def rounds(*flags):
+        cfg = config_mod.from_args([*BASE, *PACKED, "--compressor", "int8", *flags])
+        algo = algorithm_class(cfg.algorithm)(cfg, workers=n, local_workers=[0, 1],
+                                              steps_per_epoch=4, total_steps=8, backend="packed")
+        fm, _, g = toy(n, seed=7)
+        comm = PackedComm(fm, n)
+        algo.start(fm)
+        for _ in range(3):
+            drift(fm, g)
+            algo.on_round(ev, fm, comm)
+        return fm.params.clone(), algo
+
+    a1, _ = rounds()
+    plain, d = rounds("--algorithm", "diloco", "--outer-lr", "1", "--outer-momentum", "0")
+    assert float((a1 - plain).abs().max()) < 1e-12 * float(a1.abs().max())
+    # the reference is the global model the workers share after the outer step
+    assert torch.equal(d.compressed.reference, d.fm.rows(d.fm.param_segments, slice(0, 1))[0])
+    nesterov, dn = rounds("--algorithm", "diloco")
+    assert float((a1 - nesterov).abs().max()) > 1e-3
+    state = dn.state_dict()
+    assert {"compressed", "copy", "outer_momentum"} <= set(state)
+    assert all(float(r.abs().max()) > 0 for r in state["compressed"]["residuals"])

@@ -27,7 +27,8 @@ Which collective (the compressor's `collective`):
   such (backends/base.py `Counters`).
 
 The algorithm only delegates: `Algorithm.on_round` calls `CompressedRound.run` (Algorithm 1 and
-its schedule variants); the identity compressor through this round equals Algorithm 1 to rounding
+its schedule variants; DiLoCo then takes its outer step from the compressed average and
+`rebase`s the reference on the new global model); the identity compressor through this round equals Algorithm 1 to rounding
 (tests/unit/test_compressed_round.py). `--compressor none` builds no round at all: the plain
 average, Algorithm 1's own code.
 """
@@ -98,6 +99,11 @@ class CompressedRound:
         new = self.reference + self.mean_delta(event, fm, comm)
         fm.set_rows_(fm.param_segments, comm.replica_rows(), new)
         self.reference = new
+
+    def rebase(self, fm, comm) -> None:
+        """The reference becomes the model the workers now share (DiLoCo's after its outer
+        step: every worker's params were set to it)."""
+        self.reference = fm.rows(fm.param_segments, comm.replica_rows())[0].clone()
 
     @torch.no_grad()
     def mean_delta(self, event: Event, fm, comm) -> torch.Tensor:
