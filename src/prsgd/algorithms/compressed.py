@@ -28,9 +28,9 @@ Which collective (the compressor's `collective`):
 
 The algorithm only delegates: `Algorithm.on_round` calls `CompressedRound.run` (Algorithm 1 and
 its schedule variants; DiLoCo then takes its outer step from the compressed average and
-`rebase`s the reference on the new global model); the identity compressor through this round equals Algorithm 1 to rounding
-(tests/unit/test_compressed_round.py). `--compressor none` builds no round at all: the plain
-average, Algorithm 1's own code.
+`rebase`s the reference on the new global model); the identity compressor through this round
+equals Algorithm 1 to rounding (tests/unit/test_compressed_round.py). `--compressor none` builds
+no round at all: the plain average, Algorithm 1's own code.
 """
 from __future__ import annotations
 
