@@ -240,3 +240,11 @@ def test_diloco_takes_its_outer_step_from_the_compressed_average():
     state = dn.state_dict()
     assert {"compressed", "copy", "outer_momentum"} <= set(state)
     assert all(float(r.abs().max()) > 0 for r in state["compressed"]["residuals"])
+
+
+def test_error_feedback_flag_spellings():
+    base = [*BASE, *PACKED, "--compressor", "int8"]
+    assert config_mod.from_args(base).error_feedback is True
+    assert config_mod.from_args([*base, "--error-feedback", "false"]).error_feedback is False
+    assert config_mod.from_args([*base, "--no-error-feedback"]).error_feedback is False
+    assert config_mod.given_flags([*base, "--no-error-feedback"])["error_feedback"] is False

@@ -503,6 +503,10 @@ def build_parser(prog: str = "python -m prsgd.train",
             continue
         _add_flag(groups[f.metadata["group"]], f.name, hints[f.name], f.default,
                   f.metadata["help"], f.metadata.get("choices"))
+    # The spelling issue 19 asked for, next to the project's `--error-feedback false`.
+    groups[ALGO].add_argument("--no-error-feedback", dest="error_feedback", action="store_const",
+                              const=False, default=None,
+                              help="the same as --error-feedback false (default: feedback on)")
     by_owners: dict[tuple, list] = {}   # each option once, grouped by the algorithms owning it
     for opt, owners in all_options():
         by_owners.setdefault(owners, []).append(opt)
