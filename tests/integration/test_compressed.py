@@ -4,7 +4,10 @@
   deltas from the reference, exchanged, decoded, added back) equals Algorithm 1 to 1e-12, on the
   packed backend and under `horovodrun -np 2 --gloo`; `--compressor none` is Algorithm 1's own
   round (no compressed round is built: bitwise Algorithm 1).
-- A lossy compressor (int8, top-k) gives the same run packed and under horovodrun.
+- A lossy compressor (int8, top-k) gives the same run packed and under horovodrun; bf16 and int8
+  the same packed and under torchrun.
+- A packed sweep (--intervals) of compressed runs: each run as alone. DiLoCo with --compressor
+  resumes bit-identically.
 - metrics.csv's bytes are the payload sizes, computed here from the formats (not from the
   compressors' `payload_bytes`): sent, received, and by collective.
 - A run interrupted mid-epoch resumes bit-identically, and only because the reference and the
@@ -210,3 +213,34 @@ def test_packed_equals_torchrun(tmp_path, compressor):
     torchrun(2, ["-m", "prsgd.train", *BASE, *args, "--backend", "torchdist", "--out",
                  str(tmp_path), "--run-id", "td"], timeout=900)
     assert_packed_equals(tmp_path / "td", tmp_path, args)
+
+
+def test_a_packed_sweep_of_compressed_runs_equals_its_runs_alone(tmp_path):
+    """--intervals 1,2 --compressor int8: each packed run has its own round, reference and
+    residuals, and I = 2 trains exactly as alone (the same metrics, the same bytes)."""
+    args = [*BASE, *PACKED, "--compressor", "int8"]
+    train(tmp_path, *args, "--intervals", "1,2", "--run-id", "sweep")
+    alone = train(tmp_path, *args, "--interval", "2", "--run-id", "alone")
+    pd.testing.assert_frame_equal(metric_frame(tmp_path / "sweep-I2"), metric_frame(alone))
+    one = metric_frame(tmp_path / "sweep-I1")
+    assert list(one["rounds"]) == [4, 8] and list(metric_frame(alone)["rounds"]) == [2, 4]
+
+
+def test_compressed_diloco_resumes_bit_identically(tmp_path):
+    """DiLoCo's outer step from the int8 average: its copy, outer momentum, the round's
+    reference and residuals all come back from the checkpoint."""
+    args = [*BASE, *PACKED, "--algorithm", "diloco", "--compressor", "int8", "--run-id", "d"]
+    whole = load_ckpt(train(tmp_path / "whole", *args))
+    with pytest.raises(Interrupted):
+        train(tmp_path / "cut", *args, hooks=StopAt(7))
+    assert load_ckpt(tmp_path / "cut" / "d")["epoch"] == 1
+    resumed = load_ckpt(train(tmp_path / "cut", *args, "--resume"))
+    assert torch.equal(resumed["ranks"][0]["flat"], whole["ranks"][0]["flat"])
+    r, w = resumed["ranks"][0]["algorithm"][0], whole["ranks"][0]["algorithm"][0]
+    assert torch.equal(r["copy"], w["copy"]) and torch.equal(r["outer_momentum"],
+                                                             w["outer_momentum"])
+    assert torch.equal(r["compressed"]["reference"], w["compressed"]["reference"])
+    assert all(torch.equal(a, b) for a, b in zip(r["compressed"]["residuals"],
+                                                 w["compressed"]["residuals"]))
+    pd.testing.assert_frame_equal(metric_frame(tmp_path / "cut" / "d"),
+                                  metric_frame(tmp_path / "whole" / "d"))
