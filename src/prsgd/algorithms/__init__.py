@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 
 from .base import Algorithm, AlgorithmOptions, LoopState, Option, option
+from .compressed import compression_label
 
 REGISTRY: dict[str, str] = {
     "prsgd": "periodic:PRSGD",                  # Algorithm 1
@@ -40,14 +41,15 @@ def all_options() -> list[tuple[Option, tuple[str, ...]]]:
 
 def label(c: dict) -> str:
     """The label of a run from its config dict (config.json's `config`); an algorithm that is
-    not registered (any more) is shown by its name."""
+    not registered (any more) is shown by its name. A compressed run says how (`, int8/1024`)."""
     name = c.get("algorithm", "prsgd")
-    return algorithm_class(name).label(c) if name in REGISTRY else name
+    return (algorithm_class(name).label(c) if name in REGISTRY else name) + compression_label(c)
 
 
 def short_label(c: dict) -> str:
     name = c.get("algorithm", "prsgd")
-    return algorithm_class(name).short_label(c) if name in REGISTRY else name
+    return (algorithm_class(name).short_label(c) if name in REGISTRY else name) + \
+        compression_label(c)
 
 
 def clock_shape(c: dict, workers: int) -> dict:

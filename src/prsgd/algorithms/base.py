@@ -26,6 +26,7 @@ from typing import ClassVar
 
 from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import lr_at
+from .compressed import make_round
 
 
 @dataclass
@@ -112,6 +113,8 @@ class Algorithm:
     # Its rounds depend on the run, not only on the config (AdaComm's follow the loss): the clock
     # then takes the rounds a measured run recorded, never a replay of the schedule.
     rounds_from_run: ClassVar[bool] = False
+    compressible: ClassVar[bool] = False         # --compressor: its rounds average ALL workers'
+    #                                              models (algorithms/compressed.py)
 
     def __init__(self, cfg, *, workers: int, local_workers: list[int], steps_per_epoch: int,
                  total_steps: int, backend: str):
@@ -120,6 +123,8 @@ class Algorithm:
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.backend = backend
         self.schedule = self.make_schedule()
+        # --compressor: the round that sends compressed deltas (None: the plain average)
+        self.compressed = make_round(cfg, len(self.local_workers)) if self.compressible else None
 
     # --- configuration (class level: no run needed) ---------------------------------------------
     @classmethod
@@ -171,7 +176,10 @@ class Algorithm:
     # --- the schedule and the step ----------------------------------------------------------------
     def start(self, fm) -> None:
         """Called once the flat buffer holds the initial model (the same on every worker), before
-        a resume restores any state (keep a reference copy here, as DiLoCo does)."""
+        a resume restores any state (keep a reference copy here, as DiLoCo does). Default: the
+        compressed round's reference, if any."""
+        if self.compressed is not None:
+            self.compressed.start(fm)
 
     def make_schedule(self):
         raise NotImplementedError
@@ -213,8 +221,11 @@ class Algorithm:
 
     def on_round(self, event, fm, comm) -> None:
         """What a round does. Default: average the flat buffer in place (params + BN statistics,
-        + momentum with --average-momentum)."""
-        comm.average_(fm.region(self.cfg.average_momentum), event)
+        + momentum with --average-momentum), or with --compressor the compressed round."""
+        if self.compressed is not None:
+            self.compressed.run(event, fm, comm)
+        else:
+            comm.average_(fm.region(self.cfg.average_momentum), event)
 
     def round_done(self, loop: LoopState) -> None:
         """Called when a global round ended (after `loop.rounds_done` counted it)."""
@@ -242,10 +253,15 @@ class Algorithm:
 
     # --- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {}
+        """Its state for the checkpoint (default: the compressed round's, if any)."""
+        return {} if self.compressed is None else {"compressed": self.compressed.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
-        pass
+        if self.compressed is not None:
+            if "compressed" not in d:
+                raise ConfigError("--resume: the checkpoint holds no compressed round's state "
+                                  "(reference, residuals); pass --restart to start over")
+            self.compressed.load_state_dict(d["compressed"])
 
 
 def bad(cfg, name: str, why: str):

@@ -12,6 +12,10 @@ averages Δ_i = x − x_i instead of x_i; the mean is the same, the rounding dif
 μ = 0 the new model is x − (x − a), which equals Algorithm 1's a up to rounding (not bitwise;
 tests/test_diloco.py: 1e-12 in fp64). The copy and the outer momentum are this algorithm's state,
 saved in every checkpoint.
+
+With --compressor the average a is the compressed round's (algorithms/compressed.py): each worker
+sends its compressed x_i − x (minus its pseudo-gradient, with error feedback), and the round's
+reference is reset to the new global model after the outer step.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from .base import Algorithm, AlgorithmOptions, bad, option
 
 class DiLoCo(Algorithm):
     name = "diloco"
+    compressible = True   # --compressor: the average a is made by the compressed round
 
     @dataclass
     class Options(AlgorithmOptions):
@@ -41,13 +46,17 @@ class DiLoCo(Algorithm):
         return Periodic(self.cfg.interval, self.N)
 
     def start(self, fm) -> None:
+        super().start(fm)            # the compressed round's reference, with --compressor
         self.fm = fm
         self.copy = fm.params.detach().clone()          # x: the last global model
         self.buf = torch.zeros_like(self.copy) if self.opts.outer_momentum else None
 
     @torch.no_grad()
     def on_round(self, event, fm, comm) -> None:
-        comm.average_(fm.region(self.cfg.average_momentum), event)   # params now hold a
+        if self.compressed is not None:   # a = x + mean_i D(C(x_i - x + e_i)): the workers'
+            self.compressed.run(event, fm, comm)   # pseudo-gradients, compressed
+        else:
+            comm.average_(fm.region(self.cfg.average_momentum), event)   # params now hold a
         if event.level != GLOBAL:
             return
         p, mu = fm.params, self.opts.outer_momentum
@@ -59,12 +68,15 @@ class DiLoCo(Algorithm):
             step = delta
         self.copy.add_(step, alpha=-self.opts.outer_lr)
         p.copy_(self.copy)
+        if self.compressed is not None:   # the next deltas are taken from the new global model
+            self.compressed.rebase(fm, comm)
 
     def state_dict(self) -> dict:
-        return {"copy": self.copy.detach().cpu().clone(),
+        return {**super().state_dict(), "copy": self.copy.detach().cpu().clone(),
                 "outer_momentum": None if self.buf is None else self.buf.detach().cpu().clone()}
 
     def load_state_dict(self, d: dict) -> None:
+        super().load_state_dict(d)
         self.copy.copy_(d["copy"].to(self.copy.device))
         if self.buf is not None:
             self.buf.copy_(d["outer_momentum"].to(self.buf.device))

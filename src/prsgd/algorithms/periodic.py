@@ -1,5 +1,6 @@
 """Algorithm 1 (PR-SGD) and the algorithms that are it with another schedule: K-AVG, one-shot
-averaging, post-local SGD, Algorithm 2 (varying averaging epochs)."""
+averaging, post-local SGD, Algorithm 2 (varying averaging epochs). Their rounds average every
+worker's model, so each may send compressed deltas (`compressible`, algorithms/compressed.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ class PRSGD(Algorithm):
     name = "prsgd"
     capturable = True
     packable = True
+    compressible = True
 
     @dataclass
     class Options(AlgorithmOptions):
@@ -38,6 +40,9 @@ class PRSGD(Algorithm):
                                           "rounds")):
             if getattr(cfg, flag):
                 bad(cfg, "overlap_delay", f"not with --{flag.replace('_', '-')} ({why})")
+        if cfg.compressor != "none":   # the delayed round averages the uncompressed models
+            bad(cfg, "overlap_delay", f"not with --compressor {cfg.compressor} (not combined "
+                "yet: a delayed round averages uncompressed snapshots)")
         flag, interval = (("every --intervals I", min(cfg.intervals)) if cfg.intervals
                           else ("--interval", cfg.interval))
         if tau >= interval:
@@ -48,6 +53,7 @@ class PRSGD(Algorithm):
         return Periodic(self.cfg.interval, self.N)
 
     def start(self, fm) -> None:
+        super().start(fm)   # the compressed round's reference (--compressor)
         tau = _delay(self.opts)
         self.overlap = DelayedRound(tau, self.total_steps) if tau else None
         self._region = lambda: fm.region(self.cfg.average_momentum)
@@ -65,9 +71,13 @@ class PRSGD(Algorithm):
         self.overlap.apply_due(self._step, self._region(), comm)   # round at the last step
 
     def state_dict(self) -> dict:
-        return {} if self.overlap is None else {"overlap": self.overlap.state_dict()}
+        d = super().state_dict()   # the compressed round's (--compressor)
+        if self.overlap is not None:
+            d["overlap"] = self.overlap.state_dict()
+        return d
 
     def load_state_dict(self, d: dict) -> None:
+        super().load_state_dict(d)
         if self.overlap is not None:
             self.overlap.load_state_dict(d.get("overlap", {}), self._region())
 
@@ -107,6 +117,7 @@ class KAVG(PRSGD):
 class OneShotAveraging(Algorithm):
     """Only after the last step."""
     name = "one_shot"
+    compressible = True
 
     def make_schedule(self):
         return OneShot(self.total_steps, self.N)
@@ -119,6 +130,7 @@ class OneShotAveraging(Algorithm):
 class PostLocal(Algorithm):
     """Post-local SGD (Lin et al. 2020): every step for the first E epochs, then every I."""
     name = "post_local"
+    compressible = True
 
     @dataclass
     class Options(AlgorithmOptions):
@@ -143,6 +155,7 @@ class VaryingEpochs(Algorithm):
     """Algorithm 2: averaging epochs of K^1, K^2, ... local steps, optionally with an lr per
     averaging epoch."""
     name = "varying"
+    compressible = True
 
     @dataclass
     class Options(AlgorithmOptions):

@@ -47,25 +47,46 @@ from prsgd.core.schedule import Event
 
 @dataclass
 class Counters:
-    """Rounds, bytes and seconds of averaging per level (`global`, `local`), of one run."""
+    """Rounds, bytes and seconds of averaging per level (`global`, `local`), of one run, as ONE
+    worker sees them (every worker of a round sends and receives the same amounts).
+
+    `bytes`: payload bytes this worker sent (an uncompressed round: its averaged buffer);
+    `received`: payload bytes it received (an allreduce: the averaged buffer; an allgather: every
+    other worker's payload); `collective_bytes`: the sent bytes by the collective that moved them
+    ("allreduce", "allgather"). Payload bytes, not wire bytes: what a ring puts on each link is
+    the clock's model of the collective (clock/model.py)."""
     rounds: dict = field(default_factory=lambda: {"global": 0, "local": 0})
     bytes: dict = field(default_factory=lambda: {"global": 0, "local": 0})
     seconds: dict = field(default_factory=lambda: {"global": 0.0, "local": 0.0})
+    received: dict = field(default_factory=lambda: {"global": 0, "local": 0})
+    collective_bytes: dict = field(default_factory=lambda: {"allreduce": 0, "allgather": 0})
 
-    def add(self, level: str, nbytes: int, seconds: float):
+    def add(self, level: str, nbytes: int, seconds: float, *, received: int | None = None,
+            collectives: dict | None = None):
+        """One round: `nbytes` sent (default: all through one allreduce, which returns as many:
+        `received`); `collectives`: the sent bytes by collective when a round uses several."""
         self.rounds[level] += 1
         self.bytes[level] += nbytes
         self.seconds[level] += seconds
+        self.received[level] += nbytes if received is None else received
+        for name, sent in (collectives or {"allreduce": nbytes}).items():
+            self.collective_bytes[name] = self.collective_bytes.get(name, 0) + sent
 
     def total(self, what: str):
         return sum(getattr(self, what).values())
 
     def to_dict(self) -> dict:
         return {"rounds": dict(self.rounds), "bytes": dict(self.bytes),
-                "seconds": dict(self.seconds)}
+                "seconds": dict(self.seconds), "received": dict(self.received),
+                "collective_bytes": dict(self.collective_bytes)}
 
     def load(self, d: dict):
         self.rounds, self.bytes, self.seconds = (dict(d[k]) for k in ("rounds", "bytes", "seconds"))
+        # Checkpoints made before issue 19 hold no received/collective bytes: every round then was
+        # one allreduce of the buffer, which returns as much as it sends.
+        self.received = dict(d.get("received", self.bytes))
+        self.collective_bytes = dict(d.get("collective_bytes",
+                                           {"allreduce": sum(self.bytes.values()), "allgather": 0}))
 
     # the checkpoint's protocol
     state_dict = to_dict
@@ -172,6 +193,18 @@ class Comm(ABC):
         groups), counting one round of `event.level`. `extra`: a few more values averaged within
         the same groups in the same collective (one row per worker of this process, or 1-d with
         one worker per process)."""
+
+    def replica_rows(self) -> slice:
+        """The replicas of the attached flat model that are this run's workers on this process
+        (`FlatModel.rows`): the one replica of a process backend; a packed run's N."""
+        return slice(0, len(self.workers))
+
+    @abstractmethod
+    def average_rows_(self, t: torch.Tensor, event: Event) -> None:
+        """Average `t` in place within each group of `event`, in `t`'s own dtype (fp16 sums in
+        fp16), counting nothing (the caller counts its round). `t`: one row per worker of this
+        process, (len(workers), L) (a process backend also takes a 1-d tensor). Every worker of a
+        group ends with the same bits."""
 
     @abstractmethod
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from prsgd.core.errors import ConfigError
 from prsgd.core.schedule import GLOBAL, Event
 from .base import Comm, InFlight
 
@@ -96,6 +97,13 @@ class HorovodComm(Comm):
 
     name = "horovod"
     launcher = "horovodrun"   # or OpenMPI's mpirun (Horovod built with MPI)
+
+    @classmethod
+    def validate_config(cls, cfg, world_size: int | None) -> None:
+        super().validate_config(cfg, world_size)
+        if cfg.compressor == "bf16":   # horovod.torch refuses torch.BFloat16Tensor (0.28)
+            raise ConfigError("--compressor: Horovod has no bfloat16 allreduce; use fp16, or "
+                              "bf16 with --backend torchdist or packed (got 'bf16')")
 
     @classmethod
     def train_flags(cls, workers: int) -> list[str]:
@@ -221,6 +229,12 @@ class HorovodComm(Comm):
         work = handle.work
         self._wait_timed(handle, lambda: work is not None and self.hvd.synchronize(work),
                          handle.buf.numel() * handle.buf.element_size() if work is not None else 0)
+
+    def average_rows_(self, t: torch.Tensor, event: Event) -> None:
+        group = event.group_of(self.rank)
+        if len(group) > 1:   # Horovod's Average: the sum (in t's dtype) scaled by 1/size
+            self.hvd.allreduce_(t, op=self.hvd.Average, name=f"rows.{event.level}",
+                                process_set=self.process_set(group))
 
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(region.detach().clone(), op=self.hvd.Average, name="avg.copy")

@@ -139,6 +139,17 @@ class PackedComm(Comm):
             fn = lambda: self.mean_(region, event, extra)
         self.count(region, event, self._timed(region, fn))
 
+    def replica_rows(self) -> slice:
+        return self._rows(self.workers)
+
+    def average_rows_(self, t: torch.Tensor, event: Event) -> None:
+        """Rows are this run's workers (row w = worker w): each group's rows become their mean,
+        computed once in `t`'s dtype (torch's reduction) and copied to every row of the group."""
+        for g in event.groups:
+            if len(g) > 1:
+                rows = t[g[0]:g[-1] + 1]
+                rows.copy_(rows.mean(0, keepdim=True).expand_as(rows))
+
     def start_grad_bucket(self, lo: int, hi: int):
         """The bucket's mean over this run's replica rows, done at once: replicas share one
         process and one backward, so nothing overlaps here (the mean runs inside backward's

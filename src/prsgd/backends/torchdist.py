@@ -185,6 +185,11 @@ class TorchDistComm(Comm):
         self._wait_timed(handle, finish,
                          buf.numel() * buf.element_size() if work is not None else 0)
 
+    def average_rows_(self, t: torch.Tensor, event: Event) -> None:
+        group = event.group_of(self.rank)
+        if len(group) > 1:
+            self._average(t, group)
+
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         out = region.detach().clone()
         self._average(out, tuple(range(self.size)))

@@ -31,8 +31,9 @@ class TopK(Compressor):
         return Payload({"values": flat[idx].float(), "indices": idx.to(torch.int32)}, flat.numel())
 
     def decode(self, payload: Payload) -> torch.Tensor:
-        out = torch.zeros(payload.numel, dtype=torch.float32)
-        out[payload.tensors["indices"].long()] = payload.tensors["values"]
+        values = payload.tensors["values"]
+        out = torch.zeros(payload.numel, dtype=torch.float32, device=values.device)
+        out[payload.tensors["indices"].long()] = values
         return out
 
     def label(self) -> str:

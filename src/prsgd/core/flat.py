@@ -67,6 +67,33 @@ class FlatModel:
     def region_segments(self, with_momentum: bool) -> list[tuple[int, int]]:
         return self.segments + (self.momentum_segments if with_momentum else [])
 
+    @property
+    def param_segments(self) -> list[tuple[int, int]]:
+        return self.segments[:len(self.momentum_segments)]
+
+    @property
+    def stat_segments(self) -> list[tuple[int, int]]:
+        return self.segments[len(self.momentum_segments):]
+
+    def rows(self, segments: list[tuple[int, int]], rows: slice) -> torch.Tensor:
+        """Replicas `rows` of the tensors `segments` as an (r, L) matrix, each row laid out as for
+        replicas=1 (a copy: a packed replica's tensors are not contiguous)."""
+        n = self.replicas
+        if not segments:
+            return self.flat.new_zeros(len(range(n)[rows]), 0)
+        return torch.cat([self.flat[o:o + k].view(n, -1)[rows] for o, k in segments], 1)
+
+    @torch.no_grad()
+    def set_rows_(self, segments: list[tuple[int, int]], rows: slice,
+                  values: torch.Tensor) -> None:
+        """Write `values` ((r, L) as `rows` gives, or one (L,) row for all r) into replicas
+        `rows` of the tensors `segments`."""
+        n, off = self.replicas, 0
+        for o, k in segments:
+            w = k // n
+            self.flat[o:o + k].view(n, -1)[rows].copy_(values[..., off:off + w])
+            off += w
+
     def replica_mean(self, rows: slice | None = None) -> torch.Tensor:
         """Mean over replicas (all, or `rows`) of params + stats, laid out as for replicas=1."""
         n = self.replicas

@@ -66,6 +66,11 @@ class RunView:
                 # the family issue: counters of the local level (Hier-AVG), all workers' steps
                 "bytes_local": c.bytes["local"], "comm_seconds_local": c.seconds["local"],
                 "worker_steps": loop.worker_steps,
+                # issue 19: payload bytes one worker received, and its sent `bytes` by collective
+                # (a compressed round: payloads allgathered or cast-allreduced, BN stats exact)
+                "bytes_received": c.total("received"),
+                "bytes_allreduce": c.collective_bytes.get("allreduce", 0),
+                "bytes_allgather": c.collective_bytes.get("allgather", 0),
                 **self.algorithm.metrics(loop)}   # the algorithm's own (AdaComm: its interval)
 
     def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,
