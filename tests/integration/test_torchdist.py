@@ -108,9 +108,13 @@ def test_every_collective_equals_horovods_and_the_arithmetic(tmp_path):
         assert a["object"] == b["object"] == {"from": 0, "none": None}
         assert [o["rank"] for o in a["objects"]] == [0, 1, 2, 3]
         assert all(torch.equal(o["t"], p["t"]) for o, p in zip(a["objects"], b["objects"]))
-        # Counted as Horovod counts: a round per call, bytes of the region when a group has 2+.
+        # Counted as Horovod counts: a round per call, bytes of the region when a group has 2+;
+        # an allreduce receives what it sends, and every byte went through an allreduce.
         assert a["counters"] == b["counters"] == {"rounds": {"global": 1, "local": 2},
-                                                  "bytes": {"global": 8008, "local": 8008}}
+                                                  "bytes": {"global": 8008, "local": 8008},
+                                                  "received": {"global": 8008, "local": 8008},
+                                                  "collective_bytes": {"allreduce": 16016,
+                                                                       "allgather": 0}}
 
 
 def test_algorithm1_equals_horovodrun_in_fp64(tmp_path, tiny_torchrun):
