@@ -34,7 +34,7 @@ TRAIN_NP := $(or $(NP),2)
 PAPER_NP := $(or $(NP),8)
 
 .DEFAULT_GOAL := help
-.PHONY: reproduce-gpus reproduce-1gpu-check help install install-base use-env use-env-base doctor test test-fast smoke train clean \
+.PHONY: compression reproduce-gpus reproduce-1gpu-check help install install-base use-env use-env-base doctor test test-fast smoke train clean \
 	family stich reproduce reproduce-1gpu demo figure figure3-clock notebook bench bench-comm \
 	lab-up lab-down lab-figure3 lab-validation clock-validation
 
@@ -93,6 +93,11 @@ train: $(FULL)  ## NP ranks (2), demo preset, I=4, 5 epochs, shared JPEG copy or
 family: $(FULL)  ## every algorithm on a small real run -> results/family (CPU, shared JPEG copy)
 	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
 	bash scripts/family_runs.sh results/family "$$data"
+
+compression: $(FULL)  ## compressors vs raising I, 8 packed workers, ~35 min -> results/compress-cpu (CPU, shared JPEG copy)
+	@data="$(DATA)"; [ -n "$$data" ] || data="$(SHARED_DATA)"; \
+	PY=$(PY) bash scripts/compression_runs.sh "$$data" results/compress-cpu/runs && \
+	$(PY) -m prsgd.plots.compression results/compress-cpu
 
 stich: $(BASE)  ## Stich's local-SGD speed-up experiment -> results/theory/stich (CPU, minutes)
 	$(PY) scripts/stich_speedup.py --workers 1,2,4,8,16,32 --intervals 1,8,64 --repeats 2 --out results/theory/stich

@@ -90,6 +90,12 @@ def family():
     return fam.family_figure(fam.load_family(RESULTS / "family" / "runs"))
 
 
+def compression():
+    from prsgd.plots import compression as comp
+    from prsgd.plots.family import load_family
+    return comp.compression_figure(load_family(RESULTS / "compress-cpu" / "runs"))
+
+
 def consensus():
     from prsgd.plots import theory
     return theory.consensus_figure(sorted((RESULTS / "theory" / "consensus").glob("I*")))
@@ -118,7 +124,7 @@ def lab_levels():
 
 
 FIGURES = [figure3_modelled, figure3_lab, figure3_demo, accuracy_h100, accuracy_lab,
-           accuracy_demo, compare_lab_demo, time_to_target, family, consensus,
+           accuracy_demo, compare_lab_demo, time_to_target, family, compression, consensus,
            consensus_resnet20, stich_speedup, clock_validation, lab_levels]
 
 
