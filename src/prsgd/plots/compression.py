@@ -10,13 +10,10 @@ backend averages in memory, so these runs say nothing about time: that needs a r
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from prsgd.plots import style
-from prsgd.plots.family import describe, label, load_family
-from prsgd.records import rundir
+from prsgd.plots.family import describe, label, table_and_figure_main
 
 
 def summary(runs) -> "pandas.DataFrame":
@@ -70,22 +67,10 @@ def compression_figure(runs):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m prsgd.plots.compression",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("root", help="folder holding runs/ (run directories)")
-    p.add_argument("--out", default="", help="PNG path (default ROOT/compression.png)")
-    args = p.parse_args(argv)
-    root = Path(args.root)
-    runs = load_family(rundir.runs_dir(root) if rundir.runs_dir(root).is_dir() else root)
-    if not runs:
-        print(f"plots.compression: no finished runs under {root}", file=sys.stderr)
-        return 2
-    table = summary(runs)
-    table.to_csv(root / "summary.csv", index=False)
-    print(table.to_string(index=False))
-    print(style.save(compression_figure(runs), Path(args.out) if args.out
-                     else root / "compression.png")[0])
-    return 0
+    return table_and_figure_main(argv, prog="python -m prsgd.plots.compression",
+                                 description=__doc__.split("\n")[0], png="compression.png",
+                                 summary=summary, figure=compression_figure,
+                                 who="plots.compression")
 
 
 if __name__ == "__main__":

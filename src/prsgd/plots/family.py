@@ -95,25 +95,31 @@ def family_figure(runs):
     return fig
 
 
-def plot(runs, out_png: Path) -> Path:
-    return style.save(family_figure(runs), out_png)[0]
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m prsgd.plots.family", description=__doc__.split("\n")[0])
+def table_and_figure_main(argv, *, prog: str, description: str, png: str, summary, figure,
+                          who: str) -> int:
+    """The command line of a figure over the run directories under ROOT/runs (or ROOT):
+    `summary(runs)` -> ROOT/summary.csv (and printed), `figure(runs)` -> ROOT/`png` or --out.
+    `who` names the command in its one-line refusal when there are no finished runs."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("root", help="folder holding runs/ (run directories)")
-    p.add_argument("--out", default="", help="PNG path (default ROOT/family.png)")
+    p.add_argument("--out", default="", help=f"PNG path (default ROOT/{png})")
     args = p.parse_args(argv)
     root = Path(args.root)
     runs = load_family(rundir.runs_dir(root) if rundir.runs_dir(root).is_dir() else root)
     if not runs:
-        print(f"plot_family: no finished runs under {root}", file=sys.stderr)
+        print(f"{who}: no finished runs under {root}", file=sys.stderr)
         return 2
     table = summary(runs)
     table.to_csv(root / "summary.csv", index=False)
     print(table.to_string(index=False))
-    print(plot(runs, Path(args.out) if args.out else root / "family.png"))
+    print(style.save(figure(runs), Path(args.out) if args.out else root / png)[0])
     return 0
+
+
+def main(argv=None) -> int:
+    return table_and_figure_main(argv, prog="python -m prsgd.plots.family",
+                                 description=__doc__.split("\n")[0], png="family.png",
+                                 summary=summary, figure=family_figure, who="plot_family")
 
 
 if __name__ == "__main__":
