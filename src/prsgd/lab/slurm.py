@@ -43,6 +43,13 @@ CLIENTS = ("srun", "sbatch", "sinfo", "scontrol", "scancel", "squeue", "nsenter"
 PMIX_PLUGIN = "mpi_pmix.so"
 KILL_WAIT = 5          # s between a job's SIGTERM and SIGKILL (scancel, time limit, node loss)
 SLURMD_TIMEOUT = 10    # s without an answer from a slurmd before slurmctld sets its node DOWN
+# s a step credential lives, and so how long a requeued job waits before it starts again
+# (slurm.conf(5) AuthInfo cred_expire; 120 by default). The wait keeps a requeued job (same job
+# id) clear of what is still on its way for the old instance. A job forced to start at once
+# (scontrol update StartTime=now) once had its new tasks on the returned node SIGTERMed (most
+# likely by the old instance's kill, queued for that node) while the other node waited in the
+# PMIx fence for ever (CI, 2026-12-03).
+CRED_EXPIRE = 30
 
 
 def missing() -> list[str]:
@@ -139,7 +146,7 @@ ClusterName=prsgd{lab.name}
 SlurmctldHost={lab.launcher}({lab.address(lab.launcher)})
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={d / 'munge.socket'}
+AuthInfo=socket={d / 'munge.socket'},cred_expire={CRED_EXPIRE}
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={d / 'state'}
