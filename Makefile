@@ -36,7 +36,7 @@ PAPER_NP := $(or $(NP),8)
 .DEFAULT_GOAL := help
 .PHONY: compression reproduce-gpus reproduce-1gpu-check help install install-base use-env use-env-base doctor test test-fast smoke train clean \
 	family stich reproduce reproduce-1gpu demo figure figure3-clock notebook bench bench-comm \
-	lab-up lab-down lab-figure3 lab-validation clock-validation
+	lab-up lab-down lab-figure3 lab-validation lab-compression clock-validation
 
 help:  ## list the targets (PY=python: use the active environment instead of .venv)
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -195,10 +195,32 @@ lab-validation: $(FULL)  ## the clock's validation runs on the lab, unshaped lin
 	$(PY) scripts/lab_levels.py $(WALLCLOCK_DIR)/validation-runs/unshaped
 	$(MAKE) clock-validation
 
+# Issue 19 §6: every way to communicate less, on the same lab and link, 2 seeds. One sweep per line:
+# "SUBDIR INTERVALS TRAINING-ARGS" (scripts/lab_sweep.sh VARIANTS), each seed's variants in a row.
+LAB_COMPRESS_DIR ?= results/compress-lab
+define LAB_COMPRESS_VARIANTS
+fp32 1,4
+fp16 1,4 --compressor fp16
+int8 1,4 --compressor int8
+topk1pc 1,4 --compressor topk --topk-ratio 0.01
+overlap 4 --overlap-delay 2
+adacomm 8 --algorithm adacomm --adacomm-every-epochs 1
+sync 1 --algorithm gradient_allreduce
+sync-bucketed 1 --algorithm gradient_allreduce --bucket-mb 0.25
+endef
+export LAB_COMPRESS_VARIANTS
+lab-compression: $(FULL)  ## compressors, overlap, AdaComm, bucketed sync on the lab at LAB_RATE -> results/compress-lab/ (30 min, 2 cores, root)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) VARIANTS="$$LAB_COMPRESS_VARIANTS" \
+	    $(call LAB_CALIB,compress-$(LAB_RATE)) bash scripts/lab_sweep.sh $(LAB_COMPRESS_DIR) \
+	    $(LAB_RATE) - $(LAB_REPEATS) -- $(LAB_ARGS)
+	$(MAKE) clock-validation
+	$(PY) -m prsgd.plots.communicate_less $(LAB_COMPRESS_DIR)
+
 clock-validation: $(BASE)  ## the clock's validation table from the lab runs (after lab-figure3, lab-validation)
 	$(PY) -m prsgd.clock.validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
 	    --setting "shaped $(LAB_RATE)=$(LAB_FIG3_DIR),$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
-	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json"
+	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json" \
+	    --setting "less $(LAB_RATE)=$(LAB_COMPRESS_DIR),$(WALLCLOCK_DIR)/calibration/lab-compress-$(LAB_RATE).json"
 
 clean:  ## remove .venv (not a PY= environment) and local runs/
 	rm -rf $(if $(filter command line,$(origin PY)),,$(VENV)) runs

@@ -8,6 +8,8 @@
 #
 # OUT_DIR/sweep       PR-SGD at each interval (runs I{I}-s{seed}; seed = repeat index)
 # OUT_DIR/sweep-hier  Hier-AVG, one group per node (HIER_ARGS; skipped when HIER=0)
+# VARIANTS (instead of those two): one sweep per line, "SUBDIR INTERVALS [TRAINING ARGS...]",
+# e.g. "int8 1,4 --compressor int8" -> OUT_DIR/int8 (make lab-compression).
 # OUT_DIR/lab.json    the lab's settings (link rate, burst, CPUs per node, ...)
 # OUT_DIR/load.txt    the machine's load average every 5 s while the runs ran (a shared machine)
 # Repeat r runs every variant once, in order, before repeat r+1: variants are interleaved in time,
@@ -23,6 +25,10 @@ BURST=${BURST:-64kb}
 HIER=${HIER:-1}
 HIER_INTERVAL=${HIER_INTERVAL:-4}
 HIER_ARGS=${HIER_ARGS:-"--algorithm hier --group-size $SLOTS --global-every 4"}
+if [ -z "${VARIANTS:-}" ]; then
+    VARIANTS="sweep $INTERVALS"
+    [ "$HIER" = 1 ] && VARIANTS+=$'\n'"sweep-hier $HIER_INTERVAL $HIER_ARGS"
+fi
 GLOO_TIMEOUT=${GLOO_TIMEOUT:-120}
 NP=$((NODES * SLOTS))
 
@@ -50,12 +56,13 @@ common=(--np "$NP" --hosts "$hosts" --network-interface labnet
 for ((r = 0; r < REPEATS; r++)); do
     seeds=$(seq -s, 0 "$r")
     echo "== repeat $r ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
-    lab exec -- "$PY" scripts/sweep.py --out "$OUT/sweep" --intervals "$INTERVALS" \
-        --seeds "$seeds" "${common[@]}" -- "$@" || failed=1
-    if [ "$HIER" = 1 ]; then
-        lab exec -- "$PY" scripts/sweep.py --out "$OUT/sweep-hier" --intervals "$HIER_INTERVAL" \
-            --seeds "$seeds" "${common[@]}" -- "$@" $HIER_ARGS || failed=1
-    fi
+    # fd 3: the runs (horovodrun, ssh) read stdin and would eat the list.
+    while read -r -u 3 sub ints extra; do
+        [ -n "$sub" ] || continue
+        # shellcheck disable=SC2086  # extra: training arguments, split on spaces
+        lab exec -- "$PY" scripts/sweep.py --out "$OUT/$sub" --intervals "$ints" \
+            --seeds "$seeds" "${common[@]}" -- "$@" $extra || failed=1
+    done 3<<< "$VARIANTS"
 done
 # Then the clock's calibration (prsgd.clock, when CLOCK_SRC holds it) on these very nodes and link:
 # allreduce timings of several sizes at both levels, and one worker's step under the same

@@ -91,6 +91,9 @@ def to_markdown(t: pd.DataFrame) -> str:
     inside = (t["error"].abs() <= TOLERANCE).sum()
     lines.append(f"\n{inside} of {len(t)} predictions within {TOLERANCE:.0%} of the measurement "
                  f"(largest error {100 * t['error'].abs().max():.1f}%).")
+    for name, g in t.groupby("setting", sort=False):
+        lines.append(f"Setting {name}: {(g['error'].abs() <= TOLERANCE).sum()} of {len(g)} within "
+                     f"{TOLERANCE:.0%} (largest error {100 * g['error'].abs().max():.1f}%).")
     core = validation_set(t)
     if len(core) < len(t):
         inside = (core["error"].abs() <= TOLERANCE).sum()
