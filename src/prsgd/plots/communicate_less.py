@@ -173,8 +173,12 @@ def default_target(runs) -> tuple[float, str]:
 def markdown(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("-" if isinstance(v, float) and math.isnan(v) else str(v)
-                                for v in r) + " |" for r in df.itertuples(index=False)]
+    def cell(col, v):
+        if isinstance(v, float) and math.isnan(v):
+            return "-"
+        return str(int(v)) if col == "epoch" else str(v)
+    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(cols, r)) + " |"
+              for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
