@@ -5,7 +5,8 @@ import json
 import pytest
 
 from conftest import run_python, toy_clock_run
-from prsgd.clock.model import (KIND, Calibration, ring_allreduce_seconds)
+from prsgd.clock.collectives import ring_allreduce_seconds
+from prsgd.clock.model import KIND, Calibration
 from prsgd.clock.calibrate import network_doc
 
 

@@ -1,4 +1,4 @@
-"""The clock's per-collective costs (prsgd.clock.model), compressed rounds costed from their
+"""The clock's per-collective costs (prsgd.clock.collectives, .model), compressed rounds costed from their
 payload, and where the clock's rounds come from (prsgd.clock.rounds): replayed schedules, or a
 measured run's metrics.csv for an algorithm whose rounds depend on the run (AdaComm).
 Pure arithmetic against hand-computed values; no timing."""
@@ -8,9 +8,9 @@ import pytest
 
 from conftest import toy_clock
 from prsgd.algorithms import algorithm_class
-from prsgd.clock.model import (CalibrationError, Link, RunShape, model_counts, model_run,
-                               ring_allgather_seconds, ring_allreduce_seconds,
-                               ring_reduce_scatter_seconds)
+from prsgd.clock.collectives import (Link, ring_allgather_seconds, ring_allreduce_seconds,
+                                     ring_reduce_scatter_seconds)
+from prsgd.clock.model import CalibrationError, RunShape, model_counts, model_run
 from prsgd.clock.rounds import epoch_rounds, model_epochs
 from prsgd.core.config import preset
 

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from prsgd.clock.model import KIND, Calibration, CalibrationError, main
+from prsgd.clock.cli import main
+from prsgd.clock.model import KIND, Calibration, CalibrationError
 
 GOOD = {"kind": KIND, "name": "good", "compute": {"seconds_per_step": 0.1,
                                                    "per_rank_seconds_per_step": [0.1, 0.09]},

@@ -54,7 +54,7 @@ class Counters:
     `received`: payload bytes it received (an allreduce: the averaged buffer; an allgather: every
     other worker's payload); `collective_bytes`: the sent bytes by the collective that moved them
     ("allreduce", "allgather"). Payload bytes, not wire bytes: what a ring puts on each link is
-    the clock's model of the collective (clock/model.py)."""
+    the clock's model of the collective (clock/collectives.py)."""
     rounds: dict = field(default_factory=lambda: {"global": 0, "local": 0})
     bytes: dict = field(default_factory=lambda: {"global": 0, "local": 0})
     seconds: dict = field(default_factory=lambda: {"global": 0.0, "local": 0.0})

@@ -1,6 +1,6 @@
-"""`python -m prsgd.clock`: the entry point of prsgd.clock.model."""
+"""`python -m prsgd.clock`: the entry point (prsgd.clock.cli)."""
 import sys
 
-from prsgd.clock.model import main
+from prsgd.clock.cli import main
 
 sys.exit(main())
