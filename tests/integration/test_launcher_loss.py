@@ -90,6 +90,7 @@ def test_kill_9_of_the_launcher_ends_every_rank_within_the_bound(tmp_path, launc
     assert elapsed < BOUND_S + EXIT_S, f"{elapsed:.1f} s"
     st = run_status(run_dir)
     assert st["status"] == "interrupted" and 1 <= st["epoch"] < 6, st
+    assert "the launcher is gone" in st["message"], st
     # Nothing writes after the rank stopped: status.json stays as it is.
     before = (run_dir / "status.json").read_bytes()
     time.sleep(1.0)

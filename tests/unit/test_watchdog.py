@@ -53,3 +53,15 @@ def test_stop_returns_once_the_thread_is_gone():
         dog.stop()
         assert not dog.thread.is_alive()
         assert dog.lost is None
+
+
+def test_the_lost_launcher_is_named_for_the_runs_record():
+    """What status.json says when the launcher's loss stopped the run (records/lifecycle.py)."""
+    from prsgd.records.lifecycle import lost
+    free = max(psutil.pids()) + 1000
+    while psutil.pid_exists(free):
+        free += 1
+    assert lost(None) == ""
+    assert lost(watchdog.Watchdog([me()], record_end=print)) == ""
+    dog = watchdog.Watchdog([me(), (free, 0.0, "mpirun")], record_end=print)
+    assert lost(dog) == f" (the launcher is gone: mpirun (pid {free}))"

@@ -11,7 +11,8 @@ them is gone (the launcher was killed, exited, or sshd closed the session of a n
 was cut: the lab's sshd drops a silent client after ClientAliveInterval x ClientAliveCountMax)
 the watchdog
   1. sends the rank SIGTERM: the trainer's signal handler stops the run at the next Python
-     instruction, records `interrupted` in status.json and exits, as for any SIGTERM;
+     instruction, records `interrupted` in status.json naming the lost launcher
+     (`launcher_lost`) and exits, as for any SIGTERM;
   2. if the rank is still alive GRACE_S later (its main thread is stuck inside a collective whose
      peer is gone, where no Python signal handler runs), records `interrupted` itself unless the
      run already recorded its end, and ends the process with os._exit: nothing is written after.
@@ -85,6 +86,12 @@ class Watchdog:
         self.lost: str | None = None
         self.thread = threading.Thread(target=self._watch, name="prsgd-launcher-watchdog",
                                        daemon=True)
+
+    def launcher_lost(self) -> str | None:
+        """The process of the chain that is gone ("horovodrun (pid 123)"), or None: what the
+        run's own record of an interruption names when the launcher's loss caused it (a
+        SIGTERM from this thread, or a collective broken by a peer that lost it first)."""
+        return self.lost or first_gone(self.chain)
 
     def stop(self) -> None:
         """The run recorded how it ended. A watchdog that already lost the launcher keeps its

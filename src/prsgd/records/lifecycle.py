@@ -27,6 +27,12 @@ class Interrupted(BaseException):
         self.exit_code = 128 + signum
 
 
+def lost(dog) -> str:
+    """What status.json adds when the run's launcher is gone (launch/watchdog.py), else ''."""
+    gone = dog.launcher_lost() if dog is not None else None
+    return f" (the launcher is gone: {gone})" if gone else ""
+
+
 class RunLifecycle:
     """status.json of every run directory of this process (one per packed run; rank 0 writes) and
     the guard around the training loop. `checkpoint`: the run's Checkpointer (which epoch is
@@ -86,12 +92,14 @@ class RunLifecycle:
             self._last_status("diverged", str(e), per_run=others)
             raise
         except Interrupted as e:
-            self._last_status("interrupted", f"{e}; {self._where()}")
+            # the signal, and the launcher when it is gone (the watchdog's SIGTERM, or one
+            # from a launcher's helper process that outlived it: horovodrun's)
+            self._last_status("interrupted", f"{e}{lost(dog)}; {self._where()}")
             raise
         except BaseException as e:
             if self.comm.stopped_by_peer(e, self.loop.last_step_at):
                 self._last_status("interrupted", f"a peer rank stopped ({e.__class__.__name__})"
-                                  f"; {self._where()}")
+                                  f"{lost(dog)}; {self._where()}")
                 raise Interrupted(signal.SIGTERM) from e
             self._last_status("failed", f"{e.__class__.__name__}: {e}")
             raise
