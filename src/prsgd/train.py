@@ -84,6 +84,27 @@ def train_packed_sweep(cfg: Config, intervals=None, hooks=None) -> list[Path]:
     return _train(cfg, hooks).run_dirs
 
 
+def exit_code(e: BaseException) -> int | None:
+    """How a run that raised `e` ends: one line on stderr and the exit code (2 bad input,
+    3 diverged, 128 + signal interrupted, 1 an I/O failure, a finished run's own), or None for
+    an error that is not one of these (a bug: let its traceback show). train.main and each
+    group of prsgd.mpi_sweep end the same way."""
+    if isinstance(e, (ConfigError, data_mod.DataError, RecordError)):
+        line, code = f"error: {e}", 2
+    elif isinstance(e, RunFinished):    # --resume of a finished run trains nothing
+        line, code = str(e), e.exit_code
+    elif isinstance(e, Diverged):
+        line, code = f"diverged: {e}", 3
+    elif isinstance(e, Interrupted):
+        line, code = str(e), e.exit_code
+    elif isinstance(e, OSError):   # an I/O failure: one line naming the path (status.json: failed)
+        line, code = f"error: {os_error_message(e)}", 1
+    else:
+        return None
+    print(f"prsgd.train: {line}", file=sys.stderr)
+    return code
+
+
 def main(argv=None) -> int:
     try:
         cfg = config_mod.from_args(argv)
@@ -93,21 +114,11 @@ def main(argv=None) -> int:
                 print(f"run directory: {run_dir}")
             return 0
         run_dir = run(cfg, release=True)
-    except (ConfigError, data_mod.DataError, RecordError) as e:
-        print(f"prsgd.train: error: {e}", file=sys.stderr)
-        return 2
-    except RunFinished as e:   # --resume of a finished run trains nothing
-        print(f"prsgd.train: {e}", file=sys.stderr)
-        return e.exit_code
-    except Diverged as e:
-        print(f"prsgd.train: diverged: {e}", file=sys.stderr)
-        return 3
-    except Interrupted as e:
-        print(f"prsgd.train: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:   # an I/O failure: one line naming the path (status.json: failed)
-        print(f"prsgd.train: error: {os_error_message(e)}", file=sys.stderr)
-        return 1
+    except BaseException as e:
+        code = exit_code(e)
+        if code is None:
+            raise
+        return code
     finally:
         ownership.release_all()   # in-process callers (tests) may start another run
     if run_dir is not None:

@@ -125,6 +125,16 @@ def test_mpi_sweep_rejects_uneven_split(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_mpi_sweep_group_ends_as_prsgd_train_does(tmp_path):
+    """A group's run that refuses its config ends as `python -m prsgd.train` would (train.exit_code):
+    its one line, no traceback, exit 2 for the whole job."""
+    need_mpi()
+    p = mpirun(2, ["-m", "prsgd.mpi_sweep", "--intervals", "3", "--out", str(tmp_path / "x"),
+                   "--", *ARGS, "--lr", "-1"], check=False)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "prsgd.train: error: --lr" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
 def test_sweep_driver_launches_with_mpirun(tmp_path):
     need_mpi()
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "--np", "2",

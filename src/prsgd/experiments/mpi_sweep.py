@@ -120,25 +120,19 @@ def main(argv=None) -> int:
 
 
 def _train(args: list[str], comm) -> int:
-    """prsgd.train's main() for one group, on its communicator (same exit codes)."""
-    from prsgd.records.lifecycle import Interrupted
+    """prsgd.train's main() for one group, on its communicator (the same lines and exit codes:
+    train.exit_code)."""
     from prsgd.core import config as config_mod
-    from prsgd.data import dataset as data_mod
     from prsgd import train
-    from prsgd.core.divergence import Diverged
     try:
         train.run(config_mod.from_args(args), comm=comm)
-    except (config_mod.ConfigError, data_mod.DataError) as e:
-        print(f"prsgd.train: error: {e}", file=sys.stderr)
-        return 2
-    except Diverged as e:
-        print(f"prsgd.train: diverged: {e}", file=sys.stderr)
-        return 3
-    except Interrupted as e:
-        print(f"prsgd.train: {e}", file=sys.stderr)
-        return e.exit_code
-    except Exception:  # noqa: BLE001 - reported through the gather; its group's peers fail too
-        traceback.print_exc()
+    except BaseException as e:
+        code = train.exit_code(e)
+        if code is not None:
+            return code
+        if not isinstance(e, Exception):
+            raise
+        traceback.print_exc()   # reported through the gather; its group's peers fail too
         return 1
     return 0
 
