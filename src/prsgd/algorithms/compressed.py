@@ -31,6 +31,8 @@ its schedule variants; DiLoCo then takes its outer step from the compressed aver
 `rebase`s the reference on the new global model); the identity compressor through this round
 equals Algorithm 1 to rounding (tests/unit/test_compressed_round.py). `--compressor none` builds
 no round at all: the plain average, Algorithm 1's own code.
+With --overlap-delay TAU the same round is started asynchronously (`exchange_start`) and applied
+TAU steps later (`exchange_finish`): algorithms/overlap_compressed.py.
 """
 from __future__ import annotations
 
