@@ -194,9 +194,6 @@ CASES = [
          "--compressor: compresses the model averages of --algorithm prsgd"),
     Case("--compressor fp16 --average-momentum", ["--compressor", "fp16", "--average-momentum"],
          "--average-momentum: not with --compressor"),
-    Case("--overlap-delay 1 --compressor int8", ["--interval", "2", "--overlap-delay", "1",
-                                                 "--compressor", "int8"],
-         "--overlap-delay: not with --compressor int8"),
     # --- issue 14: resumes must match what ran; one owner per run -----------------------------
     Case("--resume with another --test-subset", ["--out", "DIR/runs", "--run-id", "cut",
                                                  "--resume", "--test-subset", "16"],

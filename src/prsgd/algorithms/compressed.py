@@ -31,6 +31,8 @@ its schedule variants; DiLoCo then takes its outer step from the compressed aver
 `rebase`s the reference on the new global model); the identity compressor through this round
 equals Algorithm 1 to rounding (tests/unit/test_compressed_round.py). `--compressor none` builds
 no round at all: the plain average, Algorithm 1's own code.
+With --overlap-delay TAU the same round is started asynchronously (`exchange_start`) and applied
+TAU steps later (`exchange_finish`): algorithms/overlap_compressed.py.
 """
 from __future__ import annotations
 
@@ -66,6 +68,11 @@ def compression_label(c: dict) -> str:
 def pack(payload: Payload) -> torch.Tensor:
     """A payload's tensors as one row of bytes (what the allgather moves)."""
     return torch.cat([t.contiguous().view(-1).view(torch.uint8) for t in payload.tensors.values()])
+
+
+def values_of(payloads: list[Payload]) -> torch.Tensor:
+    """A cast's payloads as one (workers, L) matrix in their dtype (what the allreduce sums)."""
+    return torch.stack([p.tensors["values"] for p in payloads])
 
 
 def unpack(row: torch.Tensor, like: Payload) -> Payload:
@@ -114,8 +121,7 @@ class CompressedRound:
         if comm.timed:
             sync(fm.flat)
         t0 = time.perf_counter()
-        deltas = fm.rows(fm.param_segments, rows) - self.reference
-        payloads = [self._encode(i, d) for i, d in enumerate(deltas)]
+        payloads = self.encode(fm.rows(fm.param_segments, rows))
         if self.compressor.collective == "allreduce":
             mean = self._allreduce(payloads, event, comm)
         else:
@@ -135,24 +141,50 @@ class CompressedRound:
         if len(event.groups) != 1:   # config refuses algorithms with group rounds (Hier-AVG)
             raise ValueError("a compressed round averages over all workers, not groups")
 
+    def encode(self, params: torch.Tensor) -> list[Payload]:
+        """Each local worker's payload of its delta from the reference (`params`: one row per
+        local worker); error feedback updates each residual here, at send time."""
+        return [self._encode(i, d) for i, d in enumerate(params - self.reference)]
+
     def _encode(self, i: int, delta: torch.Tensor) -> Payload:
         if self.feedback is None:
             return self.compressor.encode(delta)
         return self.feedback[i].compress(delta)[0]
 
+    # The exchange in two halves for a delayed round (algorithms/overlap_compressed.py): the
+    # same collective started asynchronously, then the same decode as the synchronous round.
+    def exchange_start(self, payloads: list[Payload], event: Event, comm):
+        """Start the compressor's collective on `payloads` (a handle for `exchange_finish`)."""
+        if self.compressor.collective == "allreduce":
+            return comm.average_rows_start(values_of(payloads), event, tag="values")
+        return comm.gather_start(torch.stack([pack(p) for p in payloads]))
+
+    def exchange_finish(self, handle, like: Payload, comm, dtype) -> torch.Tensor:
+        """Wait for `exchange_start`'s collective; mean_j D(payload_j) in `dtype`."""
+        if self.compressor.collective == "allreduce":
+            comm.average_rows_wait(handle)
+            return self._decode_values(handle.buf, like).to(dtype)
+        return self._decode_table(comm.gather_wait(handle), like, dtype).to(dtype)
+
     def _allreduce(self, payloads: list[Payload], event: Event, comm) -> torch.Tensor:
         """Casts: the payloads add up as they are; one allreduce in their own dtype."""
-        values = torch.stack([p.tensors["values"] for p in payloads])
+        values = values_of(payloads)
         comm.average_rows_(values, event)
-        return self.compressor.decode(Payload({"values": values[0]}, payloads[0].numel))
+        return self._decode_values(values, payloads[0])
+
+    def _decode_values(self, values: torch.Tensor, like: Payload) -> torch.Tensor:
+        return self.compressor.decode(Payload({"values": values[0]}, like.numel))
 
     def _allgather(self, payloads: list[Payload], comm, dtype) -> torch.Tensor:
+        table = comm.gather_rows(torch.stack([pack(p) for p in payloads]))
+        return self._decode_table(table, payloads[0], dtype)
+
+    def _decode_table(self, table: torch.Tensor, like: Payload, dtype) -> torch.Tensor:
         """Every worker's payload on every worker; decoded and summed in worker order (the same
         arithmetic, so the same bits, on every worker and on the packed backend)."""
-        table = comm.gather_rows(torch.stack([pack(p) for p in payloads]))
         total = None
         for row in table:
-            d = self.compressor.decode(unpack(row, payloads[0])).to(dtype)
+            d = self.compressor.decode(unpack(row, like)).to(dtype)
             total = d if total is None else total + d
         return total / table.shape[0]
 

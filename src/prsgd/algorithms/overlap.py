@@ -32,6 +32,8 @@ others' (x_i - s_i - mean_j(x_j - s_j)).
   next one starts. A round that would be applied after the run's last step is applied AT the
   last step (the run's final models include every round); a round started at the last step is
   applied at once, synchronously.
+- With --compressor the delayed round is the compressed round, started and applied the same
+  way: algorithms/overlap_compressed.py (a subclass of `DelayedRound`).
 - Checkpoints: the pending round (snapshot, its average, the step it is applied at) is the
   algorithm's state. `state_dict` first WAITS for the in-flight collective (every rank saves at
   the same epoch end), so the checkpoint holds the finished average and a resume applies it at

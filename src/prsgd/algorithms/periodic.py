@@ -9,6 +9,7 @@ from prsgd.core import schedule
 from prsgd.core.schedule import OneShot, Periodic, Varying
 from .base import Algorithm, AlgorithmOptions, bad, option
 from .overlap import DelayedRound
+from .overlap_compressed import DelayedCompressedRound
 
 # Largest local-step count a schedule may compute (Algorithm 2's grown epoch lengths are ints).
 MAX_STEPS = 2**62
@@ -16,7 +17,8 @@ MAX_STEPS = 2**62
 
 class PRSGD(Algorithm):
     """Algorithm 1: every I local steps, all workers average; with --overlap-delay TAU > 0 the
-    average is started asynchronously and applied TAU steps later (algorithms/overlap.py)."""
+    average is started asynchronously and applied TAU steps later (algorithms/overlap.py; with
+    --compressor, the compressed round delayed: algorithms/overlap_compressed.py)."""
     name = "prsgd"
     capturable = True
     packable = True
@@ -26,7 +28,8 @@ class PRSGD(Algorithm):
     class Options(AlgorithmOptions):
         overlap_delay: int = option(0, "TAU: start each round's average without waiting and "
                                        "apply it TAU local steps later, keeping the steps made "
-                                       "meanwhile (0 = Algorithm 1; must be < --interval)")
+                                       "meanwhile (0 = Algorithm 1; must be < --interval; "
+                                       "with --compressor the compressed round is delayed)")
 
     @classmethod
     def validate(cls, cfg, workers: int) -> None:
@@ -40,9 +43,6 @@ class PRSGD(Algorithm):
                                           "rounds")):
             if getattr(cfg, flag):
                 bad(cfg, "overlap_delay", f"not with --{flag.replace('_', '-')} ({why})")
-        if cfg.compressor != "none":   # the delayed round averages the uncompressed models
-            bad(cfg, "overlap_delay", f"not with --compressor {cfg.compressor} (not combined "
-                "yet: a delayed round averages uncompressed snapshots)")
         flag, interval = (("every --intervals I", min(cfg.intervals)) if cfg.intervals
                           else ("--interval", cfg.interval))
         if tau >= interval:
@@ -55,8 +55,12 @@ class PRSGD(Algorithm):
     def start(self, fm) -> None:
         super().start(fm)   # the compressed round's reference (--compressor)
         tau = _delay(self.opts)
-        self.overlap = DelayedRound(tau, self.total_steps) if tau else None
-        self._region = lambda: fm.region(self.cfg.average_momentum)
+        if tau and self.compressed is not None:   # algorithms/overlap_compressed.py
+            self.overlap = DelayedCompressedRound(tau, self.total_steps, self.compressed)
+            self._region = lambda: fm   # the compressed round reads params and stats apart
+        else:
+            self.overlap = DelayedRound(tau, self.total_steps) if tau else None
+            self._region = lambda: fm.region(self.cfg.average_momentum)
         self._step = 0
 
     def on_step(self, loop, fm, comm) -> None:

@@ -101,10 +101,11 @@ def sync(t: torch.Tensor):
 
 @dataclass(eq=False)
 class InFlight:
-    """An average started by `Comm.average_start`: its buffer, its event, the backend's handle
-    (`work`) and whether `average_wait` has finished (and counted) it."""
+    """An average started by `Comm.average_start` (or rows started by `average_rows_start`,
+    `gather_start`): its buffer, its event, the backend's handle (`work`; a finished gather's
+    table) and whether the wait has finished (and, for `average_wait`, counted) it."""
     buf: torch.Tensor
-    event: Event
+    event: Event | None
     work: object = None
     done: bool = False
 
@@ -245,6 +246,31 @@ class Comm(ABC):
         if not handle.done:
             self.average_(handle.buf, handle.event)
             handle.done = True
+
+    # --- a compressed round in flight (algorithms/overlap_compressed.py) --------------------------
+    # As `average_rows_` and `gather_rows`, but started now and finished by the wait; they count
+    # nothing (the round counts itself, with the seconds its wait blocked). Defaults: nothing
+    # starts, the wait runs the synchronous collective (correct, hides nothing).
+    def average_rows_start(self, t: torch.Tensor, event: Event, tag: str = "") -> "InFlight":
+        """Start `average_rows_(t, event)`; `t` is the caller's and untouched until the wait.
+        `tag` names it among the collectives in flight together (Horovod matches by name)."""
+        return InFlight(t, event)
+
+    def average_rows_wait(self, handle: "InFlight") -> None:
+        """Block until `handle.buf` holds the average (a second wait does nothing)."""
+        if not handle.done:
+            self.average_rows_(handle.buf, handle.event)
+            handle.done = True
+
+    def gather_start(self, t: torch.Tensor) -> "InFlight":
+        """Start `gather_rows(t)`; `gather_wait` returns the (N, L) table."""
+        return InFlight(t, None)
+
+    def gather_wait(self, handle: "InFlight") -> torch.Tensor:
+        """The table of `handle`'s gather (kept in `handle.work`: a second wait returns it)."""
+        if not handle.done:
+            handle.work, handle.done = self.gather_rows(handle.buf), True
+        return handle.work
 
     def own_rows(self, t: torch.Tensor) -> list[torch.Tensor]:
         """Views of `t` (laid out like a region of the flat model) that hold this run's workers,

@@ -236,6 +236,31 @@ class HorovodComm(Comm):
             self.hvd.allreduce_(t, op=self.hvd.Average, name=f"rows.{event.level}",
                                 process_set=self.process_set(group))
 
+    def average_rows_start(self, t: torch.Tensor, event: Event, tag: str = "") -> InFlight:
+        """`hvd.allreduce_async_(op=Average)` (as `average_rows_`); the wait synchronizes."""
+        group = event.group_of(self.rank)
+        work = None
+        if len(group) > 1:
+            work = self.hvd.allreduce_async_(t, op=self.hvd.Average,
+                                             name=f"rows.async.{event.level}.{tag}",
+                                             process_set=self.process_set(group))
+        return InFlight(t, event, work)
+
+    def average_rows_wait(self, handle: InFlight) -> None:
+        if not handle.done:
+            if handle.work is not None:
+                self.hvd.synchronize(handle.work)
+            handle.done = True
+
+    def gather_start(self, t: torch.Tensor) -> InFlight:
+        """`hvd.allgather_async` of this rank's row; the wait's `synchronize` returns the table."""
+        return InFlight(t, None, self.hvd.allgather_async(t.reshape(1, -1), name="gather.async"))
+
+    def gather_wait(self, handle: InFlight) -> torch.Tensor:
+        if not handle.done:
+            handle.work, handle.done = self.hvd.synchronize(handle.work), True
+        return handle.work
+
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(region.detach().clone(), op=self.hvd.Average, name="avg.copy")
 

@@ -182,6 +182,14 @@ class PackedComm(Comm):
             handle.done = True
             self.count(handle.buf, handle.event)
 
+    def average_rows_start(self, t: torch.Tensor, event: Event, tag: str = "") -> InFlight:
+        """In memory: averaged now, "in flight" until the wait (which has nothing to do)."""
+        self.average_rows_(t, event)
+        return InFlight(t, event, done=True)
+
+    def gather_start(self, t: torch.Tensor) -> InFlight:
+        return InFlight(t, None, self.gather_rows(t), done=True)
+
     def own_rows(self, t: torch.Tensor) -> list[torch.Tensor]:
         """This run's replica rows of every segment of `t` (views)."""
         rows = self._rows(self.workers)

@@ -190,6 +190,35 @@ class TorchDistComm(Comm):
         if len(group) > 1:
             self._average(t, group)
 
+    def average_rows_start(self, t: torch.Tensor, event: Event, tag: str = "") -> InFlight:
+        """`all_reduce(SUM, async_op=True)`; the wait scales by 1/|group| (as `_average`)."""
+        group = event.group_of(self.rank)
+        work = None
+        if len(group) > 1:
+            work = dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self._group(group),
+                                   async_op=True)
+        return InFlight(t, event, work)
+
+    def average_rows_wait(self, handle: InFlight) -> None:
+        if not handle.done:
+            if handle.work is not None:
+                handle.work.wait()
+                handle.buf.mul_(1.0 / len(handle.event.group_of(self.rank)))
+            handle.done = True
+
+    def gather_start(self, t: torch.Tensor) -> InFlight:
+        """`all_gather(async_op=True)` into one row per rank; the wait concatenates them."""
+        row = t.reshape(1, -1).contiguous()
+        rows = [torch.empty_like(row) for _ in range(self.size)]
+        return InFlight(row, None, (dist.all_gather(rows, row, async_op=True), rows))
+
+    def gather_wait(self, handle: InFlight) -> torch.Tensor:
+        if not handle.done:
+            work, rows = handle.work
+            work.wait()
+            handle.work, handle.done = torch.cat(rows), True
+        return handle.work
+
     def average_copy(self, region: torch.Tensor) -> torch.Tensor:
         out = region.detach().clone()
         self._average(out, tuple(range(self.size)))

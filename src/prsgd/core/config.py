@@ -123,7 +123,8 @@ class Config:
                          "fp16, bf16 (each worker's change since the last average, cast: one "
                          "low-precision allreduce); int8 (a scale per 1,024 values) or topk "
                          "(--topk-ratio of the values + indices), allgathered. BN statistics "
-                         "stay exact", compressors)
+                         "stay exact. With --overlap-delay the round is started asynchronously "
+                         "and applied TAU steps later", compressors)
     topk_ratio: float = _f(TOPK_RATIO, ALGO, "--compressor topk: the fraction of each worker's "
                            "values a round sends, in (0, 1]")
     error_feedback: bool = _f(True, ALGO, "lossy compressors: each worker keeps what a round did "
