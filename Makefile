@@ -204,12 +204,15 @@ fp16 1,4 --compressor fp16
 int8 1,4 --compressor int8
 topk1pc 1,4 --compressor topk --topk-ratio 0.01
 overlap 4 --overlap-delay 2
+fp16-overlap 4 --compressor fp16 --overlap-delay 2
+int8-overlap 4 --compressor int8 --overlap-delay 2
+topk1pc-overlap 4 --compressor topk --topk-ratio 0.01 --overlap-delay 2
 adacomm 8 --algorithm adacomm --adacomm-every-epochs 1
 sync 1 --algorithm gradient_allreduce
 sync-bucketed 1 --algorithm gradient_allreduce --bucket-mb 0.25
 endef
 export LAB_COMPRESS_VARIANTS
-lab-compression: $(FULL)  ## compressors, overlap, AdaComm, bucketed sync on the lab at LAB_RATE -> results/compress-lab/ (30 min, 2 cores, root)
+lab-compression: $(FULL)  ## compressors, overlap, AdaComm, bucketed sync on the lab at LAB_RATE -> results/compress-lab/ (38 min, 2 cores, root)
 	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) VARIANTS="$$LAB_COMPRESS_VARIANTS" \
 	    $(call LAB_CALIB,compress-$(LAB_RATE)) bash scripts/lab_sweep.sh $(LAB_COMPRESS_DIR) \
 	    $(LAB_RATE) - $(LAB_REPEATS) -- $(LAB_ARGS)
