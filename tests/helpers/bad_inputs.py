@@ -421,7 +421,7 @@ def run_tool(case: Case, args: list[str]) -> tuple[int, str]:
     from prsgd.plots import figure3 as plot
     from prsgd.experiments import sweep
     from prsgd import train
-    from prsgd.clock import model as clock
+    from prsgd.clock import cli as clock
     from prsgd.lab import cli as lab
     entry = {"train": lambda: train.main([*BASE, *args]), "sweep": lambda: sweep.main(args),
              "plot": lambda: plot.main(args), "clock": lambda: clock.main(args),
