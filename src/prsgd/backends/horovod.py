@@ -217,13 +217,17 @@ class HorovodComm(Comm):
     def average_start(self, buf: torch.Tensor, event: Event) -> InFlight:
         """`hvd.allreduce_async_(op=Average)` over the group's process set; `average_wait` is
         `hvd.synchronize` on its handle."""
+        return self._average_async(buf, event, f"avg.async.{event.level}")
+
+    def _average_async(self, t: torch.Tensor, event: Event, name: str) -> InFlight:
+        """`hvd.allreduce_async_(op=Average)` of `t` over the group's process set, named `name`
+        (Horovod matches in-flight collectives by name); nothing for a group of one."""
         group = event.group_of(self.rank)
         work = None
         if len(group) > 1:
-            work = self.hvd.allreduce_async_(buf, op=self.hvd.Average,
-                                             name=f"avg.async.{event.level}",
+            work = self.hvd.allreduce_async_(t, op=self.hvd.Average, name=name,
                                              process_set=self.process_set(group))
-        return InFlight(buf, event, work)
+        return InFlight(t, event, work)
 
     def average_wait(self, handle: InFlight) -> None:
         work = handle.work
@@ -238,13 +242,7 @@ class HorovodComm(Comm):
 
     def average_rows_start(self, t: torch.Tensor, event: Event, tag: str = "") -> InFlight:
         """`hvd.allreduce_async_(op=Average)` (as `average_rows_`); the wait synchronizes."""
-        group = event.group_of(self.rank)
-        work = None
-        if len(group) > 1:
-            work = self.hvd.allreduce_async_(t, op=self.hvd.Average,
-                                             name=f"rows.async.{event.level}.{tag}",
-                                             process_set=self.process_set(group))
-        return InFlight(t, event, work)
+        return self._average_async(t, event, f"rows.async.{event.level}.{tag}")
 
     def average_rows_wait(self, handle: InFlight) -> None:
         if not handle.done:

@@ -174,16 +174,15 @@ class TorchDistComm(Comm):
         return InFlight(buf, event, work)
 
     def average_wait(self, handle: InFlight) -> None:
-        work, buf = handle.work, handle.buf
-        group = handle.event.group_of(self.rank)
+        buf = handle.buf
+        self._wait_timed(handle, lambda: self._finish_sum(handle),
+                         buf.numel() * buf.element_size() if handle.work is not None else 0)
 
-        def finish():
-            if work is not None:
-                work.wait()
-                buf.mul_(1.0 / len(group))
-
-        self._wait_timed(handle, finish,
-                         buf.numel() * buf.element_size() if work is not None else 0)
+    def _finish_sum(self, handle: InFlight) -> None:
+        """Wait for an `average_start` all_reduce(SUM) and scale by 1/|group| (as `_average`)."""
+        if handle.work is not None:
+            handle.work.wait()
+            handle.buf.mul_(1.0 / len(handle.event.group_of(self.rank)))
 
     def average_rows_(self, t: torch.Tensor, event: Event) -> None:
         group = event.group_of(self.rank)
@@ -191,19 +190,13 @@ class TorchDistComm(Comm):
             self._average(t, group)
 
     def average_rows_start(self, t: torch.Tensor, event: Event, tag: str = "") -> InFlight:
-        """`all_reduce(SUM, async_op=True)`; the wait scales by 1/|group| (as `_average`)."""
-        group = event.group_of(self.rank)
-        work = None
-        if len(group) > 1:
-            work = dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self._group(group),
-                                   async_op=True)
-        return InFlight(t, event, work)
+        """`average_start`'s collective (torch matches collectives by order, not by tag)."""
+        return self.average_start(t, event)
 
     def average_rows_wait(self, handle: InFlight) -> None:
+        """`average_wait` without counting (the caller counts its round)."""
         if not handle.done:
-            if handle.work is not None:
-                handle.work.wait()
-                handle.buf.mul_(1.0 / len(handle.event.group_of(self.rank)))
+            self._finish_sum(handle)
             handle.done = True
 
     def gather_start(self, t: torch.Tensor) -> InFlight:
