@@ -47,6 +47,8 @@ import torch
 class DelayedRound:
     """The at-most-one round in flight of one run on this process (see the module docstring).
     `delay`: TAU; `last_step`: the run's last local step (rounds are applied by then)."""
+    # the tensors of a pending round, as the checkpoint holds them (a subclass adds its own)
+    STATE = ("snapshot", "average")
 
     def __init__(self, delay: int, last_step: int):
         self.delay, self.last_step = delay, last_step
@@ -95,15 +97,13 @@ class DelayedRound:
             return {"pending": False}
         self.finish()
         return {"pending": True, "apply_at": self.apply_at,
-                "snapshot": self.snapshot.detach().cpu().clone(),
-                "average": self.average.detach().cpu().clone()}
+                **{k: getattr(self, k).detach().cpu().clone() for k in self.STATE}}
 
     def load_state_dict(self, d: dict, like: torch.Tensor) -> None:
-        """Restore a pending round (`like`: the region, for device and dtype)."""
+        """Restore a pending round (`like`: a tensor of the run's device and dtype)."""
         self.handle = None
-        if not d.get("pending"):
-            self.snapshot = self.average = None
-            return
-        self.apply_at = int(d["apply_at"])
-        self.snapshot = d["snapshot"].to(like.device, like.dtype)
-        self.average = d["average"].to(like.device, like.dtype)
+        pending = d.get("pending")
+        if pending:
+            self.apply_at = int(d["apply_at"])
+        for k in self.STATE:
+            setattr(self, k, d[k].to(like.device, like.dtype) if pending else None)

@@ -109,22 +109,10 @@ class DelayedCompressedRound(DelayedRound):
         self.snapshot = self.average = self.stats = self.stats_average = None
         return True
 
-    # --- state ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """The pending round with its average decoded (collective: every rank saves together)."""
-        if not self.pending:
-            return {"pending": False}
-        self.finish()
-        return {"pending": True, "apply_at": self.apply_at,
-                **{k: getattr(self, k).detach().cpu().clone()
-                   for k in ("snapshot", "average", "stats", "stats_average")}}
+    # --- state: DelayedRound's (its state_dict waits in `finish`: `average` is decoded) ----------
+    STATE = (*DelayedRound.STATE, "stats", "stats_average")
 
     def load_state_dict(self, d: dict, like) -> None:
-        """Restore a pending round (`like`: the flat model, for device and dtype)."""
-        self.handle = self.stats_handle = None
-        if not d.get("pending"):
-            self.snapshot = self.average = self.stats = self.stats_average = None
-            return
-        self.apply_at = int(d["apply_at"])
-        for k in ("snapshot", "average", "stats", "stats_average"):
-            setattr(self, k, d[k].to(like.flat.device, like.flat.dtype))
+        """Restore a pending round (`like`: the flat model)."""
+        self.stats_handle = None
+        super().load_state_dict(d, like.flat)
