@@ -210,9 +210,9 @@ def main(argv=None) -> int:
         "Measured on the lab (mean over seeds): the first epoch at or below the target loss, "
         "the seconds and MB sent per worker by its end. `modelled_s` columns are MODELLED: "
         "that many epochs at paper scale on a clock preset (prsgd/plots/communicate_less.py)."
-        "\n" + "".join(f"\n## Target {t:.4f}: {what}\n\n" + markdown(g.drop(columns="target"))
-                       for (t, what), (_, g) in zip(targets(runs, a.target),
-                                                    ttt.groupby("target", sort=False))))
+        "\n" + "".join(f"\n## Target {g.target_loss.iloc[0]:.4f}: {what}\n\n"
+                       + markdown(g.drop(columns="target"))
+                       for what, g in ttt.groupby("target", sort=False)))
     print(table.to_string(index=False))
     print(ttt.to_string(index=False))
     for path in style.save(figure(runs, root), root / "communicate_less", ("png", "pdf")):
