@@ -36,7 +36,7 @@ PAPER_NP := $(or $(NP),8)
 .DEFAULT_GOAL := help
 .PHONY: compression reproduce-gpus reproduce-1gpu-check help install install-base use-env use-env-base doctor test test-fast smoke train clean \
 	family stich reproduce reproduce-1gpu demo figure figure3-clock notebook bench bench-comm \
-	lab-up lab-down lab-figure3 lab-validation lab-compression clock-validation
+	lab-up lab-down lab-figure3 lab-validation lab-compression lab-codec clock-validation
 
 help:  ## list the targets (PY=python: use the active environment instead of .venv)
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -219,11 +219,29 @@ lab-compression: $(FULL)  ## compressors, overlap, AdaComm, bucketed sync on the
 	$(MAKE) clock-validation
 	$(PY) -m prsgd.plots.communicate_less $(LAB_COMPRESS_DIR)
 
+# The codec check: do the compressors' encode/decode times (clock/codecs.py), calibrated on the
+# lab, account for what a compressed round's measured time exceeds its collectives' model by?
+LAB_CODEC_DIR ?= results/codec-lab
+define LAB_CODEC_VARIANTS
+fp32 1
+fp16 1 --compressor fp16
+int8 1,4 --compressor int8
+topk1pc 1,4 --compressor topk --topk-ratio 0.01
+endef
+export LAB_CODEC_VARIANTS
+lab-codec: $(FULL)  ## compressed rounds' encode/decode time on the lab, measured vs modelled -> results/codec-lab/ (15 min, 2 cores, root)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) VARIANTS="$$LAB_CODEC_VARIANTS" \
+	    $(call LAB_CALIB,codec-$(LAB_RATE)) bash scripts/lab_sweep.sh $(LAB_CODEC_DIR) \
+	    $(LAB_RATE) - $(LAB_REPEATS) -- $(LAB_ARGS)
+	$(PY) scripts/codec_check.py $(LAB_CODEC_DIR) $(WALLCLOCK_DIR)/calibration/lab-codec-$(LAB_RATE).json
+	$(MAKE) clock-validation
+
 clock-validation: $(BASE)  ## the clock's validation table from the lab runs (after lab-figure3, lab-validation)
 	$(PY) -m prsgd.clock.validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
 	    --setting "shaped $(LAB_RATE)=$(LAB_FIG3_DIR),$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
 	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json" \
-	    --setting "less $(LAB_RATE)=$(LAB_COMPRESS_DIR),$(WALLCLOCK_DIR)/calibration/lab-compress-$(LAB_RATE).json"
+	    --setting "less $(LAB_RATE)=$(LAB_COMPRESS_DIR),$(WALLCLOCK_DIR)/calibration/lab-compress-$(LAB_RATE).json \
+	    --setting "codec $(LAB_RATE)=$(LAB_CODEC_DIR),$(WALLCLOCK_DIR)/calibration/lab-codec-$(LAB_RATE).json"
 
 clean:  ## remove .venv (not a PY= environment) and local runs/
 	rm -rf $(if $(filter command line,$(origin PY)),,$(VENV)) runs

@@ -66,7 +66,7 @@ for ((r = 0; r < REPEATS; r++)); do
 done
 # Then the clock's calibration (prsgd.clock, when CLOCK_SRC holds it) on these very nodes and link:
 # allreduce timings of several sizes at both levels, and one worker's step under the same
-# contention as training. Written to CALIB_OUT-network.json, CALIB_OUT-compute.json and, both
+# contention as training, and each compressor's encode/decode (CALIB_CODECS). Written to CALIB_OUT-network.json, CALIB_OUT-compute.json and, both
 # combined, CALIB_OUT.json (what prsgd.clock --clock and prsgd.clock.validate read).
 if [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; then
     mkdir -p "$(dirname "$CALIB_OUT")"
@@ -80,7 +80,8 @@ nodes x $SLOTS ranks, $CPUS CPU(s) per node, tc tbf rate $RATE burst $BURST late
 ends of each node's veth (rate none: unshaped)" --out "$CALIB_OUT-network.json" \
         || echo "lab_sweep: calibrate-network failed (the points, if any, are in the file)"
     "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-compute --batch-size 32 \
-        --precision fp32 --steps 20 --out "$CALIB_OUT-compute.json" \
+        --precision fp32 --steps 20 --codecs "${CALIB_CODECS:-fp16,bf16,int8,topk:0.01}" \
+        --out "$CALIB_OUT-compute.json" \
         || echo "lab_sweep: calibrate-compute failed"
     PYTHONPATH="$CLOCK_SRC" "$PY" -m prsgd.clock combine --compute "$CALIB_OUT-compute.json" \
         --network "$CALIB_OUT-network.json" --out "$CALIB_OUT.json" \

@@ -4,6 +4,7 @@ calibrate-compute: one worker's local step with the trainer's own step code (`St
     gather + augment, forward, backward, flat SGD), eager and, on CUDA, captured in a graph.
     Under horovodrun every rank times its steps at the same moment, so the contention between
     ranks that share a machine is the one training sees; the file keeps every rank's mean.
+    `--codecs fp16,int8,topk:0.01`: also each compressor's encode and decode (clock/codecs.py).
 calibrate-network: real Horovod allreduces of several sizes between real ranks, at each level:
     all ranks (across nodes when there are several) and each node's ranks together (as
     Hier-AVG's local rounds run); a least-squares fit of the ring model gives alpha and the bus
@@ -25,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from prsgd.clock import codecs
 from prsgd.records import rundir
 
 KIND = "prsgd-clock-calibration"
@@ -168,6 +170,11 @@ def _like(run_dir: str) -> dict:
 
 def cmd_compute(args) -> int:
     import torch
+    try:
+        codec_list = codecs.parse_specs(args.codecs)
+    except ValueError as e:
+        print(f"prsgd.clock calibrate-compute: error: {e}", file=sys.stderr)
+        return 2
     comm = _launched_comm()
     local_size = comm.local_size if comm else 1
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -194,6 +201,8 @@ def cmd_compute(args) -> int:
         per_rank = comm.allgather_object(s) if comm else [s]
         measured[name] = {"seconds_per_step": max(per_rank), "per_rank_seconds_per_step": per_rank,
                           "options": v}
+    codec_part = codecs.measure(codec_list, _param_count(args.like), comm, args.codec_repeats,
+                                args.warmup) if codec_list else None
     if comm and comm.rank != 0:
         return _done(comm)
     chosen = "graph" if opts["cuda_graph"] and "graph" in measured else "eager"
@@ -207,8 +216,20 @@ def cmd_compute(args) -> int:
                        "source": "measured: prsgd.clock calibrate-compute (StepRunner, the "
                                  "trainer's step code), synthetic CIFAR-shaped images",
                        "provenance": _provenance()}}
+    if codec_part:
+        doc["compute"]["codecs"] = codec_part
     _write(args.out, doc)
     return _done(comm)
+
+
+def _param_count(run_dir: str) -> int:
+    """The parameters a compressed round encodes: the run's (`--like`), else ResNet20's."""
+    if run_dir:
+        floats = rundir.read_config(run_dir).get("derived", {}).get("param_floats")
+        if floats:
+            return int(floats)
+    from prsgd.core.models import ResNet20
+    return sum(p.numel() for p in ResNet20(1).parameters())
 
 
 def _done(comm, rc: int = 0) -> int:
@@ -355,6 +376,9 @@ def add_parsers(sub) -> None:
                    help="torch threads (default: usable cores // ranks on this node)")
     c.add_argument("--steps", type=int, default=20)
     c.add_argument("--warmup", type=int, default=3)
+    c.add_argument("--codecs", default="", help="also time these compressors' encode and decode "
+                   "(clock/codecs.py), e.g. fp16,bf16,int8,topk:0.01")
+    c.add_argument("--codec-repeats", type=int, default=10)
     c.set_defaults(fn=cmd_compute)
     n = sub.add_parser("calibrate-network", help="fit alpha and bandwidth from real allreduces "
                        "(run under horovodrun)")

@@ -74,6 +74,9 @@ def check_compute(comp, where: str) -> None:
             raise CalibrationError(f"{where}.per_rank_seconds_per_step must be a list of numbers")
         for i, v in enumerate(per_rank):
             number(v, f"{where}.per_rank_seconds_per_step[{i}]", "> 0")
+    if comp.get("codecs") is not None:
+        from prsgd.clock import codecs      # it imports this module
+        codecs.check(comp["codecs"], f"{where}.codecs")
 
 
 def check_network(net, where: str) -> None:

@@ -16,6 +16,8 @@ fp16/bf16/int8/topk, `topk_ratio`) is predicted from its payload, not its counte
 parameters' payload (`prsgd.compress`: the compressor's `payload_bytes(P)` through its
 `collective`: allreduce for the casts, allgather for int8 and top-k) + one exact allreduce of
 the rest of the buffer (BN statistics, at the run's precision): two collectives, two overheads.
+Its encoding and decoding cost CPU time on every worker, per round, from the calibration's
+`compute.codecs` when it has one (clock/codecs.py: measured with the round's own code).
 
 A group whose ranks sit on one node uses the `intra` link, a group spanning nodes the `inter`
 one: in a ring laid out node by node every step is as slow as its slowest hop, the one between
@@ -37,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prsgd.clock import codecs
 from prsgd.clock.checks import CalibrationError, check_calibration, read_document
 from prsgd.clock.collectives import ALLREDUCE, Link
 
@@ -54,6 +57,7 @@ class Calibration:
     overhead_s: float = 0.0                  # per collective (Horovod cycle wait + launch)
     links: dict = field(default_factory=dict)        # "intra" / "inter" -> Link
     compute_per_rank: tuple = ()             # measured per rank, when measured under horovodrun
+    codecs: dict = field(default_factory=dict)       # compute.codecs (clock/codecs.py), if measured
     doc: dict = field(default_factory=dict)  # the JSON itself (sources, provenance)
 
     # --- reading ---------------------------------------------------------------------------
@@ -76,7 +80,8 @@ class Calibration:
                    compute_s=comp.get("seconds_per_step"),
                    ranks_per_node=int(net.get("ranks_per_node", 1)),
                    overhead_s=float(net.get("overhead_s", 0.0)), links=links,
-                   compute_per_rank=tuple(comp.get("per_rank_seconds_per_step") or ()), doc=doc)
+                   compute_per_rank=tuple(comp.get("per_rank_seconds_per_step") or ()),
+                   codecs=comp.get("codecs") or {}, doc=doc)
 
     # --- the model -------------------------------------------------------------------------
     def link_for(self, group) -> Link:
@@ -99,6 +104,14 @@ class Calibration:
         parts = collectives or ((ALLREDUCE, nbytes),)
         return max((sum(self.collective_seconds(g, b, c) for c, b in parts) for g in groups),
                    default=0.0)
+
+    def codec_seconds(self, codec: tuple, workers: int) -> float:
+        """Encode/decode seconds of one compressed round; `codec` = (label, collective, numel)
+        (RunShape.codec), () for an uncompressed round."""
+        if not codec:
+            return 0.0
+        label, collective, numel = codec
+        return codecs.round_seconds(self.codecs, label, collective, numel, workers, self.name)
 
     def step_seconds(self, workers: int, slowdown=()) -> list[float]:
         """Each worker's local step: measured per rank when the calibration has one per worker,
@@ -148,6 +161,7 @@ class RunShape:
     overlap_backward: bool = False   # global rounds are bucketed gradient allreduces in backward
     buckets: int = 1                 # ... in this many buckets (config.json derived.grad_buckets)
     collectives: tuple = ()          # a compressed round's (collective, bytes); () = uncompressed
+    codec: tuple = ()                # ... and its (compressor label, collective, parameters)
 
     @classmethod
     def from_config(cls, meta: dict) -> "RunShape":
@@ -157,9 +171,12 @@ class RunShape:
                 meta.get("provenance", {}).get("world_size") or 1)
         itemsize = 8 if cfg.get("precision") == "fp64" else 4
         floats = derived.get("averaged_floats") or 0
+        comp = run_compressor(cfg, derived)
         return cls(workers=n, **clock_shape(cfg, n), slowdown=tuple(cfg.get("slowdown") or ()),
                    payload_bytes=floats * itemsize, buckets=int(derived.get("grad_buckets") or 1),
-                   collectives=compressed_round(cfg, derived, itemsize))
+                   collectives=compressed_round(comp, derived, itemsize),
+                   codec=(comp.label(), comp.collective, int(derived["param_floats"]))
+                   if comp else ())
 
     def groups(self, level: str) -> tuple:
         if level == LOCAL and self.local_groups:
@@ -167,13 +184,12 @@ class RunShape:
         return (tuple(range(self.workers)),)
 
 
-def compressed_round(cfg: dict, derived: dict, itemsize: int) -> tuple:
-    """The collectives of one round of a compressed run, from its config.json: the parameters'
-    payload through the compressor's collective, then an exact allreduce of the rest of the
-    averaged buffer (BN statistics). () for an uncompressed run (no `compressor`, or "none")."""
+def run_compressor(cfg: dict, derived: dict):
+    """The compressor of a run's config.json, or None when it is uncompressed (no `compressor`,
+    or "none")."""
     name = cfg.get("compressor") or "none"
     if name == "none":
-        return ()
+        return None
     from prsgd.compress import REGISTRY, make_compressor
     if name not in REGISTRY:
         raise CalibrationError(f"compressor {name!r}: the clock knows {', '.join(REGISTRY)}")
@@ -181,10 +197,18 @@ def compressed_round(cfg: dict, derived: dict, itemsize: int) -> tuple:
         raise CalibrationError(f"a run compressed with {name!r} needs derived.param_floats in "
                                "its config.json (the parameters' count) to be costed")
     try:
-        comp = make_compressor(name, ratio=cfg.get("topk_ratio")) if name == "topk" \
+        return make_compressor(name, ratio=cfg.get("topk_ratio")) if name == "topk" \
             else make_compressor(name)
     except ValueError as e:
         raise CalibrationError(f"compressor {name!r} of this run: {e}") from None
+
+
+def compressed_round(comp, derived: dict, itemsize: int) -> tuple:
+    """The collectives of one round of a run compressed with `comp`: the parameters' payload
+    through the compressor's collective, then an exact allreduce of the rest of the averaged
+    buffer (BN statistics). () for an uncompressed run (comp None)."""
+    if comp is None:
+        return ()
     params = int(derived["param_floats"])
     exact = (int(derived.get("averaged_floats") or 0) - params) * itemsize
     return ((comp.collective, float(comp.payload_bytes(params))), (ALLREDUCE, float(exact)))
@@ -215,6 +239,8 @@ def model_counts(cal: Calibration, shape: RunShape, steps: float, rounds: float,
         else:
             cost = overlapped(cal.round_seconds(shape.groups(level), payload, shape.collectives),
                               shape.overlap_steps * max(per) if level == GLOBAL else 0.0)
+        if level == GLOBAL:     # encoding and decoding run on the worker: nothing hides them
+            cost += cal.codec_seconds(shape.codec, shape.workers)
         out[f"comm_{level}_s"] = n_rounds * cost if n_rounds else 0.0
     out["seconds"] = out["compute_s"] + out["comm_global_s"] + out["comm_local_s"]
     return out

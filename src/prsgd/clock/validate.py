@@ -75,6 +75,31 @@ def table(settings: dict, compute_from_other_runs: bool = False) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def codec_effect(runs: str, cal_path: str) -> pd.DataFrame:
+    """Per run under `runs`: measured communication seconds against the clock's, without and
+    with the calibration's codec part (clock/codecs.py), and the whole run's error both ways."""
+    import json
+    import tempfile
+    doc = json.loads(Path(cal_path).read_text())
+    if not (doc.get("compute") or {}).get("codecs"):
+        raise CalibrationError(f"{cal_path}: has no compute.codecs part to compare")
+    doc["compute"] = {k: v for k, v in doc["compute"].items() if k != "codecs"}
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = Path(tmp) / Path(cal_path).name
+        bare.write_text(json.dumps(doc))
+        without = table({"without": (runs, str(bare))})
+    with_ = table({"with": (runs, cal_path)})
+    t = with_[["run", "label", "rounds", "measured_s", "measured_comm_s"]].copy()
+    t["modelled_comm_s_no_codec"] = without["modelled_comm_s"].values
+    t["modelled_comm_s"] = with_["modelled_comm_s"].values
+    t["codec_s"] = t["modelled_comm_s"] - t["modelled_comm_s_no_codec"]
+    t["comm_error_no_codec"] = t["modelled_comm_s_no_codec"] / t["measured_comm_s"] - 1
+    t["comm_error"] = with_["comm_error"].values
+    t["error_no_codec"] = without["error"].values
+    t["error"] = with_["error"].values
+    return t
+
+
 def validation_set(t: pd.DataFrame) -> pd.DataFrame:
     """The rows the validation is about (issue 12): I = 1, 4, 16 and Hier-AVG."""
     return t[t["label"].isin(["I=1", "I=4", "I=16"]) | t["label"].str.startswith("Hier-AVG")]
