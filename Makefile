@@ -240,7 +240,7 @@ clock-validation: $(BASE)  ## the clock's validation table from the lab runs (af
 	$(PY) -m prsgd.clock.validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
 	    --setting "shaped $(LAB_RATE)=$(LAB_FIG3_DIR),$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
 	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json" \
-	    --setting "less $(LAB_RATE)=$(LAB_COMPRESS_DIR),$(WALLCLOCK_DIR)/calibration/lab-compress-$(LAB_RATE).json \
+	    --setting "less $(LAB_RATE)=$(LAB_COMPRESS_DIR),$(WALLCLOCK_DIR)/calibration/lab-compress-$(LAB_RATE).json" \
 	    --setting "codec $(LAB_RATE)=$(LAB_CODEC_DIR),$(WALLCLOCK_DIR)/calibration/lab-codec-$(LAB_RATE).json"
 
 clean:  ## remove .venv (not a PY= environment) and local runs/

@@ -19,8 +19,8 @@ COLUMNS = {"label": "variant", "run": "run", "rounds": "rounds",
 def markdown(t) -> str:
     lines = ["| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
     for _, r in t.sort_values(["label", "run"]).iterrows():
-        cells = [f"{r[k]:+.1%}" if "error" in k else f"{r[k]:.2f}" if k.endswith("_s")
-                 else str(r[k]) for k in COLUMNS]
+        cells = [f"{r[k]:+.1%}" if "error" in k else str(r[k]) if k in ("label", "run", "rounds")
+                 else f"{r[k]:.2f}" for k in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -74,7 +74,7 @@ if [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; then
          --gloo-timeout-seconds "$GLOO_TIMEOUT")
     echo "== calibration ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
     launch=(ip netns exec "prsgd-$NAME-launch" env PYTHONPATH="$CLOCK_SRC")
-    "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-network --repeats 10 \
+    "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-network --repeats 10 --allgather \
         --sizes "${CALIB_SIZES:-4096,65536,262144,1084392,2168784}" --note "lab $NAME: $NODES \
 nodes x $SLOTS ranks, $CPUS CPU(s) per node, tc tbf rate $RATE burst $BURST latency 50ms on both \
 ends of each node's veth (rate none: unshaped)" --out "$CALIB_OUT-network.json" \

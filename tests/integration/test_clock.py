@@ -63,18 +63,27 @@ def test_calibrate_commands_under_horovodrun(tmp_path):
     # sizes far apart: on a busy shared machine the time must still grow with the size
     sizes = (4096, 1084392, 33554432)
     horovodrun(2, ["-m", "prsgd.clock", "calibrate-network", "--sizes", ",".join(map(str, sizes)),
-                   "--repeats", "3", "--warmup", "1", "--note", "loopback", "--out", str(net)])
+                   "--repeats", "3", "--warmup", "1", "--note", "loopback", "--allgather",
+                   "--out", str(net)])
     doc = json.loads(net.read_text())["network"]
     assert doc["hosts"] == [doc["hosts"][0]] * 2 and doc["ranks_per_node"] == 2
-    assert {p["bytes"] for p in doc["points"]} == set(sizes)
+    for collective in ("allreduce", "allgather"):      # --allgather: Horovod's allgather too
+        assert {p["bytes"] for p in doc["points"] if p["collective"] == collective} == set(sizes)
     assert all(p["repeats"] == 3 and p["n"] == 2 for p in doc["points"])
     level = doc["levels"]["intra"]          # one host: the only level is inside the node
     assert level["bandwidth_Bps"] > 0 and level["alpha_s"] >= 0 and level["fit"]["points"] == 3
+    gather = level["collectives"]["allgather"]
+    assert gather["bandwidth_Bps"] > 0 and gather["fit"]["points"] == 3
     assert doc["provenance"]["versions"]["horovod"] and doc["overhead_s"] == 0.0005
     horovodrun(2, ["-m", "prsgd.clock", "calibrate-compute", "--steps", "2", "--warmup", "1",
-                   "--batch-size", "8", "--out", str(comp)])
+                   "--batch-size", "8", "--codecs", "int8,topk:0.01", "--codec-repeats", "2",
+                   "--out", str(comp)])
     c = json.loads(comp.read_text())["compute"]
     assert len(c["per_rank_seconds_per_step"]) == 2 and c["ranks"] == 2
+    codecs = c["codecs"]["per_compressor"]          # every rank timed every compressor at once
+    assert c["codecs"]["workers"] == 2 and list(codecs) == ["int8/1024", "top-0.01"]
+    assert all(len(d["per_rank"]) == 2 and d["encode_s"] == max(r["encode_s"] for r in
+                                                                d["per_rank"]) for d in codecs.values())
     assert c["seconds_per_step"] == max(c["per_rank_seconds_per_step"]) > 0
     out = tmp_path / "cal.json"
     run_python(["-m", "prsgd.clock", "combine", "--compute", str(comp), "--network", str(net),
@@ -91,10 +100,12 @@ def test_calibrate_network_under_torchrun(tmp_path):
     net = tmp_path / "net.json"
     sizes = (4096, 1048576, 16777216)   # far apart: the time grows with the size even here
     torchrun(2, ["-m", "prsgd.clock", "calibrate-network", "--sizes", ",".join(map(str, sizes)),
-                 "--repeats", "3", "--warmup", "1", "--note", "loopback", "--out", str(net)])
+                 "--repeats", "3", "--warmup", "1", "--note", "loopback", "--allgather",
+                 "--out", str(net)])
     doc = json.loads(net.read_text())["network"]
     assert doc["backend"] == "torchdist" and doc["ranks_per_node"] == 2 and doc["nodes"] == 1
-    assert {p["bytes"] for p in doc["points"]} == set(sizes)
+    assert {(p["collective"], p["bytes"]) for p in doc["points"]} == \
+        {(c, b) for c in ("allreduce", "allgather") for b in sizes}
     assert all(p["repeats"] == 3 and p["n"] == 2 and p["mean_s"] > 0 for p in doc["points"])
     assert doc["overhead_s"] == 0.0 and doc["cycle_time_ms"] == 0.0   # no Horovod cycle
     assert list(doc["levels"]) == ["intra"]

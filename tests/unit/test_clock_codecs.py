@@ -108,3 +108,44 @@ def test_calibrate_compute_writes_the_codec_part(tmp_path, capsys):
     assert main(["calibrate-compute", "--codecs", "zip", "--out", str(tmp_path / "y.json")]) == 2
     assert "--codecs 'zip': unknown compressor" in capsys.readouterr().err
     assert not (tmp_path / "y.json").exists()
+
+
+# --- a collective fitted on its own (calibrate-network --allgather) -------------------------------
+def test_the_fit_recovers_an_allgathers_own_alpha_and_bandwidth():
+    from prsgd.clock.calibrate import fit_alpha_beta, level_fits
+    from prsgd.clock.collectives import ring_allgather_seconds, ring_allreduce_seconds
+    sizes = (4096, 65536, 262144, 1_000_000)
+    gather = [(4, b, 5e-4 + ring_allgather_seconds(4, b, 4e-3, 2e6)) for b in sizes]
+    fit = fit_alpha_beta(gather, 5e-4, collective="allgather")
+    assert fit["alpha_s"] == pytest.approx(4e-3) and fit["bandwidth_Bps"] == pytest.approx(2e6)
+    # the allreduce's model on the same points would be wrong: alpha counts 2(n-1) times there
+    assert fit_alpha_beta(gather, 5e-4)["alpha_s"] != pytest.approx(4e-3)
+    points = [{"level": "inter", "collective": "allgather", "n": n, "bytes": b, "mean_s": t}
+              for n, b, t in gather] + \
+             [{"level": "inter", "n": 4, "bytes": b,             # an old point: an allreduce
+               "mean_s": 5e-4 + ring_allreduce_seconds(4, b, 1e-3, 5e6)} for b in sizes]
+    fits = level_fits(points, "inter", 5e-4)
+    assert fits["alpha_s"] == pytest.approx(1e-3) and fits["bandwidth_Bps"] == pytest.approx(5e6)
+    assert fits["collectives"]["allgather"]["alpha_s"] == pytest.approx(4e-3)
+    assert "collectives" not in level_fits(points[4:], "inter", 5e-4)
+
+
+def test_a_link_costs_a_collective_with_its_own_fit_when_it_has_one():
+    from prsgd.clock.collectives import ring_allgather_seconds, ring_allreduce_seconds
+    from prsgd.clock.model import Calibration
+    doc = {"kind": KIND, "compute": {"seconds_per_step": 0.1}, "network": {
+        "ranks_per_node": 2, "overhead_s": 1e-3, "levels": {"inter": {
+            "alpha_s": 1e-3, "bandwidth_Bps": 5e6,
+            "collectives": {"allgather": {"alpha_s": 4e-3, "bandwidth_Bps": 2e6}}}}}}
+    cal = Calibration.from_dict(doc)
+    assert cal.collective_seconds((0, 1, 2, 3), 1e4, "allgather") == pytest.approx(
+        1e-3 + ring_allgather_seconds(4, 1e4, 4e-3, 2e6))
+    assert cal.collective_seconds((0, 1, 2, 3), 1e4, "allreduce") == pytest.approx(
+        1e-3 + ring_allreduce_seconds(4, 1e4, 1e-3, 5e6))
+    doc["network"]["levels"]["inter"]["collectives"]["allgather"]["bandwidth_Bps"] = 0
+    with pytest.raises(CalibrationError,
+                       match=r"network\.levels\.inter\.collectives\.allgather\.bandwidth_Bps"):
+        Calibration.from_dict(doc, source="cal.json")
+    doc["network"]["levels"]["inter"]["collectives"]["allgather"] = {"error": "too few points"}
+    with pytest.raises(CalibrationError, match="allgather has no fit"):
+        Calibration.from_dict(doc, source="cal.json")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from prsgd.clock import codecs
+from prsgd.clock.collectives import ALLGATHER, ALLREDUCE, COLLECTIVES
 from prsgd.records import rundir
 
 KIND = "prsgd-clock-calibration"
@@ -38,9 +39,18 @@ DEFAULT_SIZES = (4096, 65536, 262144, RESNET20_BUFFER, 2 * RESNET20_BUFFER)
 UNRESOLVED_BPS = 1e12   # "no measurable size term": stands for an unbounded bandwidth
 
 
-def fit_alpha_beta(points, overhead_s: float = 0.0, flat_ok: bool = False) -> dict:
+def _terms(collective: str, n: int, nbytes: float) -> list:
+    """The ring model's coefficients of alpha and of 1/B (clock/collectives.py): the model's
+    seconds are alpha·c0 + c1/B. Each collective's cost at alpha = 1, B = 1, less alpha's."""
+    c0 = COLLECTIVES[collective](n, 0.0, 1.0, 1.0)
+    return [c0, COLLECTIVES[collective](n, nbytes, 0.0, 1.0)]
+
+
+def fit_alpha_beta(points, overhead_s: float = 0.0, flat_ok: bool = False,
+                   collective: str = ALLREDUCE) -> dict:
     """Least squares of t - overhead = alpha·2(n-1) + (1/B)·2(n-1)/n·bytes over points
-    (n, bytes, seconds). Returns alpha_s, bandwidth_Bps and the residuals; alpha is clamped at
+    (n, bytes, seconds) of ring allreduces, or the ring model of another `collective` (an
+    allgather's: alpha·(n-1) + (1/B)·(n-1)·bytes, bytes per worker). Returns alpha_s, bandwidth_Bps and the residuals; alpha is clamped at
     0 (and the bandwidth refitted alone) when the unconstrained fit makes it negative.
     `flat_ok`: when the time does not grow with the size at all (a link much faster than the
     latency, e.g. unshaped), fit alpha alone and report the bandwidth as unresolved
@@ -49,7 +59,7 @@ def fit_alpha_beta(points, overhead_s: float = 0.0, flat_ok: bool = False) -> di
     pts = [(int(n), float(b), float(t)) for n, b, t in points if n >= 2]
     if len(pts) < 2:
         raise ValueError("a fit needs at least two points with n >= 2 ranks")
-    A = np.array([[2 * (n - 1), 2 * (n - 1) / n * b] for n, b, _ in pts])
+    A = np.array([_terms(collective, n, b) for n, b, _ in pts])
     y = np.array([t - overhead_s for *_, t in pts])
     (alpha, inv_bw), *_ = np.linalg.lstsq(A, y, rcond=None)
     clamped = alpha < 0
@@ -290,8 +300,19 @@ def cmd_network(args) -> int:
                 comm.average_(buf, event)
                 if k >= args.warmup:
                     times.append(time.perf_counter() - t0)
-            raw.append({"level": level, "n": len(groups[0]), "bytes": buf.numel() * 4,
-                        "rank": comm.rank, "seconds": times})
+            raw.append({"level": level, "collective": ALLREDUCE, "n": len(groups[0]),
+                        "bytes": buf.numel() * 4, "rank": comm.rank, "seconds": times})
+            if args.allgather and kind == GLOBAL:    # compressed rounds' collective: all ranks
+                row = torch.randn(1, max(1, nbytes // 4))
+                times = []
+                for k in range(args.warmup + args.repeats):
+                    time.sleep(rng.uniform(0, 2 * cycle_ms / 1000))
+                    t0 = time.perf_counter()
+                    comm.gather_rows(row)
+                    if k >= args.warmup:
+                        times.append(time.perf_counter() - t0)
+                raw.append({"level": level, "collective": ALLGATHER, "n": len(groups[0]),
+                            "bytes": row.numel() * 4, "rank": comm.rank, "seconds": times})
     everything = comm.allgather_object(raw)
     if comm.rank != 0:
         return _done(comm)
@@ -299,7 +320,8 @@ def cmd_network(args) -> int:
                       overhead=overhead, note=args.note, backend=comm.name)
     doc["name"] = args.name or f"network {len(set(hosts))} nodes x {hosts.count(hosts[0])} ranks"
     _write(args.out, doc)
-    failed = [v["error"] for v in doc["network"]["levels"].values() if "error" in v]
+    failed = [f["error"] for v in doc["network"]["levels"].values()
+              for f in (v, *(v.get("collectives") or {}).values()) if "error" in f]
     if failed:
         print("prsgd.clock calibrate-network: error: no fit for " + "; ".join(failed) +
               f" (the points are in {args.out})", file=sys.stderr)
@@ -315,33 +337,49 @@ def network_doc(per_rank_raw, *, levels, hosts, cycle_ms, overhead, note="",
     cells: dict[tuple, list] = {}
     for raw in per_rank_raw:
         for r in raw:
-            cells.setdefault((r["level"], r["n"], r["bytes"]), []).append(r["seconds"])
+            key = (r["level"], r.get("collective", ALLREDUCE), r["n"], r["bytes"])
+            cells.setdefault(key, []).append(r["seconds"])
     points, fits = [], {}
-    for (level, n, nbytes), per_rank in sorted(cells.items()):
+    for (level, collective, n, nbytes), per_rank in sorted(cells.items()):
         slowest = [max(ts) for ts in zip(*per_rank)]
-        points.append({"level": level, "n": n, "bytes": nbytes,
+        points.append({"level": level, "collective": collective, "n": n, "bytes": nbytes,
                        "mean_s": statistics.fmean(slowest), "median_s": statistics.median(slowest),
                        "repeats": len(slowest)})
     for level in levels:
-        pts = [(p["n"], p["bytes"], p["mean_s"]) for p in points if p["level"] == level]
-        try:
-            fit = fit_alpha_beta(pts, overhead)
-        except ValueError as e:     # kept in the file, with the points, for a look
-            fits[level] = {"error": f"level {level}: {e}"}
-            continue
-        fits[level] = {"alpha_s": fit["alpha_s"], "bandwidth_Bps": fit["bandwidth_Bps"],
-                       "source": "measured: least-squares fit of the ring model to the points",
-                       "fit": fit}
+        fits[level] = level_fits(points, level, overhead)
     return {"kind": KIND, "network": {
         "ranks_per_node": hosts.count(hosts[0]), "nodes": len(set(hosts)), "hosts": hosts,
         "groups": levels, "levels": fits, "points": points, "cycle_time_ms": cycle_ms,
         "overhead_s": overhead,
         "overhead_rule": "cycle_time/2: mean wait for Horovod's next cycle (random phase)",
         "statistic": "per repeat the slowest rank; mean over repeats", "note": note,
-        "source": f"measured: prsgd.clock calibrate-network ({backend} Comm.average_ between "
-                  "the ranks)",
+        "source": f"measured: prsgd.clock calibrate-network ({backend} Comm.average_ and, "
+                  "for allgather, Comm.gather_rows between the ranks)",
         "backend": backend,
         "provenance": _provenance()}}
+
+
+def level_fits(points, level: str, overhead: float, flat_ok: bool = False) -> dict:
+    """One level's fits: the allreduce's (alpha_s, bandwidth_Bps: every collective's link by
+    default) and, under `collectives`, each other collective measured at this level, fitted to
+    its own ring model (clock/collectives.py). A failed fit is kept as an `error`."""
+    def fit_of(collective):
+        pts = [(p["n"], p["bytes"], p["mean_s"]) for p in points
+               if p["level"] == level and p.get("collective", ALLREDUCE) == collective]
+        try:
+            fit = fit_alpha_beta(pts, overhead, flat_ok=flat_ok, collective=collective)
+        except ValueError as e:     # kept in the file, with the points, for a look
+            return {"error": f"level {level} ({collective}): {e}"}
+        return {"alpha_s": fit["alpha_s"], "bandwidth_Bps": fit["bandwidth_Bps"],
+                "source": "measured: least-squares fit of the ring model to the points" +
+                ("" if fit["bandwidth_resolved"] else "; bandwidth unresolved (time flat in size)"),
+                "fit": fit}
+    out = fit_of(ALLREDUCE)
+    others = sorted({p.get("collective", ALLREDUCE) for p in points if p["level"] == level}
+                    - {ALLREDUCE})
+    if others and "error" not in out:
+        out["collectives"] = {c: fit_of(c) for c in others}
+    return out
 
 
 def cmd_refit(args) -> int:
@@ -349,13 +387,9 @@ def cmd_refit(args) -> int:
     doc = json.loads(Path(args.network).read_text())
     net = doc["network"]
     for level in net["levels"]:
-        pts = [(p["n"], p["bytes"], p["mean_s"]) for p in net["points"] if p["level"] == level]
-        fit = fit_alpha_beta(pts, net["overhead_s"], flat_ok=args.flat_ok)
-        net["levels"][level] = {"alpha_s": fit["alpha_s"], "bandwidth_Bps": fit["bandwidth_Bps"],
-                                "source": "measured: least-squares fit of the ring model to the "
-                                          "points" + ("" if fit["bandwidth_resolved"] else
-                                                      "; bandwidth unresolved (time flat in size)"),
-                                "fit": fit}
+        net["levels"][level] = level_fits(net["points"], level, net["overhead_s"], args.flat_ok)
+        if "error" in net["levels"][level]:
+            raise ValueError(net["levels"][level]["error"])
     net["refit"] = {"command": _provenance()["command"], "flat_ok": args.flat_ok}
     _write(args.out, doc)
     return 0
@@ -388,6 +422,9 @@ def add_parsers(sub) -> None:
     n.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="bytes, comma-separated")
     n.add_argument("--repeats", type=int, default=10)
     n.add_argument("--warmup", type=int, default=2)
+    n.add_argument("--allgather", action="store_true", help="also time allgathers of the same "
+                   "sizes per worker across all ranks and fit their own ring model (compressed "
+                   "rounds' collective)")
     n.set_defaults(fn=cmd_network)
     r = sub.add_parser("refit", help="fit a calibrate-network file's levels again from its points")
     r.add_argument("network")

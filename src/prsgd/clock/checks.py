@@ -90,13 +90,19 @@ def check_network(net, where: str) -> None:
             number(net[key], f"{where}.{key}", ">= 0")
     for level, d in _object(net.get("levels") or {}, f"{where}.levels").items():
         at = f"{where}.levels.{level}"
-        d = _object(d, at)
-        if "error" in d and "bandwidth_Bps" not in d:     # calibrate-network's failed fit
-            raise CalibrationError(f"{at} has no fit ({d['error']})")
-        for key, rng in (("alpha_s", ">= 0"), ("bandwidth_Bps", "> 0")):
-            if key not in d:
-                raise CalibrationError(f"{at}.{key} is missing (a number {rng})")
-            number(d[key], f"{at}.{key}", rng)
+        _check_fit(_object(d, at), at)
+        for name, f in _object(d.get("collectives") or {}, f"{at}.collectives").items():
+            _check_fit(_object(f, f"{at}.collectives.{name}"), f"{at}.collectives.{name}")
+
+
+def _check_fit(d: dict, at: str) -> None:
+    """One fitted link: alpha (>= 0) and bandwidth (> 0), or the failed fit's error."""
+    if "error" in d and "bandwidth_Bps" not in d:     # calibrate-network's failed fit
+        raise CalibrationError(f"{at} has no fit ({d['error']})")
+    for key, rng in (("alpha_s", ">= 0"), ("bandwidth_Bps", "> 0")):
+        if key not in d:
+            raise CalibrationError(f"{at}.{key} is missing (a number {rng})")
+        number(d[key], f"{at}.{key}", rng)
 
 
 def check_calibration(doc, source: str, kind: str) -> dict:

@@ -25,6 +25,9 @@ ALLREDUCE, ALLGATHER, REDUCE_SCATTER = "allreduce", "allgather", "reduce_scatter
 class Link:
     alpha_s: float           # latency of one ring step
     bandwidth_Bps: float     # bus bandwidth, bytes per second
+    # (collective, alpha_s, bandwidth_Bps): a collective measured and fitted on its own
+    # (calibrate-network --allgather); the others use the link's own (allreduce) fit.
+    fitted: tuple = ()
 
     def ring_seconds(self, n: int, nbytes: float) -> float:
         return ring_allreduce_seconds(n, nbytes, self.alpha_s, self.bandwidth_Bps)
@@ -34,7 +37,9 @@ class Link:
         if collective not in COLLECTIVES:
             raise CalibrationError(f"no cost model for the collective {collective!r} (known: "
                                    f"{', '.join(COLLECTIVES)})")
-        return COLLECTIVES[collective](n, nbytes, self.alpha_s, self.bandwidth_Bps)
+        alpha, bw = next(((a, b) for c, a, b in self.fitted if c == collective),
+                         (self.alpha_s, self.bandwidth_Bps))
+        return COLLECTIVES[collective](n, nbytes, alpha, bw)
 
 
 def ring_allreduce_seconds(n: int, nbytes: float, alpha_s: float, bandwidth_Bps: float) -> float:

@@ -74,7 +74,9 @@ class Calibration:
         `source` (the file) and the field."""
         check_calibration(doc, source or default_name, KIND)
         comp, net = doc.get("compute") or {}, doc.get("network") or {}
-        links = {level: Link(float(d["alpha_s"]), float(d["bandwidth_Bps"]))
+        links = {level: Link(float(d["alpha_s"]), float(d["bandwidth_Bps"]),
+                             tuple((c, float(f["alpha_s"]), float(f["bandwidth_Bps"]))
+                                   for c, f in (d.get("collectives") or {}).items()))
                  for level, d in (net.get("levels") or {}).items()}
         return cls(name=doc.get("name") or default_name,
                    compute_s=comp.get("seconds_per_step"),
