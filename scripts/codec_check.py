@@ -1,6 +1,7 @@
-"""Does the compressors' encode/decode time explain what compressed rounds take beyond their
-collectives? Writes RUNS/codec_check.{csv,md}: per run the measured communication seconds and
-the clock's without and with the calibration's codec part (prsgd.clock.validate.codec_effect).
+"""What do compressed rounds take beyond the clock's first model of their collectives? Writes
+RUNS/codec_check.{csv,md}: per run the measured communication seconds and the clock's, stage by
+stage (prsgd.clock.validate.CODEC_STAGES): every collective costed with the link's allreduce
+fit; + the compressors' encode/decode time; + the allgather's own fit.
 
     python scripts/codec_check.py results/codec-lab results/wallclock/calibration/lab-codec-50mbit.json
 """
@@ -9,11 +10,13 @@ from pathlib import Path
 
 from prsgd.clock.validate import codec_effect
 
+STAGES = {"allreduce_fit": "allreduce fit", "with_codec": "+ codec",
+          "with_allgather_fit": "+ allgather fit"}
 COLUMNS = {"label": "variant", "run": "run", "rounds": "rounds",
-           "measured_comm_s": "comm s measured", "modelled_comm_s_no_codec": "clock, no codec",
-           "codec_s": "+ codec", "modelled_comm_s": "clock, with codec",
-           "comm_error_no_codec": "comm error, no codec", "comm_error": "comm error, with codec",
-           "error_no_codec": "run error, no codec", "error": "run error, with codec"}
+           "measured_comm_s": "comm s measured",
+           **{f"comm_s_{k}": f"clock: {v}" for k, v in STAGES.items()},
+           **{f"comm_error_{k}": f"comm error: {v}" for k, v in STAGES.items()},
+           **{f"error_{k}": f"run error: {v}" for k, v in STAGES.items()}}
 
 
 def markdown(t) -> str:

@@ -103,10 +103,11 @@ def test_committed_validation_table_recomputes():
     committed = pd.read_csv(val / "table.csv")
     settings = {}
     for name, cal in committed[["setting", "calibration"]].drop_duplicates().itertuples(index=False):
-        # make clock-validation's settings: "shaped RATE" (the lab Figure 3), "unshaped" and
-        # "less RATE" (make lab-compression: every way to communicate less)
+        # make clock-validation's settings: "shaped RATE" (the lab Figure 3), "unshaped",
+        # "less RATE" (make lab-compression: every way to communicate less) and "codec RATE"
+        # (make lab-codec: compressed rounds with the codecs and the allgather calibrated)
         runs = {"shaped": "figure3-lab", "unshaped": "wallclock/validation-runs/unshaped",
-                "less": "compress-lab"}[name.split()[0]]
+                "less": "compress-lab", "codec": "codec-lab"}[name.split()[0]]
         settings[name] = (ROOT / "results" / runs,
                           ROOT / "results" / "wallclock" / "calibration" / cal)
     pd.testing.assert_frame_equal(clock_validate.table(settings), committed)
@@ -117,9 +118,10 @@ def test_committed_validation_table_recomputes():
     # what README and results/wallclock/validation claim: as calibrated, every prediction of
     # the validation's set (I = 1, 4, 16 and Hier-AVG, both link settings) within 15 %
     core = clock_validate.validation_set(committed)
-    # 4 variants x 2 seeds x 2 link settings, + I = 1 and 4 x 2 seeds of make lab-compression
-    assert len(core) == 16 + 4
-    assert set(core["setting"]) == {"unshaped", "shaped 50mbit", "less 50mbit"}
+    # 4 variants x 2 seeds x 2 link settings, + I = 1 and 4 x 2 seeds of make lab-compression,
+    # + I = 1 x 2 seeds of make lab-codec
+    assert len(core) == 16 + 4 + 2
+    assert set(core["setting"]) == {"unshaped", "shaped 50mbit", "less 50mbit", "codec 50mbit"}
     assert (core["error"].abs() <= clock_validate.TOLERANCE).all(), core
     # issue 19 §6: the compressed, overlapped, AdaComm and bucketed runs (2 seeds each) are in
     # the table; as calibrated 28 of 30 within 15 % (results/wallclock/validation/README.md),
@@ -127,5 +129,27 @@ def test_committed_validation_table_recomputes():
     less = committed[committed["setting"].str.startswith("less")]
     assert len(less) == 30 and less["label"].str.contains("overlap=2, int8").any()
     assert (less["error"].abs() <= clock_validate.TOLERANCE).sum() == 28
+    # make lab-codec's 12 runs against a calibration with codec times and the allgather's own
+    # fit: as calibrated 11 of 12 (results/codec-lab/README.md)
+    codec = committed[committed["setting"].str.startswith("codec")]
+    assert len(codec) == 12 and (codec["error"].abs() <= clock_validate.TOLERANCE).sum() == 11
     loo = pd.read_csv(val / "table_loo.csv")
     assert (loo["error"].abs() <= clock_validate.TOLERANCE).all()
+
+
+def test_committed_codec_check_recomputes():
+    """results/codec-lab/codec_check.csv comes from its committed runs and calibration, and the
+    calibration's codec times and allgather fit are what brought compressed rounds closer:
+    summed over the compressed runs, the comm error shrinks at each stage."""
+    from prsgd.clock.validate import CODEC_STAGES, codec_effect
+    runs = ROOT / "results" / "codec-lab"
+    cal = ROOT / "results" / "wallclock" / "calibration" / "lab-codec-50mbit.json"
+    committed = pd.read_csv(runs / "codec_check.csv")
+    t = codec_effect(str(runs), str(cal))
+    pd.testing.assert_frame_equal(t, committed)
+    compressed = t[t["label"] != "I=1"]
+    missing = [(compressed["measured_comm_s"] - compressed[f"comm_s_{s}"]).abs().sum()
+               for s in CODEC_STAGES]
+    assert missing[0] > missing[1] > missing[2]
+    plain = t[t["label"] == "I=1"]          # an uncompressed run: the same at every stage
+    assert (plain["comm_s_allreduce_fit"] == plain["comm_s_with_allgather_fit"]).all()

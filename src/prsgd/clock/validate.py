@@ -75,28 +75,45 @@ def table(settings: dict, compute_from_other_runs: bool = False) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+# What the clock knew of a compressed round, stage by stage (codec_effect's columns): the link's
+# allreduce fit for every collective and no codec time; + the codecs' encode/decode; + the
+# allgather's own fit (calibrate-network --allgather).
+CODEC_STAGES = {"allreduce_fit": ("codecs", "collectives"), "with_codec": ("collectives",),
+                "with_allgather_fit": ()}
+
+
+def _without(doc: dict, parts: tuple) -> dict:
+    """A calibration document without the codecs part and/or the per-collective fits."""
+    import copy
+    doc = copy.deepcopy(doc)
+    if "codecs" in parts:
+        doc["compute"].pop("codecs", None)
+    if "collectives" in parts:
+        for level in doc["network"]["levels"].values():
+            level.pop("collectives", None)
+    return doc
+
+
 def codec_effect(runs: str, cal_path: str) -> pd.DataFrame:
-    """Per run under `runs`: measured communication seconds against the clock's, without and
-    with the calibration's codec part (clock/codecs.py), and the whole run's error both ways."""
+    """Per run under `runs`: measured communication seconds against the clock's at each of
+    CODEC_STAGES (the calibration with parts of it taken away), and the whole run's error."""
     import json
     import tempfile
     doc = json.loads(Path(cal_path).read_text())
     if not (doc.get("compute") or {}).get("codecs"):
         raise CalibrationError(f"{cal_path}: has no compute.codecs part to compare")
-    doc["compute"] = {k: v for k, v in doc["compute"].items() if k != "codecs"}
+    tables = {}
     with tempfile.TemporaryDirectory() as tmp:
-        bare = Path(tmp) / Path(cal_path).name
-        bare.write_text(json.dumps(doc))
-        without = table({"without": (runs, str(bare))})
-    with_ = table({"with": (runs, cal_path)})
-    t = with_[["run", "label", "rounds", "measured_s", "measured_comm_s"]].copy()
-    t["modelled_comm_s_no_codec"] = without["modelled_comm_s"].values
-    t["modelled_comm_s"] = with_["modelled_comm_s"].values
-    t["codec_s"] = t["modelled_comm_s"] - t["modelled_comm_s_no_codec"]
-    t["comm_error_no_codec"] = t["modelled_comm_s_no_codec"] / t["measured_comm_s"] - 1
-    t["comm_error"] = with_["comm_error"].values
-    t["error_no_codec"] = without["error"].values
-    t["error"] = with_["error"].values
+        for stage, parts in CODEC_STAGES.items():
+            path = Path(tmp) / f"{stage}.json"
+            path.write_text(json.dumps(_without(doc, parts)))
+            tables[stage] = table({stage: (runs, str(path))})
+    last = tables["with_allgather_fit"]
+    t = last[["run", "label", "rounds", "measured_s", "measured_comm_s"]].copy()
+    for stage, st in tables.items():
+        t[f"comm_s_{stage}"] = st["modelled_comm_s"].values
+        t[f"comm_error_{stage}"] = st["comm_error"].values
+        t[f"error_{stage}"] = st["error"].values
     return t
 
 
