@@ -50,6 +50,23 @@ EOF
     >> "$OUT/load.txt" &
 sampler=$!
 hosts=$(lab hosts)
+calibrating() { [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; }
+hvd=(horovodrun -np "$NP" -H "$hosts" --gloo --network-interface labnet
+     --gloo-timeout-seconds "$GLOO_TIMEOUT")
+launch=(ip netns exec "prsgd-$NAME-launch" env PYTHONPATH="${CLOCK_SRC:-}")
+calibrate_compute() {   # OUT [more calibrate-compute flags]: one worker's step on every rank at once
+    local out=$1; shift
+    "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-compute --batch-size 32 \
+        --precision fp32 --steps "${CALIB_STEPS:-40}" "$@" --out "$out" \
+        || echo "lab_sweep: calibrate-compute failed"
+}
+# The step time drifts on a shared machine (12 % within 5 minutes, results/codec-lab): the
+# compute calibration brackets the runs, once before and once after, and uses the mean.
+if calibrating; then
+    mkdir -p "$(dirname "$CALIB_OUT")"
+    echo "== compute calibration before the runs ($(date -u +%FT%TZ))"
+    calibrate_compute "$CALIB_OUT-compute-before.json"
+fi
 failed=0      # a failed run is recorded in its manifest; the other runs go on
 common=(--np "$NP" --hosts "$hosts" --network-interface labnet
         --gloo-timeout-seconds "$GLOO_TIMEOUT" --data "${DATA:-auto}")
@@ -64,26 +81,22 @@ for ((r = 0; r < REPEATS; r++)); do
             --seeds "$seeds" "${common[@]}" -- "$@" $extra || failed=1
     done 3<<< "$VARIANTS"
 done
-# Then the clock's calibration (prsgd.clock, when CLOCK_SRC holds it) on these very nodes and link:
-# allreduce timings of several sizes at both levels, and one worker's step under the same
-# contention as training, and each compressor's encode/decode (CALIB_CODECS). Written to CALIB_OUT-network.json, CALIB_OUT-compute.json and, both
-# combined, CALIB_OUT.json (what prsgd.clock --clock and prsgd.clock.validate read).
-if [ -n "${CLOCK_SRC:-}" ] && [ -n "${CALIB_OUT:-}" ]; then
-    mkdir -p "$(dirname "$CALIB_OUT")"
-    hvd=(horovodrun -np "$NP" -H "$hosts" --gloo --network-interface labnet
-         --gloo-timeout-seconds "$GLOO_TIMEOUT")
+# Then the rest of the clock's calibration (prsgd.clock, when CLOCK_SRC holds it) on these very
+# nodes and link: allreduce (and allgather) timings of several sizes at both levels, one
+# worker's step under the same contention as training again, each compressor's encode/decode
+# (CALIB_CODECS). Written to CALIB_OUT-network.json, CALIB_OUT-compute.json and, combined with
+# CALIB_OUT-compute-before.json, CALIB_OUT.json (what prsgd.clock --clock and
+# prsgd.clock.validate read).
+if calibrating; then
     echo "== calibration ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
-    launch=(ip netns exec "prsgd-$NAME-launch" env PYTHONPATH="$CLOCK_SRC")
     "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-network --repeats 10 --allgather \
         --sizes "${CALIB_SIZES:-4096,65536,262144,1084392,2168784}" --note "lab $NAME: $NODES \
 nodes x $SLOTS ranks, $CPUS CPU(s) per node, tc tbf rate $RATE burst $BURST latency 50ms on both \
 ends of each node's veth (rate none: unshaped)" --out "$CALIB_OUT-network.json" \
         || echo "lab_sweep: calibrate-network failed (the points, if any, are in the file)"
-    "${launch[@]}" "${hvd[@]}" "$PY" -m prsgd.clock calibrate-compute --batch-size 32 \
-        --precision fp32 --steps 20 --codecs "${CALIB_CODECS:-fp16,bf16,int8,topk:0.01}" \
-        --out "$CALIB_OUT-compute.json" \
-        || echo "lab_sweep: calibrate-compute failed"
+    calibrate_compute "$CALIB_OUT-compute.json" --codecs "${CALIB_CODECS:-fp16,bf16,int8,topk:0.01}"
     PYTHONPATH="$CLOCK_SRC" "$PY" -m prsgd.clock combine --compute "$CALIB_OUT-compute.json" \
+        --compute-also "$CALIB_OUT-compute-before.json" \
         --network "$CALIB_OUT-network.json" --out "$CALIB_OUT.json" \
         --name "lab $(basename "$CALIB_OUT" | sed 's/^lab-//') (measured: step + network)" \
         || echo "lab_sweep: combine failed"

@@ -175,3 +175,43 @@ def test_no_nan_is_ever_written(tmp_path):
     with pytest.raises(ValueError):
         calibrate._write(str(tmp_path / "n.json"), {"network": {"overhead_s": float("nan")}})
     assert not (tmp_path / "n.json").exists()
+
+
+def test_combine_averages_compute_measurements_rank_by_rank(tmp_path, capsys):
+    """--compute-also: a lab's step measured before and after its runs; each rank's mean, the
+    slowest rank's mean as the step (not the mean of the two slowest), the first's codecs kept."""
+    after = {"kind": KIND, "compute": {"seconds_per_step": 0.30,
+                                       "per_rank_seconds_per_step": [0.30, 0.20],
+                                       "codecs": {"numel": 10, "per_compressor": {}},
+                                       "provenance": {"time": "T2"}}}
+    before = {"kind": KIND, "compute": {"seconds_per_step": 0.28,
+                                        "per_rank_seconds_per_step": [0.20, 0.28],
+                                        "provenance": {"time": "T1"}}}
+    paths = []
+    for name, doc in (("after", after), ("before", before)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(doc))
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps(GOOD))
+    out = tmp_path / "cal.json"
+    code, text = clock(["combine", "--compute", paths[0], "--compute-also", paths[1],
+                        "--network", net, "--name", "x", "--out", out], capsys)
+    assert code == 0, text
+    comp = json.loads(out.read_text())["compute"]
+    assert comp["per_rank_seconds_per_step"] == pytest.approx([0.25, 0.24])
+    assert comp["seconds_per_step"] == pytest.approx(0.25)      # not (0.30 + 0.28) / 2
+    assert comp["codecs"]["numel"] == 10
+    assert [m["time"] for m in comp["measurements"]] == ["T2", "T1"]
+    # a measurement of other ranks, or a bad one, is refused and nothing is written
+    before["compute"]["per_rank_seconds_per_step"] = [0.2, 0.2, 0.2]
+    paths[1].write_text(json.dumps(before))
+    out.unlink()
+    code, text = clock(["combine", "--compute", paths[0], "--compute-also", paths[1],
+                        "--network", net, "--name", "x", "--out", out], capsys)
+    assert code == 2 and "different numbers of ranks (2, 3)" in text and not out.exists()
+    before["compute"]["per_rank_seconds_per_step"] = [0.2, -1]
+    paths[1].write_text(json.dumps(before))
+    code, text = clock(["combine", "--compute", paths[0], "--compute-also", paths[1],
+                        "--network", net, "--name", "x", "--out", out], capsys)
+    assert code == 2 and f"{paths[1]}: compute.per_rank_seconds_per_step[1]" in text
+    assert not out.exists()

@@ -72,13 +72,50 @@ def cmd_combine(args) -> int:
             (check_compute if key == "compute" else check_network)(parts[key], key)
         except CalibrationError as e:
             raise CalibrationError(f"{src}: {e}") from None
+    if args.compute_also:
+        parts["compute"] = mean_compute([parts["compute"]] + [
+            _compute_part(src) for src in args.compute_also], [args.compute] + args.compute_also)
     doc = {"kind": KIND, "name": args.name, **parts,
-           "combined_from": {"compute": args.compute, "network": args.network}}
+           "combined_from": {"compute": [args.compute] + args.compute_also if args.compute_also
+                             else args.compute, "network": args.network}}
     Calibration.from_dict(doc, source=f"--compute {args.compute} --network {args.network}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(dumps(doc))     # validated above: no NaN can reach the file
     print(args.out)
     return 0
+
+
+def _compute_part(src: str) -> dict:
+    doc = read_document(src)
+    if not isinstance(doc.get("compute"), dict) or not doc["compute"]:
+        raise CalibrationError(f"{src}: has no 'compute' part (a JSON object)")
+    try:
+        check_compute(doc["compute"], "compute")
+    except CalibrationError as e:
+        raise CalibrationError(f"{src}: {e}") from None
+    return doc["compute"]
+
+
+def mean_compute(parts: list, sources: list) -> dict:
+    """One compute part from several measurements of the same ranks (e.g. before and after a
+    lab's runs, which bracket the drift of a shared machine's cores): each rank's mean step, the
+    slowest rank's mean as `seconds_per_step`; the first part's other fields (codecs included),
+    every measurement kept under `measurements`."""
+    per_rank = [p.get("per_rank_seconds_per_step") or [p["seconds_per_step"]] for p in parts]
+    if len({len(r) for r in per_rank}) != 1:
+        raise CalibrationError("--compute-also: the measurements have different numbers of "
+                               f"ranks ({', '.join(str(len(r)) for r in per_rank)})")
+    means = [sum(col) / len(col) for col in zip(*per_rank)]
+    out = {k: v for k, v in parts[0].items() if k not in ("variants",)}
+    out.update(seconds_per_step=max(means), per_rank_seconds_per_step=means,
+               statistic=f"each rank's mean over {len(parts)} measurements (their own statistic: "
+                         f"{parts[0].get('statistic', 'mean over timed steps')}); "
+                         "seconds_per_step = the slowest rank",
+               measurements=[{"source": src, "seconds_per_step": p["seconds_per_step"],
+                              "per_rank_seconds_per_step": p.get("per_rank_seconds_per_step"),
+                              "time": (p.get("provenance") or {}).get("time")}
+                             for src, p in zip(sources, parts)])
+    return out
 
 
 def select_variant(compute: dict, variant: str, src: str) -> dict:
@@ -136,6 +173,9 @@ def main(argv=None) -> int:
     c = sub.add_parser("combine", help="one calibration from a compute and a network part")
     c.add_argument("--compute", required=True, help="a JSON with a compute part")
     c.add_argument("--compute-variant", default="", help="pick one measured variant")
+    c.add_argument("--compute-also", action="append", default=[], metavar="C.json",
+                   help="more compute measurements of the same ranks: the step is each rank's "
+                        "mean over all of them (e.g. before and after the runs)")
     c.add_argument("--network", required=True, help="a JSON with a network part, or preset:NAME")
     c.add_argument("--cycle-time-ms", type=nonnegative_float, default=None,
                    help="Horovod cycle time for a preset (default: the preset's)")
