@@ -93,7 +93,10 @@ if calibrating; then
         --sizes "${CALIB_SIZES:-4096,65536,262144,1084392,2168784}" --note "lab $NAME: $NODES \
 nodes x $SLOTS ranks, $CPUS CPU(s) per node, tc tbf rate $RATE burst $BURST latency 50ms on both \
 ends of each node's veth (rate none: unshaped)" --out "$CALIB_OUT-network.json" \
-        || echo "lab_sweep: calibrate-network failed (the points, if any, are in the file)"
+        || { echo "lab_sweep: calibrate-network failed; fitting its points again with --flat-ok" \
+             "(a level whose time does not grow with the size gets alpha only)"
+             PYTHONPATH="$CLOCK_SRC" "$PY" -m prsgd.clock refit "$CALIB_OUT-network.json" \
+                 --flat-ok --out "$CALIB_OUT-network.json" || echo "lab_sweep: refit failed"; }
     calibrate_compute "$CALIB_OUT-compute.json" --codecs "${CALIB_CODECS:-fp16,bf16,int8,topk:0.01}"
     PYTHONPATH="$CLOCK_SRC" "$PY" -m prsgd.clock combine --compute "$CALIB_OUT-compute.json" \
         --compute-also "$CALIB_OUT-compute-before.json" \
