@@ -51,6 +51,7 @@ LONG_ID = "x" * 300
 COMBINE = ["combine", "--compute", "DIR/clock/good.json", "--network", "preset:pcie3-box",
            "--name", "x", "--out", "DIR/clock/out.json"]
 PREDICT = ["predict", "DIR/runs/done", "--clock"]
+CODECS = ["calibrate-compute", "--out", "DIR/clock/codecs.json", "--codecs"]
 
 
 CASES = [
@@ -276,6 +277,13 @@ CASES = [
          "DIR/plot-mixed: runs of different worker counts cannot share one figure", tool="plot"),
     Case("lab_levels.py on a folder without runs", ["DIR/afolder"],
          "lab_levels: error: no runs with metrics under DIR/afolder", tool="levels"),
+    # --- issue 19: codec times for the clock ------------------------------------------------
+    Case("clock calibrate-compute --codecs zip", [*CODECS, "zip"],
+         "--codecs 'zip': unknown compressor 'zip'", tool="clock", exit=2),
+    Case("clock calibrate-compute --codecs topk:2", [*CODECS, "topk:2"],
+         "--codecs 'topk:2':", tool="clock", exit=2),
+    Case("clock calibrate-compute --codecs fp16:3", [*CODECS, "fp16:3"],
+         "--codecs 'fp16:3': fp16 takes no option", tool="clock", exit=2),
 ]
 
 
