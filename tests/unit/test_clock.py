@@ -8,7 +8,7 @@ from conftest import schedule_of
 from prsgd.clock.collectives import Link, ring_allreduce_seconds
 from prsgd.clock.model import (KIND, Calibration, CalibrationError, RunShape, model_counts,
                                model_run)
-from prsgd.clock.calibrate import fit_alpha_beta
+from prsgd.clock.fit import fit_alpha_beta
 from prsgd.clock.presets import PRESETS, network_preset
 from conftest import toy_clock, toy_clock_run
 from prsgd.core.config import preset

@@ -112,7 +112,7 @@ def test_calibrate_compute_writes_the_codec_part(tmp_path, capsys):
 
 # --- a collective fitted on its own (calibrate-network --allgather) -------------------------------
 def test_the_fit_recovers_an_allgathers_own_alpha_and_bandwidth():
-    from prsgd.clock.calibrate import fit_alpha_beta, level_fits
+    from prsgd.clock.fit import fit_alpha_beta, level_fits
     from prsgd.clock.collectives import ring_allgather_seconds, ring_allreduce_seconds
     sizes = (4096, 65536, 262144, 1_000_000)
     gather = [(4, b, 5e-4 + ring_allgather_seconds(4, b, 4e-3, 2e6)) for b in sizes]

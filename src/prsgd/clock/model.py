@@ -30,7 +30,8 @@ round applied TAU local steps after it started (`--overlap-delay`, `overlapped`)
 
 A calibration is one JSON file (`Calibration.load`) with a `compute` part and a `network` part,
 each with its provenance: measured (`python -m prsgd.clock calibrate-compute|calibrate-network`,
-see `clock_calibrate.py`) or a named preset (`clock_presets.py`, with sources and assumptions).
+see `clock/calibrate.py`, fitted by `clock/fit.py`) or a named preset (`clock/presets.py`,
+with sources and assumptions).
 
 The command line (`python -m prsgd.clock predict|combine|presets|calibrate-*`): clock/cli.py.
 """
