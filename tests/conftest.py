@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # metrics.csv columns that are clocks: they differ between otherwise identical runs
-WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local"]
+WALL_CLOCK = ["train_seconds", "compute_seconds", "comm_seconds", "comm_seconds_local",
+              "comm_seconds_min", "comm_seconds_max"]
 SRC = ROOT / "src"
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 if str(SRC) not in sys.path:

@@ -200,6 +200,11 @@ def test_hetero_budget_beats_waiting_for_a_slow_worker(tmp_path):
     horovodrun(2, [*base, "--algorithm", "prsgd", "--run-id", "alg1"], timeout=600)
     alg1 = _rows(tmp_path / "alg1")[-1]
     assert int(alg1["worker_steps"]) == 24 and int(alg1["rounds"]) == 3
+    # Rank 0 (fast) waits in every round for rank 1: its comm_seconds are the most any rank
+    # spent averaging, and the slow rank, which arrives last, spends far less.
+    most, least = float(alg1["comm_seconds_max"]), float(alg1["comm_seconds_min"])
+    assert float(alg1["comm_seconds"]) == pytest.approx(most)
+    assert 0 < least < 0.5 * most, alg1
     budget = float(alg1["train_seconds"]) / 3
     horovodrun(2, [*base, "--algorithm", "hetero", "--round-budget-s", f"{budget:.3f}",
                    "--run-id", "alg3"], timeout=600)

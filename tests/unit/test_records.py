@@ -119,6 +119,42 @@ def test_a_torn_row_mid_file_fails_naming_the_file(tmp_path):
         results.load_run(run)
 
 
+# --- metrics.csv's writer: its columns are fixed by its first row or the file's header ---------------
+def test_a_row_with_a_column_the_file_lacks_is_refused_not_dropped(tmp_path):
+    w = rundir.MetricsWriter(tmp_path / "m.csv")
+    w.write({"epoch": 1, "train_loss": 0.5})
+    with pytest.raises(ValueError, match=r"m\.csv: a row with columns the file does not have: "
+                                         r"\['new'\]"):
+        w.write({"epoch": 2, "train_loss": 0.4, "new": 1})
+    w.close()
+    assert (tmp_path / "m.csv").read_text().splitlines() == ["epoch,train_loss", "1,0.5"]
+
+
+def test_a_run_resumed_into_a_file_older_than_a_column_keeps_the_files_layout(tmp_path):
+    """A metrics.csv written before comm_seconds_min/_max existed: a resume appends rows of its
+    own columns, without the later ones, and any other unknown column is still refused."""
+    (tmp_path / "m.csv").write_text("epoch,comm_seconds\n1,2.0\n")
+    w = rundir.MetricsWriter(tmp_path / "m.csv")
+    w.write({"epoch": 2, "comm_seconds": 3.0, "comm_seconds_min": 1.0, "comm_seconds_max": 3.0})
+    with pytest.raises(ValueError, match="does not have: \\['other'\\]"):
+        w.write({"epoch": 3, "comm_seconds": 3.0, "other": 1})
+    w.close()
+    assert (tmp_path / "m.csv").read_text().splitlines() == ["epoch,comm_seconds", "1,2.0",
+                                                              "2,3.0"]
+
+
+def test_one_process_holds_every_worker_so_its_comm_spread_is_its_own_seconds(tmp_path):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["--preset", "smoke", "--backend", "packed", "--workers", "2", "--interval",
+                     "2", "--dataset", "synthetic", "--train-subset", "64", "--test-subset", "16",
+                     "--batch-size", "8", "--epochs", "2", "--eval-every", "0", "--out",
+                     str(tmp_path), "--run-id", "spread"]) == 0
+    df = pd.read_csv(tmp_path / "spread" / "metrics.csv")
+    assert (df["comm_seconds"] > 0).all()
+    assert list(df["comm_seconds_min"]) == list(df["comm_seconds"])
+    assert list(df["comm_seconds_max"]) == list(df["comm_seconds"])
+
+
 # --- the speed-up column --------------------------------------------------------------------------
 def summary(epochs: int, loss_i4: float, status_i4: str = "done") -> pd.DataFrame:
     rows = []

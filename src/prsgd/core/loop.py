@@ -133,18 +133,25 @@ class Trainer:
 
     def _reduce(self, sums: EpochSums):
         """One metric reduction per epoch, per packed run c: [loss sum, correct, batches, samples,
-        first non-finite step of each worker]. Workers may have made different numbers of steps
-        (Algorithm 3), so each sends its own counts."""
+        first non-finite step of each worker, averaging seconds of each process]. Workers may have
+        made different numbers of steps (Algorithm 3), so each sends its own counts."""
         p, C = self.parts, len(self.runs)
         per = p.replicas // C
         batches = sums.steps.view(C, per).sum(1)
         counts = torch.stack([batches, batches * self.cfg.batch_size], 1)
         bad = torch.zeros(C, p.N, dtype=torch.float64)   # worker w's first bad step at [c, w]
         bad[:, self.comm.workers] = sums.first_bad.cpu().double().view(C, per)
+        # Each process's seconds in averaging so far: rank 0's alone hide how much of them was
+        # waiting for the slowest worker (the process that arrives last waits least).
+        comm_s = torch.zeros(C, self.comm.size, dtype=torch.float64)
+        comm_s[:, self.comm.rank] = torch.tensor([r.counters.total("seconds") for r in self.runs],
+                                                 dtype=torch.float64)
         totals = torch.stack([sums.loss.view(C, per).sum(1),
                               sums.correct.view(C, per).sum(1).double()], 1)
-        tot = self.comm.sum_metrics(torch.cat([totals.cpu(), counts, bad], 1))
-        self.first_bad_steps = [int(v) for v in tot[:, 4:].reshape(-1)]
+        tot = self.comm.sum_metrics(torch.cat([totals.cpu(), counts, bad, comm_s], 1))
+        self.first_bad_steps = [int(v) for v in tot[:, 4:4 + p.N].reshape(-1)]
+        for run, per_process in zip(self.runs, tot[:, 4 + p.N:]):
+            run.comm_seconds_by_process = per_process.tolist()
         self.loop.worker_steps += int(tot[0, 2])
         return [(float(t[0] / t[2]), float(t[1] / t[3])) for t in tot]
 

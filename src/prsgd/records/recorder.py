@@ -17,6 +17,12 @@ from prsgd.records.results import portable_path, provenance
 from prsgd.records.rundir import MetricsWriter
 
 
+def comm_spread(per_process: list, own: float) -> dict:
+    """comm_seconds_min/_max over processes (this process's own seconds before any reduction)."""
+    values = per_process or [own]
+    return {"comm_seconds_min": min(values), "comm_seconds_max": max(values)}
+
+
 @dataclass
 class RunView:
     index: int                 # which packed run (0 for an ordinary run)
@@ -27,6 +33,7 @@ class RunView:
     is_writer: bool
     diag: object = None        # diagnostics.Diagnostics or None
     rows: list = field(default_factory=list)   # metric rows so far (identical on every rank)
+    comm_seconds_by_process: list = field(default_factory=list)  # set by each epoch's reduction
     writer: MetricsWriter | None = None
     diag_writer: MetricsWriter | None = None
 
@@ -71,6 +78,9 @@ class RunView:
                 "bytes_received": c.total("received"),
                 "bytes_allreduce": c.collective_bytes.get("allreduce", 0),
                 "bytes_allgather": c.collective_bytes.get("allgather", 0),
+                # the least and the most seconds any process spent averaging (rank 0's are
+                # comm_seconds): max - min is time spent waiting for the slowest worker
+                **comm_spread(self.comm_seconds_by_process, c.total("seconds")),
                 **self.algorithm.metrics(loop)}   # the algorithm's own (AdaComm: its interval)
 
     def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,

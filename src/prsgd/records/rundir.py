@@ -181,6 +181,10 @@ def _fmt(v):
     return v
 
 
+# metrics.csv columns added after runs were committed (results/); see MetricsWriter
+LATER_COLUMNS = ("comm_seconds_min", "comm_seconds_max")
+
+
 class MetricsWriter:
     """Appends one row per epoch and flushes it, so a kill loses at most the current epoch. The
     columns are the keys of the first row (or the header of the file it appends to); a later row
@@ -189,6 +193,8 @@ class MetricsWriter:
     def __init__(self, path: Path, columns=None):
         self.path = Path(path)
         self.columns = tuple(columns) if columns is not None else _header(self.path)
+        # A file written before a column was added keeps its layout when a run resumes into it.
+        self.dropped = LATER_COLUMNS if self.columns is not None else ()
         self._f = open(self.path, "a", newline="")
         self._w = None
 
@@ -207,6 +213,9 @@ class MetricsWriter:
             self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="raise")
             if new or self._f.tell() == 0:
                 self._w.writeheader()
+        unknown = [k for k in row if k not in self.columns and k not in self.dropped]
+        if unknown:
+            raise ValueError(f"{self.path}: a row with columns the file does not have: {unknown}")
         self._w.writerow({k: _fmt(row.get(k)) for k in self.columns})
         self._f.flush()
         os.fsync(self._f.fileno())
