@@ -36,7 +36,8 @@ PAPER_NP := $(or $(NP),8)
 .DEFAULT_GOAL := help
 .PHONY: compression reproduce-gpus reproduce-1gpu-check help install install-base use-env use-env-base doctor test test-fast smoke train clean \
 	family stich reproduce reproduce-1gpu demo figure figure3-clock notebook bench bench-comm \
-	lab-up lab-down lab-figure3 lab-validation lab-compression lab-codec clock-validation
+	lab-up lab-down lab-figure3 lab-validation lab-compression lab-codec lab-comm-wait \
+	clock-validation
 
 help:  ## list the targets (PY=python: use the active environment instead of .venv)
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -236,12 +237,29 @@ lab-codec: $(FULL)  ## compressed rounds' encode/decode time on the lab, measure
 	$(PY) scripts/codec_check.py $(LAB_CODEC_DIR) $(WALLCLOCK_DIR)/calibration/lab-codec-$(LAB_RATE).json
 	$(MAKE) clock-validation
 
+# The wait check: how far is rank 0's communication time (comm_seconds) from the least any
+# process spent averaging (comm_seconds_min)? scripts/comm_wait.py sets both against the clock.
+LAB_WAIT_DIR ?= results/comm-wait-lab
+define LAB_WAIT_VARIANTS
+fp32 1,4
+int8 1,4 --compressor int8
+topk1pc 1,4 --compressor topk --topk-ratio 0.01
+endef
+export LAB_WAIT_VARIANTS
+lab-comm-wait: $(FULL)  ## rank 0's comm seconds vs the least process's, vs the clock, on the lab -> results/comm-wait-lab/ (20 min, 2 cores, root)
+	PY=$(PY) DATA=$(if $(DATA),$(DATA),auto) VARIANTS="$$LAB_WAIT_VARIANTS" \
+	    $(call LAB_CALIB,wait-$(LAB_RATE)) bash scripts/lab_sweep.sh $(LAB_WAIT_DIR) \
+	    $(LAB_RATE) - $(LAB_REPEATS) -- $(LAB_ARGS)
+	$(PY) scripts/comm_wait.py $(LAB_WAIT_DIR) $(WALLCLOCK_DIR)/calibration/lab-wait-$(LAB_RATE).json
+	$(MAKE) clock-validation
+
 clock-validation: $(BASE)  ## the clock's validation table from the lab runs (after lab-figure3, lab-validation)
 	$(PY) -m prsgd.clock.validate --compute-from-other-runs --out $(WALLCLOCK_DIR)/validation \
 	    --setting "shaped $(LAB_RATE)=$(LAB_FIG3_DIR),$(WALLCLOCK_DIR)/calibration/lab-shaped-$(LAB_RATE).json" \
 	    --setting "unshaped=$(WALLCLOCK_DIR)/validation-runs/unshaped,$(WALLCLOCK_DIR)/calibration/lab-unshaped.json" \
 	    --setting "less $(LAB_RATE)=$(LAB_COMPRESS_DIR),$(WALLCLOCK_DIR)/calibration/lab-compress-$(LAB_RATE).json" \
-	    --setting "codec $(LAB_RATE)=$(LAB_CODEC_DIR),$(WALLCLOCK_DIR)/calibration/lab-codec-$(LAB_RATE).json"
+	    --setting "codec $(LAB_RATE)=$(LAB_CODEC_DIR),$(WALLCLOCK_DIR)/calibration/lab-codec-$(LAB_RATE).json" \
+	    --setting "wait $(LAB_RATE)=$(LAB_WAIT_DIR),$(WALLCLOCK_DIR)/calibration/lab-wait-$(LAB_RATE).json"
 
 clean:  ## remove .venv (not a PY= environment) and local runs/
 	rm -rf $(if $(filter command line,$(origin PY)),,$(VENV)) runs
