@@ -8,7 +8,7 @@ fit; + the compressors' encode/decode time; + the allgather's own fit.
 import sys
 from pathlib import Path
 
-from prsgd.clock.validate import codec_effect
+from prsgd.clock.validate import codec_effect, titled_markdown
 
 STAGES = {"allreduce_fit": "allreduce fit", "with_codec": "+ codec",
           "with_allgather_fit": "+ allgather fit"}
@@ -20,12 +20,7 @@ COLUMNS = {"label": "variant", "run": "run", "rounds": "rounds",
 
 
 def markdown(t) -> str:
-    lines = ["| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
-    for _, r in t.sort_values(["label", "run"]).iterrows():
-        cells = [f"{r[k]:+.1%}" if "error" in k else str(r[k]) if k in ("label", "run", "rounds")
-                 else f"{r[k]:.2f}" for k in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return titled_markdown(t.sort_values(["label", "run"]), COLUMNS)
 
 
 def main(argv) -> int:

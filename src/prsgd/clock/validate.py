@@ -61,6 +61,10 @@ def table(settings: dict, compute_from_other_runs: bool = False) -> pd.DataFrame
                 "error": float(m["model_seconds"]) / measured - 1,
                 "measured_comm_s": comm, "modelled_comm_s": float(model_comm),
                 "measured_comm_local_s": local,
+                # the least and the most any process spent averaging (runs since 4024faf;
+                # NaN before): comm_seconds is rank 0's
+                "measured_comm_min_s": float(r.get("comm_seconds_min", float("nan"))),
+                "measured_comm_max_s": float(r.get("comm_seconds_max", float("nan"))),
                 "modelled_comm_local_s": float(m["model_comm_local_s"]),
                 "measured_compute_s": measured - comm,
                 "modelled_compute_s": float(m["model_compute_s"]),
@@ -146,6 +150,17 @@ def to_markdown(t: pd.DataFrame) -> str:
                  f"comm seconds. Compute per local step: {t['measured_step_s'].min():.2f}-"
                  f"{t['measured_step_s'].max():.2f} s in the runs, "
                  f"{t['modelled_step_s'].min():.2f}-{t['modelled_step_s'].max():.2f} s calibrated.")
+    return "\n".join(lines) + "\n"
+
+
+def titled_markdown(t: pd.DataFrame, columns: dict) -> str:
+    """`columns` (name -> title) of `t` as a markdown table, the scripts' checks' format: errors
+    as signed percentages, label/run/rounds as they are, other numbers with 2 decimals."""
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for _, r in t.iterrows():
+        cells = [f"{r[k]:+.1%}" if "error" in k else str(r[k]) if k in ("label", "run", "rounds")
+                 else f"{r[k]:.2f}" for k in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

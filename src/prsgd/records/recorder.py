@@ -17,12 +17,6 @@ from prsgd.records.results import portable_path, provenance
 from prsgd.records.rundir import MetricsWriter
 
 
-def comm_spread(per_process: list, own: float) -> dict:
-    """comm_seconds_min/_max over processes (this process's own seconds before any reduction)."""
-    values = per_process or [own]
-    return {"comm_seconds_min": min(values), "comm_seconds_max": max(values)}
-
-
 @dataclass
 class RunView:
     index: int                 # which packed run (0 for an ordinary run)
@@ -80,7 +74,8 @@ class RunView:
                 "bytes_allgather": c.collective_bytes.get("allgather", 0),
                 # the least and the most seconds any process spent averaging (rank 0's are
                 # comm_seconds): max - min is time spent waiting for the slowest worker
-                **comm_spread(self.comm_seconds_by_process, c.total("seconds")),
+                "comm_seconds_min": min(self.comm_seconds_by_process),
+                "comm_seconds_max": max(self.comm_seconds_by_process),
                 **self.algorithm.metrics(loop)}   # the algorithm's own (AdaComm: its interval)
 
     def write_config(self, *, sweep_cfg, derived: dict, world_size: int, device, dataset,
